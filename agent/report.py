@@ -1,0 +1,333 @@
+"""The wire format between hatang-agent and hatang-collector: the one definition.
+
+The agent builds these structs and encodes them; the collector decodes request bodies
+into the same structs, so the two cannot drift apart. ``report.schema.json`` beside
+this file is generated from them (``python -m agent.report``) and a test keeps it equal.
+
+Compatibility rule: within one ``schema_version`` fields are only ever added, always
+optional; decoders ignore fields they do not know, so a newer agent can report to an
+older collector. Every string and list has a bound so that hostile input stays small.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+SCHEMA_VERSION: Final = 1
+SCHEMA_PATH: Final = Path(__file__).with_name("report.schema.json")
+
+NetworkClass = Literal["lan", "wan", "dedicated", "internet"]
+NETWORK_CLASSES: Final[tuple[NetworkClass, ...]] = ("lan", "wan", "dedicated", "internet")
+ProbeKind = Literal["icmp", "tcp", "dns", "http"]
+Role = Literal["host", "site-probe"]
+
+ErrorReason = Literal[
+    "timeout",  # no answer within the target's timeout
+    "refused",  # TCP RST / ICMP port unreachable
+    "unreachable",  # no route, host or network unreachable, link down
+    "dns_error",  # name did not resolve, or the DNS answer was an error rcode
+    "tls_error",  # handshake or certificate verification failed
+    "http_status",  # HTTP answered with a status outside the expected set
+    "protocol_error",  # the peer answered something that is not the protocol
+    "permission_denied",  # the OS refused the socket (e.g. raw ICMP without privilege)
+    "network_error",  # any other socket-level failure
+    "internal_error",  # a bug in hatang; details are in the agent log
+]
+ERROR_REASONS: Final[tuple[str, ...]] = ErrorReason.__args__  # type: ignore[attr-defined]
+
+AvState = Literal["protected", "outdated", "disabled", "missing", "unknown"]
+HostKind = Literal["computer", "printer", "network", "phone", "unknown"]
+HostSource = Literal["arp", "snmp", "agent"]
+
+# Bounded building blocks. Bounds are generous for real data and small for abuse.
+SiteId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$",
+        description="Unit id from the org file, e.g. bac-kan/cho-don/bang-lung",
+    ),
+]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Name = Annotated[str, msgspec.Meta(max_length=256)]
+Text = Annotated[str, msgspec.Meta(max_length=1024)]
+Address = Annotated[str, msgspec.Meta(max_length=512)]
+Ip = Annotated[str, msgspec.Meta(max_length=64)]
+Mac = Annotated[str, msgspec.Meta(max_length=32)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Wire(msgspec.Struct, kw_only=True):
+    """Base for wire structs: every field is written, so a reader sees ``null``, not absence."""
+
+
+class _Compact(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Base for structs that come in long lists: defaults are omitted to keep reports small."""
+
+
+class ProbeResult(_Wire):
+    """One probe of one target. Failure is data: ``up=False`` with a reason code."""
+
+    kind: ProbeKind
+    target: Address
+    up: bool
+    rtt_seconds: Seconds | None = None  # icmp: average RTT; tcp: connect; dns: query; http: total
+    loss_ratio: Ratio | None = None
+    error: ErrorReason | None = None
+    detail: Text | None = None  # human-readable English cause, e.g. "connect to 10.0.0.1:443: refused"
+    method: Name | None = None  # how it was probed, e.g. "icmp-unprivileged", "tcp-fallback:443"
+    duration_seconds: Seconds | None = None  # wall time of the whole check
+    # icmp
+    sent: Count | None = None
+    received: Count | None = None
+    rtt_min_seconds: Seconds | None = None
+    rtt_max_seconds: Seconds | None = None
+    jitter_seconds: Seconds | None = None  # RFC 3550 interarrival jitter estimate
+    # dns
+    rcode: Name | None = None
+    answers: Annotated[list[Text], msgspec.Meta(max_length=32)] | None = None
+    # http
+    status_code: Annotated[int, msgspec.Meta(ge=100, le=999)] | None = None
+    ttfb_seconds: Seconds | None = None
+    tls_days_to_expiry: float | None = None
+    bytes_read: Count | None = None
+    throughput_bytes_per_second: Seconds | None = None
+
+
+class NetworkStatus(_Wire):
+    """One network class: up when its targets answer according to ``rule``."""
+
+    configured: bool = False
+    up: bool | None = None  # None when not configured: never "down" for lack of targets
+    rule: Literal["any", "all"] | None = None
+    targets: Annotated[list[ProbeResult], msgspec.Meta(max_length=64)] = []
+
+
+class Networks(_Wire):
+    """The four network classes of the DESIGN contract, always all present."""
+
+    lan: NetworkStatus = msgspec.field(default_factory=NetworkStatus)
+    wan: NetworkStatus = msgspec.field(default_factory=NetworkStatus)
+    dedicated: NetworkStatus = msgspec.field(default_factory=NetworkStatus)
+    internet: NetworkStatus = msgspec.field(default_factory=NetworkStatus)
+
+    def get(self, network: NetworkClass) -> NetworkStatus:
+        """Return the status of one network class by name."""
+        status: NetworkStatus = getattr(self, network)
+        return status
+
+
+class Disk(_Wire):
+    mountpoint: Name
+    total_bytes: Count
+    used_bytes: Count
+    fstype: Name | None = None
+
+
+class Interface(_Wire):
+    name: Name
+    mac: Mac | None = None
+    ipv4: Annotated[list[Ip], msgspec.Meta(max_length=64)] = []
+    ipv6: Annotated[list[Ip], msgspec.Meta(max_length=64)] = []
+    is_up: bool | None = None
+    speed_mbps: Count | None = None
+
+
+class HostInventory(_Wire):
+    """What this computer is: enough to count and identify it, nothing personal."""
+
+    hostname: Name
+    os: Name  # platform.system(): "Windows", "Linux"
+    os_release: Name | None = None  # "10", "11", "Debian GNU/Linux 12 (bookworm)"
+    os_version: Name | None = None
+    architecture: Name | None = None
+    cpu_count: Count | None = None
+    cpu_model: Name | None = None
+    memory_bytes: Count | None = None
+    disks: Annotated[list[Disk], msgspec.Meta(max_length=64)] = []
+    interfaces: Annotated[list[Interface], msgspec.Meta(max_length=64)] = []
+    boot_time: dt.datetime | None = None
+    agent_version: Name | None = None
+    python_version: Name | None = None
+    error: Text | None = None  # set when part of the inventory could not be read
+
+
+class LanHost(_Compact):
+    """A host seen on the office LAN, merged by MAC across sources."""
+
+    mac: Mac
+    ip: Ip | None = None
+    vendor: Name | None = None
+    kind: HostKind = "unknown"
+    sources: Annotated[list[HostSource], msgspec.Meta(max_length=3)] = []
+    hostname: Name | None = None
+    agent_id: Id | None = None
+    first_seen: dt.datetime | None = None
+    last_seen: dt.datetime | None = None
+
+
+class LanHostCounts(_Wire):
+    """Hosts by the source that saw them (a host seen by two sources counts in both)."""
+
+    arp: Count = 0
+    snmp: Count = 0
+    agent: Count = 0
+    total: Count = 0  # distinct MACs after merging
+    computers: Count = 0  # distinct hosts classified as computers
+
+
+class LanHosts(_Wire):
+    """Site probe only: the office LAN as discovered by ARP sweep and SNMP."""
+
+    hosts: Annotated[list[LanHost], msgspec.Meta(max_length=4096)] = []
+    counts: LanHostCounts = msgspec.field(default_factory=LanHostCounts)
+    subnets: Annotated[list[Name], msgspec.Meta(max_length=16)] = []
+    error: Text | None = None
+
+
+class SnmpInterface(_Compact):
+    index: Count
+    name: Name | None = None
+    descr: Name | None = None
+    oper_status: Name | None = None  # IF-MIB ifOperStatus as text: up, down, testing, ...
+    speed_bps: Count | None = None
+    in_octets: Count | None = None
+    out_octets: Count | None = None
+    in_errors: Count | None = None
+    out_errors: Count | None = None
+
+
+class SnmpDevice(_Wire):
+    """One polled switch or router."""
+
+    address: Address
+    up: bool
+    sys_name: Name | None = None
+    sys_descr: Text | None = None
+    sys_uptime_seconds: Seconds | None = None
+    interfaces: Annotated[list[SnmpInterface], msgspec.Meta(max_length=1024)] = []
+    arp_entries: Count | None = None
+    fdb_entries: Count | None = None
+    error: Text | None = None
+    truncated: bool = False  # a table was cut at the configured bound
+
+
+class AntivirusProduct(_Wire):
+    """One antivirus product as one source sees it."""
+
+    name: Name
+    source: Name  # "securitycenter2", "defender", "service", "process", "clamav", ...
+    state: AvState
+    vendor: Name | None = None
+    enabled: bool | None = None
+    up_to_date: bool | None = None
+    real_time_protection: bool | None = None
+    signature_age_seconds: Seconds | None = None
+    signature_version: Name | None = None
+    engine_version: Name | None = None
+    product_state: Count | None = None  # Windows Security Center productState, raw
+
+
+class AntivirusStatus(_Wire):
+    """The computer's one antivirus state and the per-product facts behind it."""
+
+    state: AvState
+    products: Annotated[list[AntivirusProduct], msgspec.Meta(max_length=32)] = []
+    max_signature_age_seconds: Seconds | None = None  # the policy applied
+    error: Text | None = None
+
+
+class FirewallProfile(_Wire):
+    name: Name  # Windows: domain/private/public; Linux: nftables, iptables, ufw, firewalld
+    enabled: bool | None = None
+
+
+class FirewallStatus(_Wire):
+    enabled: bool | None = None
+    profiles: Annotated[list[FirewallProfile], msgspec.Meta(max_length=16)] = []
+    source: Name | None = None
+    error: Text | None = None
+
+
+class Report(_Wire, kw_only=True):
+    """One check cycle of one agent, as stored in the spool and sent to the collector."""
+
+    schema_version: Annotated[int, msgspec.Meta(ge=1)] = SCHEMA_VERSION
+    id: Id  # unique per report (UUID4); the collector stores each id once
+    agent_id: Id  # stable per installation
+    site: SiteId
+    role: Role
+    seq: Count  # per agent, +1 per report, survives restarts
+    observed_at: dt.datetime  # when the checks started (UTC)
+    interval_seconds: Annotated[float, msgspec.Meta(gt=0)]
+    agent_version: Name
+    duration_seconds: Seconds | None = None
+    networks: Networks = msgspec.field(default_factory=Networks)
+    host: HostInventory | None = None
+    lan_hosts: LanHosts | None = None
+    snmp: Annotated[list[SnmpDevice], msgspec.Meta(max_length=16)] | None = None
+    antivirus: AntivirusStatus | None = None
+    firewall: FirewallStatus | None = None
+    spool_dropped: Count = 0  # reports this agent's spool ever dropped when full (cumulative)
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    """The body of ``POST /api/v1/reports``."""
+
+    reports: Annotated[list[Report], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+def new_report_id() -> str:
+    """Return a fresh report id."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> dt.datetime:
+    """Return the current time, timezone-aware UTC (the only kind reports carry)."""
+    return dt.datetime.now(dt.UTC)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    """Encode a report or batch as compact JSON."""
+    return _encoder.encode(obj)
+
+
+def decode_batch(body: bytes) -> Batch:
+    """Parse and validate a request body; raises ``msgspec.ValidationError`` naming the path."""
+    return msgspec.json.decode(body, type=Batch)
+
+
+def decode_report(body: bytes) -> Report:
+    """Parse and validate one report (spool rows, evidence)."""
+    return msgspec.json.decode(body, type=Report)
+
+
+def json_schema() -> dict[str, object]:
+    """Return the JSON Schema of a batch, generated from the structs above."""
+    schema: dict[str, object] = msgspec.json.schema(Batch)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"hatang report batch, schema_version {SCHEMA_VERSION}"
+    return schema
+
+
+def render_schema() -> str:
+    """Return the schema as the text stored in ``report.schema.json``."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(render_schema(), encoding="utf-8")
+    sys.stdout.write(f"wrote {SCHEMA_PATH}\n")

@@ -1,0 +1,107 @@
+"""The parts of a report and how each is collected: the one table the scheduler and
+``check`` both read.
+
+Each section has its own interval. ``networks`` runs every ``interval`` and each run
+produces a report; the other sections refresh on their own intervals and a report
+carries a section only when it was collected since the previous report (the collector
+keeps the latest of each). Heavy modules (scapy, pysnmp) are imported inside the
+collect functions of the site-probe sections, so the host role never loads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from agent.config import AgentConfig
+
+SectionName = Literal["networks", "host", "antivirus", "lan_hosts", "snmp"]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One report section: when it runs and how it is collected."""
+
+    name: SectionName
+    enabled: Callable[[AgentConfig], bool]
+    interval: Callable[[AgentConfig], float]
+    collect: Callable[[AgentConfig], Awaitable[Any]]
+
+
+async def _networks(config: AgentConfig) -> Any:
+    from agent.runner import check_networks
+
+    return await check_networks(config)
+
+
+async def _host(config: AgentConfig) -> Any:
+    from agent.inventory.host import collect
+
+    return await asyncio.to_thread(collect)
+
+
+async def _antivirus(config: AgentConfig) -> Any:
+    """Antivirus and firewall together: one security posture, one interval."""
+    from agent.inventory.antivirus import detect
+    from agent.inventory.firewall import detect as detect_firewall
+
+    antivirus, firewall = await asyncio.gather(
+        asyncio.to_thread(detect, config.antivirus),
+        asyncio.to_thread(detect_firewall, config.antivirus.command_timeout),
+    )
+    return antivirus, firewall
+
+
+async def _lan_hosts(config: AgentConfig) -> Any:
+    from agent.discovery import discover
+
+    return await discover(config)
+
+
+async def _snmp(config: AgentConfig) -> Any:
+    from agent.snmp.poller import poll_devices
+
+    return await poll_devices(config.snmp)
+
+
+def _site_probe(config: AgentConfig) -> bool:
+    return config.role == "site-probe"
+
+
+SECTIONS: Final[tuple[Section, ...]] = (
+    Section("networks", lambda c: True, lambda c: c.interval, _networks),
+    Section("host", lambda c: c.inventory.enabled, lambda c: c.inventory.interval, _host),
+    Section(
+        "antivirus", lambda c: c.antivirus.enabled, lambda c: c.antivirus.interval, _antivirus
+    ),
+    Section(
+        "lan_hosts",
+        lambda c: _site_probe(c) and c.discovery.enabled,
+        lambda c: c.discovery.interval,
+        _lan_hosts,
+    ),
+    Section(
+        "snmp",
+        lambda c: _site_probe(c) and bool(c.snmp.devices),
+        lambda c: c.snmp.interval,
+        _snmp,
+    ),
+)
+
+
+def enabled_sections(config: AgentConfig) -> list[Section]:
+    """The sections this agent's role and config turn on."""
+    return [s for s in SECTIONS if s.enabled(config)]
+
+
+def report_fields(results: dict[SectionName, Any]) -> dict[str, Any]:
+    """Map collected section results onto ``Report`` keyword arguments."""
+    fields: dict[str, Any] = {}
+    for name, value in results.items():
+        if name == "antivirus":
+            fields["antivirus"], fields["firewall"] = value
+        else:
+            fields[name] = value
+    return fields

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Shared set-up for the README's two commands: a virtualenv in .venv with hatang installed.
+# Safe to run again; installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "hatang needs Python >= 3.11 (found $("$PY" --version 2>&1))" >&2
+  exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    # Debian splits venv out of python3; install it when we may.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+      rm -rf .venv && "$PY" -m venv .venv
+    else
+      echo "cannot create .venv: install python3-venv" >&2
+      exit 2
+    fi
+  fi
+fi
+extras=${HATANG_EXTRAS:-}
+stamp=.venv/.hatang-installed${extras:+-$extras}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+  touch "$stamp"
+fi
