@@ -197,9 +197,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
         key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
         seen.add(key)
     return loader.construct_mapping(node)
 
@@ -246,7 +244,7 @@ def _humanise(error: msgspec.ValidationError) -> tuple[str, str]:
         return (f"{path}.{m.group(1)}" if path else m.group(1)), "required key missing"
     if path.endswith(".kind") and msg.startswith("Invalid value"):
         kinds = ", ".join(PROBES)
-        return path, f"{msg[len('Invalid value '):]} is not a probe kind (expected one of {kinds})"
+        return path, f"{msg[len('Invalid value ') :]} is not a probe kind (expected one of {kinds})"
     if m := re.match(r"Expected `(.+?)`, got `(.+?)`", msg):
         return path, f"expected {m.group(1)}, got {m.group(2)}"
     if msg.startswith("Expected `object`"):

@@ -84,7 +84,9 @@ class ProbeResult(_Wire):
     rtt_seconds: Seconds | None = None  # icmp: average RTT; tcp: connect; dns: query; http: total
     loss_ratio: Ratio | None = None
     error: ErrorReason | None = None
-    detail: Text | None = None  # human-readable English cause, e.g. "connect to 10.0.0.1:443: refused"
+    detail: Text | None = (
+        None  # human-readable English cause, e.g. "connect to 10.0.0.1:443: refused"
+    )
     method: Name | None = None  # how it was probed, e.g. "icmp-unprivileged", "tcp-fallback:443"
     duration_seconds: Seconds | None = None  # wall time of the whole check
     # icmp

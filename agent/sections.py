@@ -11,11 +11,18 @@ collect functions of the site-probe sections, so the host role never loads them.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from agent import __version__
 from agent.config import AgentConfig
+from agent.log import event
+from agent.report import Report, new_report_id
+
+log = logging.getLogger(__name__)
 
 SectionName = Literal["networks", "host", "antivirus", "lan_hosts", "snmp"]
 
@@ -73,9 +80,7 @@ def _site_probe(config: AgentConfig) -> bool:
 SECTIONS: Final[tuple[Section, ...]] = (
     Section("networks", lambda c: True, lambda c: c.interval, _networks),
     Section("host", lambda c: c.inventory.enabled, lambda c: c.inventory.interval, _host),
-    Section(
-        "antivirus", lambda c: c.antivirus.enabled, lambda c: c.antivirus.interval, _antivirus
-    ),
+    Section("antivirus", lambda c: c.antivirus.enabled, lambda c: c.antivirus.interval, _antivirus),
     Section(
         "lan_hosts",
         lambda c: _site_probe(c) and c.discovery.enabled,
@@ -105,3 +110,46 @@ def report_fields(results: dict[SectionName, Any]) -> dict[str, Any]:
         else:
             fields[name] = value
     return fields
+
+
+async def collect(config: AgentConfig, section: Section) -> Any | None:
+    """Run one section; a failure is logged and yields None, never an exception."""
+    try:
+        return await section.collect(config)
+    except Exception as exc:
+        event(log, logging.ERROR, "section.failed", section=section.name, error=repr(exc)[:300])
+        log.debug("section %s traceback", section.name, exc_info=True)
+        return None
+
+
+async def collect_all(config: AgentConfig) -> dict[SectionName, Any]:
+    """Run every enabled section once, concurrently (``check`` and the first cycle)."""
+    sections = enabled_sections(config)
+    values = await asyncio.gather(*(collect(config, s) for s in sections))
+    return {s.name: v for s, v in zip(sections, values, strict=True) if v is not None}
+
+
+def make_report(
+    config: AgentConfig,
+    *,
+    agent_id: str,
+    seq: int,
+    observed_at: dt.datetime,
+    results: dict[SectionName, Any],
+    spool_dropped: int = 0,
+    duration_seconds: float | None = None,
+) -> Report:
+    """Assemble a report from collected sections (the one place that builds reports)."""
+    return Report(
+        id=new_report_id(),
+        agent_id=agent_id,
+        site=config.site,
+        role=config.role,
+        seq=seq,
+        observed_at=observed_at,
+        interval_seconds=config.interval,
+        agent_version=__version__,
+        duration_seconds=duration_seconds,
+        spool_dropped=spool_dropped,
+        **report_fields(results),
+    )

@@ -52,7 +52,9 @@ class Namespace:
         """Run ``ip -n <ns> ...``."""
         return run("ip", "-n", self.name, *args, check=check)
 
-    def exec(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace and wait for it."""
         return run("ip", "netns", "exec", self.name, *args, check=check, timeout=timeout)
 
@@ -138,11 +140,21 @@ class Topology:
         ns.ip("link", "set", name, "up")
         return name
 
-    def attach(self, bridge_ns: Namespace, bridge: str, host: Namespace, host_addr: str, *, host_dev: str = "eth0") -> str:
+    def attach(
+        self,
+        bridge_ns: Namespace,
+        bridge: str,
+        host: Namespace,
+        host_addr: str,
+        *,
+        host_dev: str = "eth0",
+    ) -> str:
         """Plug a host namespace into a bridge; return the bridge-side port name."""
         n = next(self._veths)
         port = f"p{n}"[:15]
-        bridge_ns.ip("link", "add", port, "type", "veth", "peer", "name", host_dev, "netns", host.name)
+        bridge_ns.ip(
+            "link", "add", port, "type", "veth", "peer", "name", host_dev, "netns", host.name
+        )
         bridge_ns.ip("link", "set", port, "master", bridge)
         bridge_ns.ip("link", "set", port, "up")
         host.ip("addr", "add", host_addr, "dev", host_dev)

@@ -18,7 +18,9 @@ from agent.units import Size
 
 class Options(TargetOptions, frozen=True, tag="http"):
     method: Literal["GET", "HEAD"] = "GET"
-    valid_status_codes: Annotated[list[Annotated[int, msgspec.Meta(ge=100, le=599)]], msgspec.Meta(max_length=32)] = []  # empty: 2xx and 3xx
+    valid_status_codes: Annotated[
+        list[Annotated[int, msgspec.Meta(ge=100, le=599)]], msgspec.Meta(max_length=32)
+    ] = []  # empty: 2xx and 3xx
     verify_tls: bool = True
     ca_file: str | None = None
     throughput: bool = False  # read the body (up to max_bytes) and report bytes/s
