@@ -37,7 +37,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 def _default_state_dir() -> Path:
     if sys.platform == "win32":
-        return Path(os.environ.get("ProgramData", r"C:\ProgramData")) / "hatang"
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "hatang"
     return Path("/var/lib/hatang")
 
 
