@@ -113,6 +113,7 @@ class NetworkStatus(_Wire):
     up: bool | None = None  # None when not configured: never "down" for lack of targets
     rule: Literal["any", "all"] | None = None
     targets: Annotated[list[ProbeResult], msgspec.Meta(max_length=64)] = []
+    default_gateway: bool = False  # lan only: targets are the detected default gateway(s)
 
 
 class Networks(_Wire):
@@ -176,6 +177,12 @@ class LanHost(_Compact):
     agent_id: Id | None = None
     first_seen: dt.datetime | None = None
     last_seen: dt.datetime | None = None
+    kind_reason: Name | None = None  # why this kind: "vendor Brother", "tcp/9100 open", ...
+    other_macs: Annotated[list[Mac], msgspec.Meta(max_length=8)] | None = None  # same machine
+    open_ports: (
+        Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=65535)]], msgspec.Meta(max_length=16)]
+        | None
+    ) = None
 
 
 class LanHostCounts(_Wire):
@@ -195,6 +202,9 @@ class LanHosts(_Wire):
     counts: LanHostCounts = msgspec.field(default_factory=LanHostCounts)
     subnets: Annotated[list[Name], msgspec.Meta(max_length=16)] = []
     error: Text | None = None
+    interface: Name | None = None  # the interface swept
+    duration_seconds: Seconds | None = None
+    truncated: bool = False  # more hosts than the list bound; counts are still complete
 
 
 class SnmpInterface(_Compact):
@@ -207,6 +217,10 @@ class SnmpInterface(_Compact):
     out_octets: Count | None = None
     in_errors: Count | None = None
     out_errors: Count | None = None
+    counter_bits: Literal[32, 64] | None = None  # octet counters wrap at 2**bits
+    admin_status: Name | None = None
+    alias: Name | None = None  # ifAlias: the description the administrator gave the port
+    mac: Mac | None = None
 
 
 class SnmpDevice(_Wire):
@@ -222,6 +236,9 @@ class SnmpDevice(_Wire):
     fdb_entries: Count | None = None
     error: Text | None = None
     truncated: bool = False  # a table was cut at the configured bound
+    name: Name | None = None  # the label configured for the device
+    sys_object_id: Name | None = None  # vendor/model OID, e.g. 1.3.6.1.4.1.9.1.1208
+    duration_seconds: Seconds | None = None
 
 
 class AntivirusProduct(_Wire):
@@ -238,6 +255,9 @@ class AntivirusProduct(_Wire):
     signature_version: Name | None = None
     engine_version: Name | None = None
     product_state: Count | None = None  # Windows Security Center productState, raw
+    signature_updated_at: dt.datetime | None = None  # newest signature build/update time
+    running: bool | None = None  # a service or process of the product was seen running
+    detail: Text | None = None  # why the state is what it is, e.g. "Security Center: snoozed"
 
 
 class AntivirusStatus(_Wire):
@@ -247,11 +267,15 @@ class AntivirusStatus(_Wire):
     products: Annotated[list[AntivirusProduct], msgspec.Meta(max_length=32)] = []
     max_signature_age_seconds: Seconds | None = None  # the policy applied
     error: Text | None = None
+    sources: Annotated[list[Name], msgspec.Meta(max_length=16)] = []  # sources that answered
+    warnings: Annotated[list[Text], msgspec.Meta(max_length=16)] = []  # sources that failed
 
 
 class FirewallProfile(_Wire):
     name: Name  # Windows: domain/private/public; Linux: nftables, iptables, ufw, firewalld
     enabled: bool | None = None
+    rules: Count | None = None  # Linux: filtering rules found
+    detail: Text | None = None  # e.g. "3 rules in 2 filter chains", "Status: inactive"
 
 
 class FirewallStatus(_Wire):
@@ -259,6 +283,7 @@ class FirewallStatus(_Wire):
     profiles: Annotated[list[FirewallProfile], msgspec.Meta(max_length=16)] = []
     source: Name | None = None
     error: Text | None = None
+    warnings: Annotated[list[Text], msgspec.Meta(max_length=16)] = []  # tools that failed
 
 
 class Report(_Wire, kw_only=True):

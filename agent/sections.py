@@ -147,7 +147,7 @@ def make_report(
         role=config.role,
         seq=seq,
         observed_at=observed_at,
-        interval_seconds=config.interval,
+        interval_seconds=float(config.interval),
         agent_version=__version__,
         duration_seconds=duration_seconds,
         spool_dropped=spool_dropped,

@@ -1,13 +1,19 @@
-"""Durations ("60s", "5m", "7d") and sizes ("200MB") as written in config files."""
+"""Durations ("60s", "5m", "7d") and sizes ("200MB") as written in config files.
+
+Both also accept a plain number (seconds, bytes). Errors say which forms are accepted,
+because the person reading them is editing a YAML file, not Python.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
+_DURATION_FORMS = "a number of seconds or a number with a unit: 500ms, 30s, 5m, 1h, 7d"
+_SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1,
     "kb": 10**3,
@@ -18,6 +24,16 @@ _SIZE_UNITS = {
     "gib": 2**30,
     None: 1,
 }
+_SIZE_FORMS = "a number of bytes or a number with a unit: 512KB, 200MB, 1GiB"
+
+
+def _show(value: Any) -> str:
+    """A value as YAML spells it (true, null, '5x')."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 class Duration(float):
@@ -25,18 +41,22 @@ class Duration(float):
 
     @classmethod
     def parse(cls, value: Any) -> Duration:
-        """Parse a config value; raise ValueError with the accepted forms."""
-        if isinstance(value, bool):
-            raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h)")
+        """Parse a config value; raise ValueError saying which forms are accepted."""
+        if value is None:
+            raise ValueError(f"no value given (expected {_DURATION_FORMS})")
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"{_show(value)} is not a duration (expected {_DURATION_FORMS})")
         if isinstance(value, int | float):
             seconds = float(value)
         else:
-            match = _DURATION.match(str(value))
+            match = _DURATION.match(value)
             if not match:
-                raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 5m, 1h, 7d)")
+                raise ValueError(f"{_show(value)} is not a duration (expected {_DURATION_FORMS})")
             seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        if not math.isfinite(seconds):
+            raise ValueError(f"{_show(value)} is not a finite duration")
         if seconds < 0:
-            raise ValueError(f"invalid duration {value!r}: must not be negative")
+            raise ValueError(f"{_show(value)} is negative (expected a duration of 0 or more)")
         return cls(seconds)
 
 
@@ -45,19 +65,21 @@ class Size(int):
 
     @classmethod
     def parse(cls, value: Any) -> Size:
-        """Parse a config value; raise ValueError with the accepted forms."""
-        if isinstance(value, bool):
-            raise ValueError(f"invalid size {value!r} (use e.g. 200MB, 1GiB)")
+        """Parse a config value; raise ValueError saying which forms are accepted."""
+        if value is None:
+            raise ValueError(f"no value given (expected {_SIZE_FORMS})")
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"{_show(value)} is not a size (expected {_SIZE_FORMS})")
         if isinstance(value, int):
             size = value
         else:
-            match = _SIZE.match(str(value))
+            match = _SIZE.match(value)
             if not match:
-                raise ValueError(f"invalid size {value!r} (use e.g. 512KB, 200MB, 1GiB)")
+                raise ValueError(f"{_show(value)} is not a size (expected {_SIZE_FORMS})")
             unit = match.group(2).lower() if match.group(2) else None
             size = int(float(match.group(1)) * _SIZE_UNITS[unit])
         if size < 0:
-            raise ValueError(f"invalid size {value!r}: must not be negative")
+            raise ValueError(f"{_show(value)} is negative (expected a size of 0 or more)")
         return cls(size)
 
 

@@ -1,13 +1,20 @@
-"""What every probe kind shares: its target options base and the probe function type."""
+"""What every probe kind shares: target options, the probe function type, and the
+helpers that turn socket and resolver failures into the fixed error reasons."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import ipaddress
+import os
+import socket
+import ssl
+import time
 from typing import Annotated, Protocol, TypeVar
 
 import msgspec
 
-from agent.report import ProbeResult
+from agent.report import ErrorReason, ProbeResult
 from agent.units import Duration
 
 PortNumber = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -36,6 +43,12 @@ class TargetOptions(
         return self.name or self.address
 
 
+def check_timeout(timeout: float) -> None:
+    """Reject timeouts that make a check meaningless or let it outlive a cycle."""
+    if not 0.01 <= timeout <= 300:
+        raise ValueError(f"timeout: {timeout:g}s is out of range (expected 10ms to 5m)")
+
+
 _O_contra = TypeVar("_O_contra", bound=TargetOptions, contravariant=True)
 
 
@@ -45,6 +58,26 @@ class ProbeFn(Protocol[_O_contra]):
     async def __call__(self, options: _O_contra, /) -> ProbeResult: ...
 
 
+class ProbeFailed(Exception):
+    """Ends a probe early with a failure result (raised and caught inside probe modules)."""
+
+    def __init__(self, error: ErrorReason, detail: str) -> None:
+        super().__init__(detail)
+        self.error: ErrorReason = error
+        self.detail = detail
+
+
+def failure(options: TargetOptions, error: ErrorReason, detail: str) -> ProbeResult:
+    """A down result for ``options`` with a reason and a short English detail."""
+    return ProbeResult(
+        kind=options.kind,  # type: ignore[arg-type]
+        target=options.label,
+        up=False,
+        error=error,
+        detail=detail[:1024],
+    )
+
+
 def split_host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
     """Split ``host:port`` / ``[v6]:port``; raise ValueError naming what is missing."""
     host: str
@@ -52,27 +85,27 @@ def split_host_port(address: str, default_port: int | None = None) -> tuple[str,
     if address.startswith("["):
         host, sep, rest = address[1:].partition("]")
         if not sep:
-            raise ValueError("unclosed '[' in IPv6 address")
+            raise ValueError("address: unclosed '[' in IPv6 address")
         port_text = rest[1:] if rest.startswith(":") else None
         if rest and not rest.startswith(":"):
-            raise ValueError(f"unexpected text after IPv6 address: {rest!r}")
+            raise ValueError(f"address: unexpected text after IPv6 address: {rest!r}")
     elif address.count(":") == 1:
         host, _, port_text = address.partition(":")
     else:
         host, port_text = address, None  # bare host or bare IPv6 address
     if not host:
-        raise ValueError("host missing")
+        raise ValueError("address: host missing")
     if port_text is None or port_text == "":
         if default_port is None:
-            raise ValueError("port missing (expected host:port)")
+            raise ValueError("address: port missing (expected host:port)")
         return host, default_port
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"invalid port {port_text!r} (expected 1-65535)")
+        raise ValueError(f"address: invalid port {port_text!r} (expected 1-65535)")
     return host, int(port_text)
 
 
-def check_host(host: str) -> None:
-    """Accept an IP address or a DNS name; raise ValueError otherwise."""
+def check_host(host: str, key: str = "address") -> None:
+    """Accept an IP address (IPv6 may carry a ``%zone``) or a DNS name; raise ValueError."""
     try:
         ipaddress.ip_address(host)
         return
@@ -83,4 +116,114 @@ def check_host(host: str) -> None:
         0 < len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum()
         for label in labels
     ):
-        raise ValueError(f"invalid host {host!r} (expected an IP address or a DNS name)")
+        raise ValueError(f"{key}: invalid host {host!r} (expected an IP address or a DNS name)")
+
+
+def format_host_port(host: str, port: int) -> str:
+    """``host:port`` with IPv6 addresses in brackets, as people write them."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_UNREACHABLE = {
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EHOSTDOWN,
+    errno.ENETDOWN,
+    *(
+        getattr(errno, name)
+        for name in ("WSAEHOSTUNREACH", "WSAENETUNREACH", "WSAEHOSTDOWN", "WSAENETDOWN")
+        if hasattr(errno, name)
+    ),
+}
+_TIMED_OUT = {errno.ETIMEDOUT, *([errno.WSAETIMEDOUT] if hasattr(errno, "WSAETIMEDOUT") else [])}
+_DENIED = {errno.EACCES, errno.EPERM}
+
+
+def reason_for(exc: BaseException) -> ErrorReason:
+    """Map a socket, resolver or TLS exception to the fixed error reason."""
+    if isinstance(exc, ProbeFailed):
+        return exc.error
+    if isinstance(exc, socket.gaierror):
+        return "dns_error"
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return "tls_error"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timeout"
+    if isinstance(exc, PermissionError):
+        return "permission_denied"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno in _UNREACHABLE:
+            return "unreachable"
+        if exc.errno in _TIMED_OUT:
+            return "timeout"
+        if exc.errno in _DENIED:
+            return "permission_denied"
+    return "network_error"
+
+
+def describe(exc: BaseException) -> str:
+    """A short, stable English text for an exception (no tracebacks, no reprs of objects)."""
+    if isinstance(exc, ProbeFailed):
+        return exc.detail
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc.strerror or type(exc).__name__}"
+    if isinstance(exc, socket.gaierror):
+        return f"name resolution failed: {exc.strerror or exc}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
+        # asyncio wraps connect errors ("Connect call failed ..."); the errno says it plainly.
+        text = os.strerror(exc.errno) if exc.errno else ""
+        if not text or text.startswith("Unknown error"):
+            text = exc.strerror or text
+        return text[:1].lower() + text[1:]
+    return str(exc) or type(exc).__name__
+
+
+async def resolve(
+    host: str, port: int = 0, *, kind: socket.SocketKind = socket.SOCK_STREAM
+) -> list[tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]]:
+    """Resolve a host with the OS resolver; raise ProbeFailed(dns_error) when it fails.
+
+    IP literals are answered without a lookup. IPv4 answers come first unless the name has
+    only IPv6 ones, because offices' IPv6 is often configured but not routed.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=kind)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ProbeFailed("dns_error", f"resolve {host}: {describe(exc)}") from None
+    seen: set[tuple[object, ...]] = set()
+    found: list[tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]] = []
+    for family, _, _, _, sockaddr in sorted(infos, key=lambda i: i[0] != socket.AF_INET):
+        if family not in (socket.AF_INET, socket.AF_INET6) or sockaddr in seen:
+            continue
+        seen.add(sockaddr)
+        found.append((family, sockaddr))  # type: ignore[arg-type]
+    if not found:
+        raise ProbeFailed("dns_error", f"resolve {host}: no IPv4 or IPv6 address")
+    return found
+
+
+class Deadline:
+    """The time a probe must finish by, a little before the runner's hard cut.
+
+    Probes that measure several packets stop on their own at this deadline so that they
+    can report what they saw (e.g. 3 of 5 replies) instead of being cancelled blind.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        margin = min(0.25, timeout * 0.05)
+        self.at = time.monotonic() + timeout - margin
+
+    def remaining(self) -> float:
+        """Seconds left, never negative."""
+        return max(0.0, self.at - time.monotonic())
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        return time.monotonic() >= self.at

@@ -1,13 +1,34 @@
-"""DNS query to a named resolver (not the OS cache): answer, rcode and time."""
+"""DNS query to a named resolver (not the OS cache): answer, rcode and time.
+
+dnspython is imported inside ``probe`` so that an agent without dns targets never
+loads it (the host role's memory budget). Over UDP a truncated answer is retried over
+TCP, as resolvers do.
+"""
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Annotated, Literal
 
 import msgspec
 
-from agent.probes.base import TargetOptions, check_host, split_host_port
+from agent.probes.base import (
+    Deadline,
+    ProbeFailed,
+    TargetOptions,
+    check_host,
+    check_timeout,
+    describe,
+    failure,
+    format_host_port,
+    reason_for,
+    resolve,
+    split_host_port,
+)
 from agent.report import ProbeResult
+
+_MAX_ANSWERS = 32
 
 
 class Options(TargetOptions, frozen=True, tag="dns"):
@@ -19,8 +40,78 @@ class Options(TargetOptions, frozen=True, tag="dns"):
     def __post_init__(self) -> None:
         host, _ = split_host_port(self.address, default_port=53)
         check_host(host)
-        check_host(self.query)
+        check_host(self.query, key="query")
+        check_timeout(self.timeout)
 
 
 async def probe(options: Options) -> ProbeResult:
-    raise NotImplementedError
+    """Ask the resolver at ``address`` for ``query`` and judge the answer."""
+    import dns.asyncbackend
+    import dns.asyncquery
+    import dns.exception
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+
+    host, port = split_host_port(options.address, default_port=53)
+    deadline = Deadline(options.timeout)
+    try:
+        server = (await resolve(host, port, kind=socket.SOCK_DGRAM))[0][1][0]
+    except ProbeFailed as exc:
+        return failure(options, exc.error, exc.detail)
+    where = format_host_port(server, port)
+    request = dns.message.make_query(options.query, options.record_type)
+    start = time.monotonic()
+    try:
+        if options.transport == "tcp":
+            response = await dns.asyncquery.tcp(
+                request, server, timeout=deadline.remaining(), port=port
+            )
+            method = "dns-tcp"
+        else:
+            # A connected UDP socket hears ICMP port unreachable, so a resolver that is
+            # not running is "refused" at once instead of a timeout.
+            backend = dns.asyncbackend.get_default_backend()
+            family = socket.AF_INET6 if ":" in server else socket.AF_INET
+            async with await backend.make_socket(  # type: ignore[no-untyped-call]
+                family, socket.SOCK_DGRAM, 0, None, (server, port)
+            ) as udp_sock:
+                response, used_tcp = await dns.asyncquery.udp_with_fallback(
+                    request, server, timeout=deadline.remaining(), port=port, udp_sock=udp_sock
+                )
+            method = "dns-tcp" if used_tcp else "dns-udp"
+    except dns.exception.Timeout:
+        return failure(options, "timeout", f"no answer from {where} for {options.query}")
+    except OSError as exc:
+        return failure(options, reason_for(exc), f"query {where}: {describe(exc)}")
+    except dns.exception.DNSException as exc:
+        return failure(options, "protocol_error", f"bad answer from {where}: {describe(exc)}")
+    rtt = time.monotonic() - start
+
+    rcode = dns.rcode.to_text(response.rcode())
+    wanted = dns.rdatatype.from_text(options.record_type)
+    answers: list[str] = []
+    matching = 0
+    for rrset in response.answer:
+        for rdata in rrset:
+            matching += rrset.rdtype == wanted
+            if len(answers) < _MAX_ANSWERS:
+                answers.append(rdata.to_text()[:1024])
+    result = ProbeResult(
+        kind="dns",
+        target=options.label,
+        up=True,
+        rtt_seconds=rtt,
+        method=method,
+        rcode=rcode,
+        answers=answers,
+    )
+    if rcode != "NOERROR":
+        result.up, result.error = False, "dns_error"
+        result.detail = f"{where} answered {rcode} for {options.query} {options.record_type}"
+    elif matching == 0 and options.expect_answer:
+        result.up, result.error = False, "dns_error"
+        result.detail = (
+            f"{where} answered NOERROR with no {options.record_type} record for {options.query}"
+        )
+    return result

@@ -1,0 +1,198 @@
+"""``hatang-agent``: ``check`` once and print, or ``run`` the daemon.
+
+Exit codes (DESIGN contract): 0 every configured network is up, 1 some configured
+network is down, 2 configuration error (the message names the file and key path).
+Imports stay light: the host role's memory budget is 25 MiB, so heavy modules load
+only inside the sections that need them, and nothing here imports aiohttp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, NoReturn
+
+from agent import __version__
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.report import Report
+
+EXIT_UP: Final = 0
+EXIT_DOWN: Final = 1
+EXIT_CONFIG: Final = 2
+EXIT_INTERRUPTED: Final = 130
+CONFIG_LEAD: Final = "Lỗi cấu hình / Configuration error"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the usage error in both languages, exit code 2 as for bad config."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: lỗi dòng lệnh / usage error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hatang-agent",
+        description="hatang agent: connectivity checks, inventory and antivirus state "
+        "of an office computer, reported to the provincial collector.",
+    )
+    parser.add_argument("--version", action="version", version=f"hatang-agent {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    check = commands.add_parser(
+        "check",
+        help="run every enabled check once and print the result",
+        description="Run every enabled check once and print the result. Exit 0 when every "
+        "configured network is up, 1 when some is down, 2 on a configuration error.",
+    )
+    check.add_argument("--config", "-c", required=True, metavar="FILE", help="agent YAML file")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--verbose", "-v", action="store_true", help="log every event to standard error"
+    )
+    run = commands.add_parser(
+        "run",
+        help="run the agent daemon",
+        description="Run the agent daemon: checks on their intervals, reports spooled and "
+        "sent to the collector. Stops cleanly on SIGTERM/SIGINT.",
+    )
+    run.add_argument("--config", "-c", required=True, metavar="FILE", help="agent YAML file")
+    return parser
+
+
+def _utf8_output() -> None:
+    """Vietnamese must print even when output is redirected on a Windows code page."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding != "utf8" and reconfigure is not None:
+            reconfigure(encoding="utf-8", errors="replace")
+
+
+def exit_code(report: Report) -> int:
+    """0 when every configured network class is up, else 1 (unconfigured never counts)."""
+    from agent.report import NETWORK_CLASSES
+
+    for network in NETWORK_CLASSES:
+        status = report.networks.get(network)
+        if status.configured and status.up is not True:
+            return EXIT_DOWN
+    return EXIT_UP
+
+
+def agent_id(config: AgentConfig) -> str:
+    """The configured agent id, else one derived from this machine's id (stable)."""
+    if config.agent_id:
+        return config.agent_id
+    from agent.inventory.host import machine_agent_id
+
+    return machine_agent_id()
+
+
+async def check_once(config: AgentConfig) -> tuple[Report, bool]:
+    """Run every enabled section once; return the report and whether networks ran."""
+    import time
+
+    from agent.report import utcnow
+    from agent.sections import collect_all, make_report
+
+    observed_at, started = utcnow(), time.monotonic()
+    results = await collect_all(config)
+    report = make_report(
+        config,
+        agent_id=agent_id(config),
+        seq=0,
+        observed_at=observed_at,
+        results=results,
+        duration_seconds=time.monotonic() - started,
+    )
+    return report, "networks" in results
+
+
+def _check(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from agent.config import load_config
+    from agent.log import event, setup
+
+    config = load_config(args.config)
+    # Interactive: events go to stderr (stdout stays pure JSON with --json).
+    setup("debug" if args.verbose else "warning")
+    report, networks_ran = asyncio.run(check_once(config))
+    if args.json:
+        import msgspec
+
+        from agent.report import encode
+
+        sys.stdout.buffer.write(msgspec.json.format(encode(report), indent=2) + b"\n")
+    else:
+        from agent.render import render_report
+
+        sys.stdout.write(render_report(report, networks_ran=networks_ran))
+    sys.stdout.flush()
+    if not networks_ran:
+        event(logging.getLogger("agent.cli"), logging.ERROR, "check.networks_failed")
+        sys.stderr.write(
+            "Lỗi / Error: không chạy được kiểm tra mạng / the network checks did not run "
+            "(see the log above)\n"
+        )
+        return EXIT_DOWN
+    return exit_code(report)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.config import ConfigError, load_config
+    from agent.log import setup
+
+    config = load_config(args.config)
+    name = str(args.config)
+    if config.collector is None:
+        raise ConfigError(
+            name, "collector", "required for `run` (url and token or token_file of the collector)"
+        )
+    config.collector.read_token()  # fail now, not at the first send an interval from now
+    if config.log.file:
+        try:
+            Path(config.log.file).open("a", encoding="utf-8").close()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(
+                name, "log.file", f"cannot write {config.log.file}: {reason}"
+            ) from None
+    setup(config.log.level, config.log.file)
+    from agent.scheduler import run_daemon
+
+    return asyncio.run(run_daemon(config, args.config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hatang-agent`` and ``python -m agent``; returns the exit code."""
+    _utf8_output()
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    from agent.config import ConfigError  # after parsing: --version needs no config code
+
+    handler = _check if args.command == "check" else _run
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        exc.in_file(str(args.config))
+        sys.stderr.write(f"{CONFIG_LEAD}: {exc}\n")
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `hatang-agent check | head`
+        return EXIT_UP

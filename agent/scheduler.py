@@ -1,0 +1,342 @@
+"""The agent daemon: sections on their own intervals, reports into the spool, a sender.
+
+Each enabled section (``agent.sections``) runs in its own task: first at start, then
+every interval plus a random offset of up to ``jitter`` × interval, so a province's
+agents that booted together drift apart instead of hitting the collector at once.
+Ticks follow a fixed grid, so the offsets never accumulate into drift. A section that
+is still running when its next tick comes is not started twice (the tick is skipped
+and logged), and a slow section never delays another.
+
+Each completed ``networks`` run produces one report carrying the other sections
+collected since the previous report; it is committed to the spool and the sender is
+woken. A report is made even when the networks check failed internally (its networks
+then read "not configured", never "down"), so the collector still sees the agent alive.
+The sender runs as its own task. SIGTERM/SIGINT stop scheduling, abandon an
+in-flight request safely (nothing unacknowledged is deleted; what the collector
+already stored it will see again as a duplicate), close the spool and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from agent import __version__
+from agent.config import AgentConfig, ConfigError
+from agent.log import event, setup
+from agent.report import Report, utcnow
+from agent.sections import Section, SectionName, collect, enabled_sections, make_report
+from agent.sender import Sender
+from agent.spool import Spool, SpoolError, open_spool
+
+log = logging.getLogger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
+# How long shutdown waits for the sender to notice the stop and return.
+SHUTDOWN_GRACE_SECONDS: Final = 10.0
+STATUS_EVERY_SECONDS: Final = 600.0
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+class Daemon:
+    """One running agent: its spool, section tasks and sender. ``stop()`` ends ``run()``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        config_path: str,
+        *,
+        sections: Sequence[Section] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``sections`` defaults to the enabled entries of ``agent.sections.SECTIONS``."""
+        self.config = config
+        self.sections = list(sections) if sections is not None else enabled_sections(config)
+        self.config_path = config_path
+        self.spool: Spool | None = None
+        self.sender: Sender | None = None
+        self.agent_id: str | None = None
+        self.reports_queued = 0
+        self._rng = rng or random.Random()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._pending: dict[SectionName, Any] = {}
+        self._runs: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        """Ask the daemon to shut down (idempotent; safe from signal handlers)."""
+        if not self._stop.is_set():
+            event(log, logging.INFO, "agent.stopping")
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until ``stop()``; return the process exit code."""
+        config = self.config
+        try:
+            token = config.collector.read_token() if config.collector else None
+        except ConfigError as exc:
+            return self._config_error(exc)
+        try:
+            self.spool = await asyncio.to_thread(
+                open_spool, config.spool.path, int(config.spool.max_size)
+            )
+        except SpoolError as exc:
+            event(log, logging.ERROR, "spool.unusable", error=str(exc))
+            return EXIT_FAILURE
+        try:
+            if config.collector is not None and token is not None:
+                self.sender = Sender(config.collector, self.spool, token)
+            self.agent_id = await asyncio.to_thread(self.spool.identity, config.agent_id)
+        except ConfigError as exc:
+            await asyncio.to_thread(self.spool.close)
+            return self._config_error(exc)
+        except SpoolError as exc:
+            event(log, logging.ERROR, "spool.unusable", error=str(exc))
+            await asyncio.to_thread(self.spool.close)
+            return EXIT_FAILURE
+
+        sections = self.sections
+        self._log_start(sections)
+        tasks = [
+            asyncio.create_task(self._section_loop(s), name=f"section-{s.name}") for s in sections
+        ]
+        tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+        sender_task = (
+            asyncio.create_task(self.sender.run(self._stop, self._wake), name="sender")
+            if self.sender
+            else None
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(tasks, sender_task)
+        return EXIT_OK
+
+    def _config_error(self, exc: ConfigError) -> int:
+        file = exc.file or self.config_path
+        text = f"{file}: {exc.path}: {exc.message}" if exc.path else f"{file}: {exc.message}"
+        event(log, logging.ERROR, "config.invalid", error=text)
+        return EXIT_CONFIG
+
+    def _log_start(self, sections: list[Section]) -> None:
+        config = self.config
+        event(
+            log,
+            logging.INFO,
+            "agent.started",
+            version=__version__,
+            pid=os.getpid(),
+            config=self.config_path,
+            site=config.site,
+            role=config.role,
+            agent_id=self.agent_id,
+            sections=",".join(f"{s.name}={_format_seconds(s.interval(config))}" for s in sections),
+            jitter=config.jitter,
+            spool=config.spool.path,
+            collector=",".join(config.collector.urls) if config.collector else "none",
+        )
+        if config.collector is None:
+            event(
+                log,
+                logging.WARNING,
+                "sender.disabled",
+                hint="no collector configured: reports are kept in the spool until one is",
+            )
+
+    # -- sections ---------------------------------------------------------------------------
+
+    async def _section_loop(self, section: Section) -> None:
+        """Start ``section`` on every tick of its grid unless its previous run is still going."""
+        loop = asyncio.get_running_loop()
+        interval = float(section.interval(self.config))
+        spread = self.config.jitter * interval
+        start = loop.time()
+        tick = 0
+        running: asyncio.Task[None] | None = None
+        while not self._stop.is_set():
+            if running is not None and not running.done():
+                event(
+                    log,
+                    logging.WARNING,
+                    "section.overrun",
+                    section=section.name,
+                    interval_seconds=interval,
+                    hint="the previous run is still going; this tick is skipped",
+                )
+            else:
+                running = asyncio.create_task(self._run_section(section))
+                self._runs.add(running)
+                running.add_done_callback(self._runs.discard)
+            tick += 1
+            now = loop.time()
+            if start + tick * interval < now - interval:
+                # The loop was blocked (or the machine slept): skip the missed ticks.
+                tick = int((now - start) // interval) + 1
+            due = start + tick * interval + self._rng.uniform(0.0, spread)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(0.0, due - loop.time()))
+
+    async def _run_section(self, section: Section) -> None:
+        observed_at = utcnow()
+        started = time.monotonic()
+        value = await collect(self.config, section)
+        if section.name == "networks":
+            await self._emit_report(value, observed_at, time.monotonic() - started)
+        elif value is not None:
+            self._pending[section.name] = value
+
+    async def _emit_report(
+        self, networks: Any | None, observed_at: dt.datetime, duration: float
+    ) -> None:
+        """Commit one report with the sections collected since the last one; wake the sender."""
+        assert self.spool is not None and self.agent_id is not None
+        taken = dict(self._pending)
+        self._pending.clear()
+        results: dict[SectionName, Any] = dict(taken)
+        if networks is not None:
+            results["networks"] = networks
+        agent_id = self.agent_id
+
+        def build(seq: int, dropped: int) -> Report:
+            return make_report(
+                self.config,
+                agent_id=agent_id,
+                seq=seq,
+                observed_at=observed_at,
+                results=results,
+                spool_dropped=dropped,
+                duration_seconds=duration,
+            )
+
+        try:
+            appended = await asyncio.to_thread(self.spool.append, build)
+        except Exception as exc:
+            # Keep what was collected for the next report unless a newer value arrived.
+            for name, value in taken.items():
+                self._pending.setdefault(name, value)
+            error = str(exc) if isinstance(exc, SpoolError) else repr(exc)[:300]
+            event(log, logging.ERROR, "report.not_queued", error=error)
+            return
+        self.reports_queued += 1
+        event(
+            log,
+            logging.DEBUG,
+            "report.queued",
+            report_id=appended.report.id,
+            seq=appended.report.seq,
+            bytes=appended.size,
+            sections=",".join(sorted(results)) or "none",
+            spool_dropped=appended.report.spool_dropped,
+        )
+        self._wake.set()
+
+    async def _status_loop(self) -> None:
+        """Log the spool and sender counters now and then, for people reading the log."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), STATUS_EVERY_SECONDS)
+            if not self._stop.is_set():
+                await self._log_status("agent.status")
+
+    async def _log_status(self, name: str) -> None:
+        fields: dict[str, Any] = {"reports_queued": self.reports_queued}
+        if self.spool is not None:
+            try:
+                stats = await asyncio.to_thread(self.spool.stats)
+            except SpoolError as exc:
+                fields["spool_error"] = str(exc)
+            else:
+                fields.update(
+                    spool_queued=stats.queued,
+                    spool_bytes=stats.queued_bytes,
+                    spool_oldest=stats.oldest_observed_at,
+                    spool_dropped_total=stats.dropped_total,
+                    spool_rejected_total=stats.rejected_total,
+                )
+        if self.sender is not None:
+            s = self.sender.stats
+            fields.update(
+                sent_reports=s.sent_reports,
+                failed_attempts=s.failed_attempts,
+                rejected_reports=s.rejected_reports,
+                last_error=s.last_error,
+            )
+        event(log, logging.INFO, name, **fields)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def _shutdown(
+        self, tasks: list[asyncio.Task[None]], sender_task: asyncio.Task[None] | None
+    ) -> None:
+        """Stop scheduling, let the sender notice, close the spool."""
+        self._stop.set()
+        doomed = [*tasks, *self._runs]
+        for task in doomed:
+            task.cancel()
+        await asyncio.gather(*doomed, return_exceptions=True)
+        if sender_task is not None:
+            done, _ = await asyncio.wait({sender_task}, timeout=SHUTDOWN_GRACE_SECONDS)
+            if not done:
+                sender_task.cancel()
+                await asyncio.gather(sender_task, return_exceptions=True)
+            elif (exc := sender_task.exception()) is not None:
+                event(log, logging.ERROR, "sender.crashed", error=repr(exc)[:300])
+        await self._log_status("agent.stopped")
+        if self.spool is not None:
+            await asyncio.to_thread(self.spool.close)
+
+
+def _install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, stop: Callable[[], None]
+) -> Callable[[], None]:
+    """Route SIGTERM/SIGINT to ``stop``; return a function that restores the old handlers."""
+    signals = [signal.SIGTERM, signal.SIGINT]
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, stop)
+    except (NotImplementedError, RuntimeError, ValueError):
+        # Windows (or not the main thread): plain handlers that hop onto the loop.
+        previous: dict[int, Any] = {}
+        for sig in signals:
+            with contextlib.suppress(ValueError, OSError):
+                previous[sig] = signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop))
+
+        def restore_plain() -> None:
+            for sig, handler in previous.items():
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(sig, handler)
+
+        return restore_plain
+
+    def restore() -> None:
+        for sig in signals:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    return restore
+
+
+async def run_daemon(config: AgentConfig, config_path: str | Path) -> int:
+    """Run the agent daemon until SIGTERM/SIGINT; return the exit code (0 on clean stop)."""
+    if not logging.getLogger().handlers:
+        setup(config.log.level, config.log.file)
+    daemon = Daemon(config, str(config_path))
+    restore = _install_signal_handlers(asyncio.get_running_loop(), daemon.stop)
+    try:
+        return await daemon.run()
+    finally:
+        restore()

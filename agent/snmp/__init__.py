@@ -1,0 +1,1 @@
+"""SNMP polling of the office switch/router (site probe only; imports pysnmp lazily)."""

@@ -1,0 +1,128 @@
+"""The host role stays light: scapy, pysnmp and aiohttp are never imported.
+
+Each scenario runs in a fresh interpreter (a ``python -c`` driver calling
+``agent.cli.main``) and reports the modules loaded afterwards. The site-probe role
+loads scapy only when discovery actually runs: the last test proves the check can see
+an import at all, inside a namespace so the ARP sweep stays on a test network.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import netns
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("scapy", "pysnmp", "aiohttp")
+
+# argv[1]: JSON list of cli arguments; argv[2]: spool path to wait for before SIGTERM
+# (run only). Prints {"code": ..., "modules": [...], "rss_kib": ...} as the last line.
+DRIVER = r"""
+import json, os, signal, sys, threading, time, io
+args, spool = json.loads(sys.argv[1]), sys.argv[2]
+if spool:
+    def stop():
+        deadline = time.monotonic() + 60
+        while not os.path.exists(spool) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=stop, daemon=True).start()
+sys.stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # the report is not the point
+from agent.cli import main
+code = main(args)
+sys.stdout = sys.__stdout__
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"scapy", "pysnmp", "aiohttp"})
+print(json.dumps({"code": code, "modules": heavy, "rss_kib": rss}))
+"""
+
+
+def drive(args: list[str], spool: str = "", ns: netns.Namespace | None = None) -> dict[str, Any]:
+    command = [sys.executable, "-c", DRIVER, json.dumps(args), spool]
+    if ns is None:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=REPO)
+    else:
+        result = ns.exec(*command, check=False, timeout=180)
+    assert result.stdout.strip(), result.stderr
+    outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "Traceback" not in result.stderr, result.stderr
+    return outcome
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+def _config(tmp_path: Path, port: int, extra: str = "") -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "site: bac-kan/cho-don/bang-lung\n"
+        "networks:\n"
+        f'  lan: {{targets: [{{kind: tcp, address: "127.0.0.1:{port}"}}]}}\n'
+        f'  internet: {{targets: [{{kind: http, address: "http://127.0.0.1:{port}/",'
+        " timeout: 1s}, {kind: dns, address: '127.0.0.1:" + str(port) + "', query: a.vn,"
+        " timeout: 1s}, {kind: icmp, address: 127.0.0.1, count: 2}]}\n" + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_host_check_imports_nothing_heavy(tmp_path: Path, listener: int) -> None:
+    """Every host section (all probe kinds, inventory, antivirus, firewall) runs."""
+    outcome = drive(["check", "--config", str(_config(tmp_path, listener)), "--json"])
+    assert outcome["code"] in (0, 1)
+    assert outcome["modules"] == []
+
+
+def test_host_run_imports_nothing_heavy(tmp_path: Path, listener: int) -> None:
+    """The daemon, with its spool and sender, until a report is spooled and SIGTERM."""
+    spool, token = tmp_path / "spool.db", tmp_path / "token"
+    token.write_text("t0ken\n", encoding="utf-8")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    extra = f"collector: {{url: '{url}', token_file: {token}}}\nspool: {{path: {spool}}}\n"
+    config = _config(tmp_path, listener, extra)
+    outcome = drive(["run", "--config", str(config)], spool=str(spool))
+    assert outcome["code"] == 0
+    assert outcome["modules"] == []
+
+
+def test_site_probe_without_discovery_imports_nothing_heavy(tmp_path: Path, listener: int) -> None:
+    config = _config(tmp_path, listener, "role: site-probe\ndiscovery: {enabled: false}\n")
+    outcome = drive(["check", "--config", str(config)])
+    assert outcome["code"] in (0, 1)
+    assert outcome["modules"] == []
+
+
+@pytest.mark.netns
+def test_site_probe_loads_scapy_only_when_discovery_runs(
+    topo: netns.Topology, tmp_path: Path
+) -> None:
+    """Positive control: with discovery on, the same driver does see scapy."""
+    office, peer = topo.add("imp"), topo.add("peer")
+    topo.link(office, peer, "10.33.0.2/24", "10.33.0.3/24", a_dev="eth0", b_dev="eth0")
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "site: bac-kan/cho-don/bang-lung\nrole: site-probe\n"
+        "networks: {lan: {targets: [{kind: icmp, address: 10.33.0.3, count: 2}]}}\n"
+        "inventory: {enabled: false}\nantivirus: {enabled: false}\n"
+        "discovery: {interface: eth0, subnets: [10.33.0.0/28], retries: 0}\n",
+        encoding="utf-8",
+    )
+    outcome = drive(["check", "--config", str(config)], ns=office)
+    assert outcome["code"] == 0
+    assert outcome["modules"] == ["scapy"]
