@@ -393,16 +393,24 @@ _UniqueKeyLoader.add_constructor(
 _MAX_FILE_BYTES: Final = 1 << 20
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file; raise ConfigError with line and column on a syntax error."""
+def read_yaml(
+    path: str | Path,
+    *,
+    empty_hint: str = "expected at least site:",
+    max_bytes: int = _MAX_FILE_BYTES,
+) -> Any:
+    """Read a YAML file (bounded, UTF-8, unique keys); raise ConfigError with line and column.
+
+    The one reader of every hatang YAML file: agent and collector configs, org and targets.
+    """
     name = str(path)
     try:
         with open(path, "rb") as handle:
-            raw = handle.read(_MAX_FILE_BYTES + 1)
+            raw = handle.read(max_bytes + 1)
     except OSError as exc:
         raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > _MAX_FILE_BYTES:
-        raise ConfigError(name, "", f"file is larger than {_MAX_FILE_BYTES // 2**20} MiB")
+    if len(raw) > max_bytes:
+        raise ConfigError(name, "", f"file is larger than {max_bytes / 2**20:g} MiB")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -422,7 +430,7 @@ def read_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(name, "", f"invalid YAML: {exc}") from None
     if data is None:
-        raise ConfigError(name, "", "file is empty (expected at least site:)")
+        raise ConfigError(name, "", f"file is empty ({empty_hint})")
     return data
 
 

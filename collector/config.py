@@ -1,0 +1,182 @@
+"""Collector configuration: YAML validated completely at load into frozen structs.
+
+Same approach (and the same YAML reader and error wording) as ``agent/config.py``:
+defaults live in the structs, unknown keys are rejected, and every error names the file
+and the key path (``collector.yaml: limits.max_body: invalid size 'lots'``). Relative
+paths (org, targets, store, TLS files) resolve against the config file's directory, so
+a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from agent.config import ConfigError, _humanise, read_yaml
+from agent.units import Duration, Size, dec_hook
+
+__all__ = ["CollectorConfig", "ConfigError", "load_config", "parse_config", "sqlite_path"]
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:`` url (``sqlite:///abs`` is absolute)."""
+    if url.startswith("sqlite:///"):
+        return "/" + url[len("sqlite:///") :]
+    if url.startswith("sqlite://"):
+        return url[len("sqlite://") :]
+    return url[len("sqlite:") :]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base for config sections: immutable, unknown keys are errors."""
+
+
+class ListenConfig(_Section, frozen=True):
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    cert_file: str | None = None  # TLS is on when both files are set
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file for TLS, or neither")
+
+
+class StoreConfig(_Section, frozen=True):
+    """Where reports live: ``sqlite:///abs/path.db`` or ``sqlite:relative/path.db``."""
+
+    url: str = "sqlite:///var/lib/hatang/collector.db"
+    busy_timeout: Duration = Duration(5.0)  # wait this long for a lock held by another process
+    hourly_retention: Duration = Duration(35 * 86400.0)  # hourly buckets; daily roll-ups stay
+
+    def __post_init__(self) -> None:
+        if self.url.startswith(("postgresql:", "postgres:")):
+            raise ValueError(
+                "the PostgreSQL store is not available in this version; "
+                "use sqlite:///path/to/collector.db"
+            )
+        if not self.url.startswith("sqlite:") or not sqlite_path(self.url):
+            raise ValueError(
+                f"unsupported store url {self.url!r} "
+                "(expected sqlite:///absolute/path.db or sqlite:relative/path.db)"
+            )
+        if self.busy_timeout > 600:
+            raise ValueError("busy_timeout: at most 600s")
+
+
+class WindowConfig(_Section, frozen=True):
+    """How "up" is judged for indicators: the share of checks up over a sliding window."""
+
+    duration: Duration = Duration(86400.0)
+    up_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.95
+
+    def __post_init__(self) -> None:
+        if self.duration < 3600:
+            raise ValueError("duration: at least 1h (windows are summed from hourly buckets)")
+
+
+class LimitsConfig(_Section, frozen=True):
+    """Bounds that keep hostile or broken agents from exhausting the collector."""
+
+    max_body: Size = Size(1_000_000)  # request body as sent (compressed or not)
+    max_decompressed: Size = Size(10_000_000)  # after gzip
+    max_reports_per_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000
+    max_inflight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 64  # concurrent ingests
+
+    def __post_init__(self) -> None:
+        if self.max_body < 1024:
+            raise ValueError("max_body: at least 1KB")
+        if self.max_decompressed < self.max_body:
+            raise ValueError("max_decompressed: must not be smaller than max_body")
+
+
+class ClockSkewConfig(_Section, frozen=True):
+    """Reports observed further than ``max_future`` ahead of the collector's clock are kept
+    (nothing is lost) but filed under their arrival time for windows, and counted."""
+
+    max_future: Duration = Duration(300.0)
+
+
+class AuthConfig(_Section, frozen=True):
+    # Token lookups are cached this long. 0 (the default) checks the store on every request,
+    # so a revocation from `token revoke` takes effect on the very next request.
+    cache_ttl: Duration = Duration(0.0)
+
+    def __post_init__(self) -> None:
+        if self.cache_ttl > 60:
+            raise ValueError("cache_ttl: at most 60s (revocation must take effect quickly)")
+
+
+class MetricsConfig(_Section, frozen=True):
+    refresh_interval: Duration = Duration(15.0)  # rebuild the indicator snapshot this often
+    min_refresh_interval: Duration = Duration(1.0)  # after ingests, at most this often
+
+
+class LogConfig(_Section, frozen=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file: str | None = None  # default: standard error
+
+
+class CollectorConfig(_Section, frozen=True):
+    """The whole collector configuration (see configs/collector.example.yaml)."""
+
+    org: str  # the organisation tree file
+    listen: ListenConfig = ListenConfig()
+    store: StoreConfig = StoreConfig()
+    targets: Annotated[list[str], msgspec.Meta(max_length=256)] = []
+    window: WindowConfig = WindowConfig()
+    site_up_after_intervals: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 3
+    limits: LimitsConfig = LimitsConfig()
+    clock_skew: ClockSkewConfig = ClockSkewConfig()
+    auth: AuthConfig = AuthConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+
+
+def _resolve(base: Path, path: str) -> str:
+    return path if Path(path).is_absolute() else str((base / path).resolve())
+
+
+def parse_config(data: Any, file: str = "<config>", base: Path | None = None) -> CollectorConfig:
+    """Validate already-parsed YAML data; raise ConfigError naming the key path.
+
+    Relative paths are resolved against ``base`` (the config file's directory).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(file, "", "expected a mapping of keys at the top level")
+    try:
+        config = msgspec.convert(data, CollectorConfig, dec_hook=dec_hook, strict=True)
+    except msgspec.ValidationError as exc:
+        path, message = _humanise(exc, data, CollectorConfig)
+        raise ConfigError(file, path, message) from None
+    if base is None:
+        return config
+    listen = config.listen
+    if listen.cert_file and listen.key_file:
+        listen = msgspec.structs.replace(
+            listen,
+            cert_file=_resolve(base, listen.cert_file),
+            key_file=_resolve(base, listen.key_file),
+        )
+    store = msgspec.structs.replace(
+        config.store, url="sqlite:///" + _resolve(base, sqlite_path(config.store.url)).lstrip("/")
+    )
+    log = config.log
+    if log.file:
+        log = msgspec.structs.replace(log, file=_resolve(base, log.file))
+    return msgspec.structs.replace(
+        config,
+        listen=listen,
+        store=store,
+        log=log,
+        org=_resolve(base, config.org),
+        targets=[_resolve(base, t) for t in config.targets],
+    )
+
+
+def load_config(path: str | Path) -> CollectorConfig:
+    """Load and validate a collector config file."""
+    path = Path(path)
+    return parse_config(read_yaml(path), path.name, path.resolve().parent)

@@ -1,0 +1,646 @@
+"""From stored agent state to the numbers the province is judged on: a Snapshot.
+
+The arithmetic is pure functions over plain values (the store's ``AgentState`` and
+``NetworkWindow``), so tests feed it exact situations; ``SnapshotBuilder`` is a thin
+async layer that reads the store and swaps in a new immutable Snapshot, which
+``collector.metrics`` renders at scrape time without I/O. How each indicator is
+computed (numerator, denominator, window, units without agents) is written up in
+``docs/indicators.md``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from agent.report import (
+    NETWORK_CLASSES,
+    AntivirusStatus,
+    HostInventory,
+    LanHosts,
+    NetworkClass,
+    Report,
+)
+from collector.org import LEVELS, Org, Unit
+from collector.store import AgentNetworkWindow, AgentState, NetworkWindow
+from collector.targets import INDICATORS, GoalLevel, Indicator, Plan
+
+log = logging.getLogger(__name__)
+
+# Unit indicators: a unit attains when its site's checks of this class were up often enough.
+UNIT_INDICATORS: Final[Mapping[Indicator, NetworkClass]] = {
+    "lan": "lan",
+    "internet": "internet",
+    "wan": "wan",
+    "dedicated_network": "dedicated",
+}
+AV_STATES: Final = ("protected", "outdated", "disabled", "missing", "unknown")
+LAN_SOURCES: Final = ("arp", "snmp", "agent")
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorSettings:
+    """How indicators are judged; app.py fills the first three from the collector config."""
+
+    window_seconds: float = 86400.0
+    up_ratio: float = 0.95
+    site_up_after_intervals: float = 3.0
+    # Office PCs are off at night and on weekends: a computer is counted while it has
+    # reported within this horizon, much longer than the network window.
+    inventory_window_seconds: float = 30 * 86400.0
+    clock_skew_tolerance_seconds: float = 300.0  # the store's clock_skew.max_future
+
+    def __post_init__(self) -> None:
+        if not self.window_seconds > 0:
+            raise ValueError(f"window must be positive, got {self.window_seconds}")
+        if not 0.0 < self.up_ratio <= 1.0:
+            raise ValueError(f"up_ratio must be in (0, 1], got {self.up_ratio}")
+        if not self.site_up_after_intervals >= 1:
+            raise ValueError(
+                f"site_up_after_intervals must be at least 1, got {self.site_up_after_intervals}"
+            )
+
+
+class SnapshotStore(Protocol):
+    """The part of ``collector.store.Store`` the builder reads."""
+
+    async def agent_states(self) -> list[AgentState]: ...
+    async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]: ...
+    async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]: ...
+    async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRatio:
+    checks: int
+    up_checks: int
+
+    @property
+    def ratio(self) -> float | None:
+        return self.up_checks / self.checks if self.checks > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetObservation:
+    """One probe target in a site's latest observation."""
+
+    network: NetworkClass
+    target: str
+    kind: str
+    up: bool
+    rtt_seconds: float | None
+    loss_ratio: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Computers:
+    """A site's computers after MAC reconciliation, and what their agents say."""
+
+    total: int  # agents (merged by MAC) plus discovered hosts classified computer
+    with_agent: int
+    connected: int  # with agent, whose own LAN and internet were up over the window
+    av_reported: int  # with agent and an antivirus state
+    av_states: Mapping[str, int] = field(default_factory=dict)
+    discovered: bool = False  # a site probe reported its LAN hosts
+
+    @property
+    def protected(self) -> int:
+        return self.av_states.get("protected", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Completeness:
+    """Reports expected from the site's agents' intervals over the window, and received."""
+
+    expected: float
+    received: int
+
+    @property
+    def ratio(self) -> float | None:
+        if self.expected < 1:
+            return None
+        return min(1.0, self.received / self.expected)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """Everything the metrics show about one unit (a unit without agents included)."""
+
+    unit: Unit
+    agents: int
+    up: bool
+    last_report_timestamp: float | None
+    networks: Mapping[NetworkClass, bool]  # latest observation; configured classes only
+    windows: Mapping[NetworkClass, WindowRatio]  # over the indicator window
+    targets: tuple[TargetObservation, ...]
+    lan_hosts: Mapping[str, int]  # source -> hosts; empty without data
+    computers: Computers | None
+    completeness: Completeness
+    spool_dropped: int
+    clock_skew_agents: int
+
+    @property
+    def agent_coverage(self) -> float | None:
+        """Computers with agent ÷ computers; only where a site probe discovered the LAN."""
+        c = self.computers
+        if c is None or not c.discovered or c.total == 0:
+            return None
+        return c.with_agent / c.total
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorValue:
+    """One indicator over one selection of units, with its working shown."""
+
+    indicator: Indicator
+    level: GoalLevel
+    numerator: float
+    denominator: float
+    units: int  # units in the selection
+    units_attaining: int  # unit indicators only
+    units_no_data: int
+    has_data: bool  # computer indicators are absent until some unit has data
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.has_data or self.denominator <= 0:
+            return None
+        return self.numerator / self.denominator
+
+    @property
+    def units_not_attaining(self) -> int:
+        """Units with data that do not attain (units without data are counted apart)."""
+        return self.units - self.units_attaining - self.units_no_data
+
+
+@dataclass(frozen=True, slots=True)
+class GoalView:
+    plan: str
+    indicator: Indicator
+    level: GoalLevel
+    goal: float | None
+    deadline: int
+    measured: IndicatorValue
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The collector's current picture; immutable, swapped whole by the builder."""
+
+    generated_at: float
+    settings: IndicatorSettings
+    sites: tuple[SiteView, ...]
+    indicators: tuple[IndicatorValue, ...]
+    goals: tuple[GoalView, ...]
+    unknown_site_agents: int
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def normalize_mac(mac: str | None) -> str | None:
+    """Return ``aa:bb:cc:dd:ee:ff``, or None for absent, malformed, zero or multicast MACs."""
+    if not mac:
+        return None
+    digits = "".join(ch for ch in mac.lower() if ch in "0123456789abcdef")
+    stripped = mac.lower().translate(str.maketrans("", "", ":-. "))
+    if len(digits) != 12 or stripped != digits:
+        return None
+    if digits == "0" * 12 or int(digits[:2], 16) & 1:  # unset, broadcast or multicast
+        return None
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def agent_macs(agent: AgentState) -> set[str]:
+    """The MACs of an agent's own interfaces, from its host inventory."""
+    host = agent.host
+    if not isinstance(host, HostInventory):
+        return set()
+    macs = {normalize_mac(interface.mac) for interface in host.interfaces}
+    return {mac for mac in macs if mac is not None}
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, key: str) -> str:
+        self.parent.setdefault(key, key)
+        root = key
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[key] != root:
+            self.parent[key], key = root, self.parent[key]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def count_computers(agents: Sequence[AgentState], agent_up: Mapping[str, bool]) -> Computers | None:
+    """Reconcile one site's agents and discovered hosts by MAC into computers.
+
+    An agent is a computer; agents sharing a MAC (a reinstall) are one computer, judged
+    by the one that reported last. A discovered host is the same computer as an agent
+    whose interfaces carry its MAC; otherwise it counts only if classified ``computer``.
+    ``agent_up`` says, per agent id, whether its own LAN and internet were up over the
+    window. Returns None when the site has neither agents nor discovered hosts.
+    """
+    probes = [a for a in agents if isinstance(a.lan_hosts, LanHosts)]
+    if not agents:
+        return None
+    uf = _UnionFind()
+    for agent in agents:
+        node = f"agent:{agent.agent_id}"
+        uf.find(node)
+        for own_mac in agent_macs(agent):
+            uf.union(node, f"mac:{own_mac}")
+    ids = {agent.agent_id for agent in agents}
+    computer_macs: set[str] = set()
+    for probe in probes:
+        assert isinstance(probe.lan_hosts, LanHosts)
+        for host in probe.lan_hosts.hosts:
+            mac = normalize_mac(host.mac)
+            if mac is None:
+                continue
+            node = f"mac:{mac}"
+            uf.find(node)
+            if host.agent_id is not None and host.agent_id in ids:
+                uf.union(node, f"agent:{host.agent_id}")
+            if host.kind == "computer":
+                computer_macs.add(node)
+
+    by_root: dict[str, list[AgentState]] = defaultdict(list)
+    for agent in agents:
+        by_root[uf.find(f"agent:{agent.agent_id}")].append(agent)
+    discovered_roots = {uf.find(node) for node in computer_macs} - set(by_root)
+
+    connected = 0
+    av_states: Counter[str] = Counter()
+    for members in by_root.values():
+        newest = max(members, key=lambda a: a.last_received_at)
+        connected += agent_up.get(newest.agent_id, False)
+        antivirus = newest.antivirus
+        if isinstance(antivirus, AntivirusStatus):
+            av_states[antivirus.state] += 1
+    return Computers(
+        total=len(by_root) + len(discovered_roots),
+        with_agent=len(by_root),
+        connected=connected,
+        av_reported=sum(av_states.values()),
+        av_states=dict(av_states),
+        discovered=bool(probes),
+    )
+
+
+def latest_agent(agents: Sequence[AgentState], now: dt.datetime) -> AgentState | None:
+    """The site's latest observation: its site probe's, else its freshest agent's."""
+    if not agents:
+        return None
+    probes = [a for a in agents if a.role == "site-probe"]
+    pool = probes or list(agents)
+    # A clock ahead of ours must not win "freshest" by lying: cap at now.
+    return max(pool, key=lambda a: (min(a.last_observed_at, now), a.last_received_at))
+
+
+def observe_targets(report: Report) -> tuple[dict[NetworkClass, bool], list[TargetObservation]]:
+    """Per configured class of one report: up, and each target's result."""
+    networks: dict[NetworkClass, bool] = {}
+    targets: list[TargetObservation] = []
+    for network in NETWORK_CLASSES:
+        status = report.networks.get(network)
+        if not status.configured:
+            continue
+        networks[network] = bool(status.up)
+        for result in status.targets:
+            targets.append(
+                TargetObservation(
+                    network=network,
+                    target=result.target,
+                    kind=result.kind,
+                    up=result.up,
+                    rtt_seconds=result.rtt_seconds,
+                    loss_ratio=result.loss_ratio,
+                )
+            )
+    return networks, targets
+
+
+def completeness(
+    agents: Sequence[AgentState],
+    received: Mapping[tuple[str, str], int],
+    since: dt.datetime,
+    now: dt.datetime,
+) -> Completeness:
+    """Reports expected at each agent's interval since it appeared (within the window)
+    against reports observed in the window and received so far (late ones included)."""
+    expected = 0.0
+    got = 0
+    for agent in agents:
+        start = max(since, agent.first_seen)
+        span = max(0.0, (now - start).total_seconds())
+        expected += span / agent.interval_seconds + (1.0 if agent.first_seen >= since else 0.0)
+        got += received.get((agent.site, agent.agent_id), 0)
+    return Completeness(expected=expected, received=got)
+
+
+def site_view(
+    unit: Unit,
+    agents: Sequence[AgentState],
+    windows: Mapping[NetworkClass, WindowRatio],
+    agent_up: Mapping[str, bool],
+    received: Mapping[tuple[str, str], int],
+    settings: IndicatorSettings,
+    now: dt.datetime,
+) -> SiteView:
+    """Everything about one unit from its (active) agents."""
+    since = window_start(now, settings)
+    latest = latest_agent(agents, now)
+    networks: dict[NetworkClass, bool] = {}
+    targets: list[TargetObservation] = []
+    if latest is not None:
+        networks, targets = observe_targets(latest.latest)
+    lan_hosts: dict[str, int] = {}
+    computers = count_computers(agents, agent_up)
+    probes = [a for a in agents if isinstance(a.lan_hosts, LanHosts)]
+    if probes:
+        newest = max(probes, key=lambda a: a.last_received_at)
+        assert isinstance(newest.lan_hosts, LanHosts)
+        lan_hosts["arp"] = newest.lan_hosts.counts.arp
+        lan_hosts["snmp"] = newest.lan_hosts.counts.snmp
+    if computers is not None:
+        lan_hosts["agent"] = computers.with_agent
+    up = any(
+        (now - a.last_received_at).total_seconds()
+        <= settings.site_up_after_intervals * a.interval_seconds
+        for a in agents
+    )
+    skew = dt.timedelta(seconds=settings.clock_skew_tolerance_seconds)
+    return SiteView(
+        unit=unit,
+        agents=len(agents),
+        up=up,
+        last_report_timestamp=(
+            max(a.last_received_at for a in agents).timestamp() if agents else None
+        ),
+        networks=networks,
+        windows=dict(windows),
+        targets=tuple(targets),
+        lan_hosts=lan_hosts,
+        computers=computers,
+        completeness=completeness(agents, received, since, now),
+        spool_dropped=sum(a.spool_dropped for a in agents),
+        clock_skew_agents=sum(1 for a in agents if a.last_observed_at > now + skew),
+    )
+
+
+def window_start(now: dt.datetime, settings: IndicatorSettings) -> dt.datetime:
+    """Start of the window as the store counts it: the hour bucket holding now − window.
+
+    The store answers windows from whole hourly buckets (see ``collector.store``), so the
+    expected report count starts where the received count does.
+    """
+    since = (now - dt.timedelta(seconds=settings.window_seconds)).timestamp()
+    return dt.datetime.fromtimestamp(since // 3600 * 3600, dt.UTC)
+
+
+def unit_attains(view: SiteView, network: NetworkClass, up_ratio: float) -> bool:
+    """Up in at least ``up_ratio`` of the window's checks; never configured is not up."""
+    window = view.windows.get(network)
+    ratio = window.ratio if window is not None else None
+    return ratio is not None and ratio >= up_ratio
+
+
+def has_network_data(view: SiteView) -> bool:
+    """Whether any check of any class of this unit falls in the window."""
+    return any(window.checks > 0 for window in view.windows.values())
+
+
+def indicator_value(
+    indicator: Indicator,
+    level: GoalLevel,
+    views: Sequence[SiteView],
+    up_ratio: float,
+) -> IndicatorValue:
+    """One indicator over a selection of units (see docs/indicators.md)."""
+    numerator = 0.0
+    denominator = 0.0
+    attaining = 0
+    no_data = 0
+    selection = list(views)
+    if indicator == "computers_per_official":
+        # Units that declare no officials are outside this ratio altogether.
+        selection = [v for v in selection if v.unit.officials is not None]
+    for view in selection:
+        computers = view.computers
+        if indicator in UNIT_INDICATORS:
+            denominator += 1
+            if not has_network_data(view):
+                no_data += 1
+            elif unit_attains(view, UNIT_INDICATORS[indicator], up_ratio):
+                attaining += 1
+                numerator += 1
+        elif indicator == "computers_per_official":
+            assert view.unit.officials is not None
+            denominator += view.unit.officials
+            if computers is None:
+                no_data += 1
+            else:
+                numerator += computers.total
+        elif indicator == "computers_connected":
+            if computers is None:
+                no_data += 1
+            else:
+                numerator += computers.connected
+                denominator += computers.total
+        else:  # antivirus_protected
+            if computers is None or computers.av_reported == 0:
+                no_data += 1
+            else:
+                numerator += computers.protected
+                denominator += computers.av_reported
+    return IndicatorValue(
+        indicator=indicator,
+        level=level,
+        numerator=numerator,
+        denominator=denominator,
+        units=len(selection),
+        units_attaining=attaining,
+        units_no_data=no_data,
+        has_data=indicator in UNIT_INDICATORS or no_data < len(selection),
+    )
+
+
+def select_units(
+    views: Sequence[SiteView], level: GoalLevel, sectors: Iterable[str] | None = None
+) -> list[SiteView]:
+    """The units of one level (or all), optionally of some sectors only."""
+    wanted = set(sectors) if sectors is not None else None
+    return [
+        v
+        for v in views
+        if (level == "all" or v.unit.level == level) and (wanted is None or v.unit.sector in wanted)
+    ]
+
+
+def build_snapshot(
+    org: Org,
+    plans: Sequence[Plan],
+    settings: IndicatorSettings,
+    now: dt.datetime,
+    agents: Sequence[AgentState],
+    windows: Sequence[NetworkWindow],
+    received: Mapping[tuple[str, str], int],
+    agent_windows: Sequence[AgentNetworkWindow],
+) -> Snapshot:
+    """Compute the whole Snapshot from store values; pure, so tests give exact inputs."""
+    horizon = now - dt.timedelta(
+        seconds=max(settings.inventory_window_seconds, settings.window_seconds)
+    )
+    by_site: dict[str, list[AgentState]] = defaultdict(list)
+    unknown = 0
+    for agent in agents:
+        if agent.last_received_at < horizon:
+            continue  # not heard of for longer than the inventory horizon: retired
+        if agent.site in org:
+            by_site[agent.site].append(agent)
+        else:
+            unknown += 1
+    site_windows: dict[str, dict[NetworkClass, WindowRatio]] = defaultdict(dict)
+    for window in windows:
+        site_windows[window.site][window.network] = WindowRatio(window.checks, window.up_checks)
+    per_agent: dict[str, dict[str, WindowRatio]] = defaultdict(dict)
+    for aw in agent_windows:
+        per_agent[aw.agent_id][aw.network] = WindowRatio(aw.checks, aw.up_checks)
+    agent_up = {
+        agent_id: all(
+            (w := nets.get(network)) is not None
+            and w.ratio is not None
+            and w.ratio >= settings.up_ratio
+            for network in ("lan", "internet")
+        )
+        for agent_id, nets in per_agent.items()
+    }
+
+    views = tuple(
+        site_view(
+            unit,
+            by_site.get(unit.id, []),
+            site_windows.get(unit.id, {}),
+            agent_up,
+            received,
+            settings,
+            now,
+        )
+        for unit in org.units
+    )
+    levels: list[GoalLevel] = [lvl for lvl in LEVELS if any(u.level == lvl for u in org.units)]
+    levels.append("all")
+    values = tuple(
+        indicator_value(indicator, level, select_units(views, level), settings.up_ratio)
+        for indicator in INDICATORS
+        for level in levels
+    )
+    goals = tuple(
+        GoalView(
+            plan=plan.plan,
+            indicator=goal.indicator,
+            level=goal.level,
+            goal=goal.goal,
+            deadline=goal.deadline,
+            measured=indicator_value(
+                goal.indicator,
+                goal.level,
+                select_units(views, goal.level, goal.sectors),
+                settings.up_ratio,
+            ),
+        )
+        for plan in plans
+        for goal in plan.goals
+    )
+    return Snapshot(
+        generated_at=now.timestamp(),
+        settings=settings,
+        sites=views,
+        indicators=values,
+        goals=goals,
+        unknown_site_agents=unknown,
+    )
+
+
+# --------------------------------------------------------------------------- builder
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SnapshotBuilder:
+    """Keeps ``snapshot`` current: ``refresh()`` reads the store and swaps it whole."""
+
+    def __init__(
+        self,
+        org: Org,
+        plans: Sequence[Plan],
+        store: SnapshotStore,
+        settings: IndicatorSettings | None = None,
+        *,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.org = org
+        self.plans = tuple(plans)
+        self.store = store
+        self.settings = settings or IndicatorSettings()
+        self.clock = clock
+        # Before the first refresh every unit is visible, with no data and site_up 0.
+        self.snapshot = build_snapshot(org, self.plans, self.settings, clock(), [], [], {}, [])
+        self.refreshes = 0
+        self.failures = 0
+        self.last_success: float | None = None
+        self.last_duration_seconds: float | None = None
+        self._lock = asyncio.Lock()
+        self._last_start = float("-inf")
+
+    async def refresh(self) -> bool:
+        """Rebuild the snapshot; False (old snapshot kept, failure logged) if the store failed.
+
+        Calls that arrive while a refresh runs are coalesced: when the lock frees and a
+        refresh has started since the call, its result already includes the caller's data.
+        """
+        called = time.monotonic()
+        async with self._lock:
+            if self._last_start >= called:
+                return True
+            self._last_start = started = time.monotonic()
+            try:
+                snapshot = await self._build()
+            except Exception as exc:
+                self.failures += 1
+                # The traceback goes to the log; the old snapshot keeps serving scrapes.
+                log.error(
+                    "snapshot.refresh_failed", extra={"error": type(exc).__name__}, exc_info=True
+                )
+                return False
+            self.snapshot = snapshot
+            self.refreshes += 1
+            self.last_success = snapshot.generated_at
+            self.last_duration_seconds = time.monotonic() - started
+            return True
+
+    async def _build(self) -> Snapshot:
+        now = self.clock()
+        settings = self.settings
+        since = now - dt.timedelta(seconds=settings.window_seconds)
+        agents = await self.store.agent_states()
+        windows = await self.store.network_windows(since)
+        received = await self.store.received_counts(since)
+        agent_windows = await self.store.agent_network_windows(since)
+        return build_snapshot(
+            self.org, self.plans, settings, now, agents, windows, received, agent_windows
+        )

@@ -1,0 +1,929 @@
+"""The SQLite store: WAL, ``synchronous=FULL``, one writer task with group commit.
+
+Every write (ingest, token changes, bookkeeping) goes through one queue. The writer task
+takes everything queued, applies it in ONE transaction (each operation in its own
+savepoint so one failing operation cannot spoil the others) and commits once: many
+concurrent ingests cost one fsync, which is what makes thousands of reports per second
+possible on a small machine while every 200 still means "on disk". Readers use their own
+connections (WAL lets them read while the writer writes). sqlite3 calls block, so the
+writer and the readers run in dedicated threads; the event loop never touches a
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from agent.log import event
+from agent.report import (
+    NETWORK_CLASSES,
+    AntivirusStatus,
+    FirewallStatus,
+    HostInventory,
+    LanHosts,
+    Report,
+    SnmpDevice,
+    decode_report,
+)
+from collector.store import (
+    AgentNetworkWindow,
+    AgentState,
+    DailyHost,
+    DailyNetwork,
+    IngestResult,
+    NetworkWindow,
+    StoreError,
+    StoreUnavailable,
+    TokenRecord,
+    hash_token,
+    new_token,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_GROUP_REPORTS: Final = 20_000  # one transaction never grows beyond this many reports
+PRUNE_EVERY: Final = 3600.0
+_SECTIONS: Final[dict[str, Any]] = {
+    "host": HostInventory,
+    "antivirus": AntivirusStatus,
+    "firewall": FirewallStatus,
+    "lan_hosts": LanHosts,
+    "snmp": list[SnmpDevice],
+}
+_encoder = msgspec.json.Encoder()
+
+
+def _ts(value: dt.datetime) -> float:
+    if value.tzinfo is None:  # reports are always aware; be safe for callers
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def _dt(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def _dt_req(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every shipped migration, in order."""
+    found = []
+    for entry in resources.files("collector.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _statements(sql: str) -> Iterable[str]:
+    """Split a migration into statements (``executescript`` would commit mid-migration)."""
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
+
+
+@dataclass(slots=True)
+class _Op:
+    """One queued write: a function of the writer connection, and who waits for it."""
+
+    apply: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    size: int = 1
+
+
+@dataclass(slots=True)
+class _AgentRow:
+    site: str
+    agent_id: str
+    role: str
+    interval_seconds: float
+    first_seen: float
+    last_effective_at: float
+    last_observed_at: float
+    last_received_at: float
+    reports_received: int
+    spool_dropped: int
+    latest_report_id: str
+
+
+@dataclass(slots=True)
+class _HostDay:
+    hostname: str | None = None
+    reports: int = 0
+    av_state: str | None = None
+    av_at: float | None = None
+    _hostname_at: float = field(default=-1.0)
+
+
+class SQLiteStore:
+    """The default store (see the module docstring for the concurrency design)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 5.0,
+        max_future: float = 300.0,
+        hourly_retention: float = 35 * 86400.0,
+        rollup_utc_offset_hours: float = 7.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self.max_future = max_future
+        self.hourly_retention = hourly_retention
+        self.rollup_offset = rollup_utc_offset_hours * 3600.0
+        self.clock = clock
+        # Called on the event loop after each group commit with (seconds, reports).
+        self.on_commit: Callable[[float, int], None] | None = None
+        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._writer_exec: ThreadPoolExecutor | None = None
+        self._reader_exec: ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._readers: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._closed = True
+        self._last_prune = 0.0
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _open_writer(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: cannot switch to WAL journal (got {mode})")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._writer = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION)"
+            )
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            known = _migrations()
+            latest = known[-1][0] if known else 0
+            if current > latest:
+                raise StoreError(
+                    f"{self.path}: database schema version {current} is newer than this "
+                    f"hatang-collector supports ({latest}); upgrade hatang-collector"
+                )
+            for version, name, sql in known:
+                if version <= current:
+                    continue
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, self.clock()),
+                )
+                event(log, logging.INFO, "store.migrated", version=version, file=name)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def open(self) -> None:
+        """Open connections, apply migrations, start the writer task."""
+        loop = asyncio.get_running_loop()
+        self._writer_exec = ThreadPoolExecutor(1, thread_name_prefix="hatang-store-writer")
+        self._reader_exec = ThreadPoolExecutor(2, thread_name_prefix="hatang-store-reader")
+        try:
+            await loop.run_in_executor(self._writer_exec, self._open_writer)
+        except sqlite3.Error as exc:
+            self._shutdown_executors()
+            raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+        except BaseException:
+            self._shutdown_executors()
+            raise
+        self._closed = False
+        self._queue = asyncio.Queue()
+        self._writer_task = asyncio.create_task(self._writer_loop(), name="hatang-store-writer")
+
+    def _shutdown_executors(self) -> None:
+        for executor in (self._writer_exec, self._reader_exec):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._writer_exec = self._reader_exec = None
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        if self._writer_task is not None:
+            await self._writer_task
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown_executors)
+        with self._lock:
+            for conn in [*self._readers, self._writer]:
+                if conn is not None:
+                    conn.close()
+            self._readers.clear()
+            self._writer = None
+
+    async def healthy(self) -> bool:
+        """True when the writer runs and the database answers a read."""
+        if self._closed or self._writer_task is None or self._writer_task.done():
+            return False
+        try:
+            await self._read(lambda c: c.execute("SELECT MAX(version) FROM schema_version"))
+        except StoreError:
+            return False
+        return True
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed or self._reader_exec is None:
+            raise StoreUnavailable("the store is closed")
+
+        def run() -> T:
+            conn = self._reader()
+            conn.execute("BEGIN")  # one consistent snapshot for multi-statement reads
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader_exec, run)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+    async def _write(self, apply: Callable[[sqlite3.Connection], T], size: int = 1) -> T:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Op(apply, future, size))
+        # Shielded: a caller that goes away must not cancel a write that may commit.
+        return await asyncio.shield(future)
+
+    async def _writer_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            ops, size = [first], first.size
+            while size < MAX_GROUP_REPORTS and not self._queue.empty():
+                op = self._queue.get_nowait()
+                if op is None:
+                    stopping = True
+                    break
+                ops.append(op)
+                size += op.size
+            now = self.clock()
+            if now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = now
+                prune: asyncio.Future[Any] = loop.create_future()
+                ops.append(_Op(self._prune, prune, 0))
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._writer_exec, self._write_group, ops)
+            except Exception as exc:
+                error = exc if isinstance(exc, StoreError) else StoreUnavailable(str(exc))
+                event(log, logging.ERROR, "store.write_failed", ops=len(ops), error=str(exc))
+                for op in ops:
+                    if not op.future.done():
+                        op.future.set_exception(error)
+                        op.future.exception()  # mark retrieved: callers may be gone
+                continue
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started, size)
+            for op, result in zip(ops, results, strict=True):
+                if op.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    op.future.set_exception(result)
+                    op.future.exception()
+                else:
+                    op.future.set_result(result)
+
+    def _write_group(self, ops: list[_Op]) -> list[Any]:
+        conn = self._writer
+        if conn is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot start a write: {exc}") from exc
+        results: list[Any] = []
+        try:
+            for op in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append(op.apply(conn))
+                except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as exc:
+                    # A bug in one operation: it fails alone, the group still commits.
+                    conn.execute("ROLLBACK TO op")
+                    results.append(StoreError(f"store operation failed: {exc}"))
+                except sqlite3.Error:
+                    raise  # locked, I/O error, disk full: the whole group fails
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    results.append(exc)
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise StoreUnavailable(f"store write failed: {exc}") from exc
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        cutoff = self.clock() - self.hourly_retention
+        conn.execute("DELETE FROM network_hourly WHERE hour < ?", (cutoff,))
+        conn.execute("DELETE FROM agent_hourly WHERE hour < ?", (cutoff,))
+
+    def _day(self, ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts + self.rollup_offset, dt.UTC).date().isoformat()
+
+    # -- ingest -----------------------------------------------------------------------
+
+    async def ingest(self, site: str, reports: Sequence[tuple[Report, bytes]]) -> IngestResult:
+        """Store a batch atomically; return once it is committed with synchronous=FULL."""
+        batch = list(reports)
+        result: IngestResult = await self._write(
+            lambda conn: self._apply_ingest(conn, batch), size=max(1, len(batch))
+        )
+        return result
+
+    def _apply_ingest(
+        self, conn: sqlite3.Connection, batch: list[tuple[Report, bytes]]
+    ) -> IngestResult:
+        received_at = self.clock()
+        hashes: dict[str, str] = {}
+        ids = list({r.id for r, _ in batch})
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            hashes.update(
+                conn.execute(
+                    f"SELECT id, content_hash FROM reports WHERE id IN ({marks})",  # noqa: S608
+                    chunk,
+                ).fetchall()
+            )
+        accepted: list[tuple[Report, str, float, float]] = []
+        duplicates = conflicts = skewed = 0
+        rows = []
+        for report, body in batch:
+            text = body.decode("utf-8")
+            digest = hashlib.sha256(body).hexdigest()
+            known = hashes.get(report.id)
+            if known is not None:
+                if known == digest:
+                    duplicates += 1
+                else:
+                    conflicts += 1
+                continue
+            hashes[report.id] = digest
+            observed = _ts(report.observed_at)
+            effective = observed
+            if observed > received_at + self.max_future:
+                effective, skewed = received_at, skewed + 1
+            accepted.append((report, text, observed, effective))
+            rows.append(
+                (
+                    report.id,
+                    report.site,
+                    report.agent_id,
+                    report.seq,
+                    observed,
+                    effective,
+                    received_at,
+                    digest,
+                    text,
+                )
+            )
+        if rows:
+            conn.executemany(
+                "INSERT INTO reports (id, site, agent_id, seq, observed_at, effective_at,"
+                " received_at, content_hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._update_agents(conn, accepted, received_at)
+            self._update_sections(conn, accepted)
+            self._update_buckets(conn, accepted)
+        return IngestResult(len(rows), duplicates, conflicts, skewed)
+
+    def _update_agents(
+        self,
+        conn: sqlite3.Connection,
+        accepted: list[tuple[Report, str, float, float]],
+        received_at: float,
+    ) -> None:
+        agents: dict[tuple[str, str], _AgentRow] = {}
+        for report, _text, observed, effective in accepted:
+            key = (report.site, report.agent_id)
+            row = agents.get(key)
+            if row is None:
+                found = conn.execute(
+                    "SELECT role, interval_seconds, first_seen, last_effective_at,"
+                    " last_observed_at, last_received_at, reports_received, spool_dropped,"
+                    " latest_report_id FROM agents WHERE site = ? AND agent_id = ?",
+                    key,
+                ).fetchone()
+                if found is None:
+                    row = _AgentRow(
+                        *key,
+                        report.role,
+                        report.interval_seconds,
+                        received_at,
+                        effective,
+                        observed,
+                        received_at,
+                        0,
+                        report.spool_dropped,
+                        report.id,
+                    )
+                else:
+                    row = _AgentRow(*key, *found)
+                agents[key] = row
+                if found is None:
+                    row.reports_received = 1
+                    continue
+            row.reports_received += 1
+            row.last_received_at = received_at
+            if effective >= row.last_effective_at:
+                row.role, row.interval_seconds = report.role, report.interval_seconds
+                row.last_effective_at, row.last_observed_at = effective, observed
+                row.spool_dropped, row.latest_report_id = report.spool_dropped, report.id
+        conn.executemany(
+            "INSERT INTO agents (site, agent_id, role, interval_seconds, first_seen,"
+            " last_effective_at, last_observed_at, last_received_at, reports_received,"
+            " spool_dropped, latest_report_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (site, agent_id) DO UPDATE SET role = excluded.role,"
+            " interval_seconds = excluded.interval_seconds,"
+            " last_effective_at = excluded.last_effective_at,"
+            " last_observed_at = excluded.last_observed_at,"
+            " last_received_at = excluded.last_received_at,"
+            " reports_received = excluded.reports_received,"
+            " spool_dropped = excluded.spool_dropped,"
+            " latest_report_id = excluded.latest_report_id",
+            [
+                (
+                    r.site,
+                    r.agent_id,
+                    r.role,
+                    r.interval_seconds,
+                    r.first_seen,
+                    r.last_effective_at,
+                    r.last_observed_at,
+                    r.last_received_at,
+                    r.reports_received,
+                    r.spool_dropped,
+                    r.latest_report_id,
+                )
+                for r in agents.values()
+            ],
+        )
+
+    def _update_sections(
+        self, conn: sqlite3.Connection, accepted: list[tuple[Report, str, float, float]]
+    ) -> None:
+        newest: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        for report, _text, _observed, effective in accepted:
+            for name in _SECTIONS:
+                value = getattr(report, name)
+                if value is None:
+                    continue
+                key = (report.site, report.agent_id, name)
+                held = newest.get(key)
+                if held is None or effective >= held[0]:
+                    newest[key] = (effective, value)
+        rows = []
+        for (site, agent_id, name), (effective, value) in newest.items():
+            found = conn.execute(
+                "SELECT effective_at FROM agent_sections"
+                " WHERE site = ? AND agent_id = ? AND section = ?",
+                (site, agent_id, name),
+            ).fetchone()
+            if found is None or effective >= found[0]:
+                rows.append((site, agent_id, name, effective, _encoder.encode(value).decode()))
+        conn.executemany(
+            "INSERT INTO agent_sections (site, agent_id, section, effective_at, body)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, agent_id, section) DO UPDATE SET"
+            " effective_at = excluded.effective_at, body = excluded.body",
+            rows,
+        )
+
+    def _update_buckets(
+        self, conn: sqlite3.Connection, accepted: list[tuple[Report, str, float, float]]
+    ) -> None:
+        hourly: dict[tuple[str, str, str, int], list[int]] = {}
+        reports_hourly: dict[tuple[str, str, int], int] = {}
+        daily: dict[tuple[str, str, str, str], list[float]] = {}
+        hosts: dict[tuple[str, str, str], _HostDay] = {}
+        for report, _text, _observed, effective in accepted:
+            hour = int(effective // 3600 * 3600)
+            day = self._day(effective)
+            key_r = (report.site, report.agent_id, hour)
+            reports_hourly[key_r] = reports_hourly.get(key_r, 0) + 1
+            for network in NETWORK_CLASSES:
+                status = report.networks.get(network)
+                if not status.configured or status.up is None:
+                    continue
+                up = 1 if status.up else 0
+                bucket = hourly.setdefault((report.site, report.agent_id, network, hour), [0, 0])
+                bucket[0] += 1
+                bucket[1] += up
+                d = daily.setdefault((day, report.site, report.agent_id, network), [0, 0, 0.0])
+                d[0] += 1
+                d[1] += up
+                d[2] += report.interval_seconds * up
+            host = hosts.setdefault((day, report.site, report.agent_id), _HostDay())
+            host.reports += 1
+            if report.host is not None and effective >= host._hostname_at:
+                host.hostname, host._hostname_at = report.host.hostname, effective
+            if report.antivirus is not None and (host.av_at is None or effective >= host.av_at):
+                host.av_state, host.av_at = report.antivirus.state, effective
+        conn.executemany(
+            "INSERT INTO network_hourly (site, agent_id, network, hour, checks, up_checks)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site, agent_id, network, hour) DO UPDATE"
+            " SET checks = network_hourly.checks + excluded.checks,"
+            " up_checks = network_hourly.up_checks + excluded.up_checks",
+            [(*k, v[0], v[1]) for k, v in hourly.items()],
+        )
+        conn.executemany(
+            "INSERT INTO agent_hourly (site, agent_id, hour, reports) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (site, agent_id, hour) DO UPDATE"
+            " SET reports = agent_hourly.reports + excluded.reports",
+            [(*k, v) for k, v in reports_hourly.items()],
+        )
+        conn.executemany(
+            "INSERT INTO network_daily (day, site, agent_id, network, checks, up_checks,"
+            " seconds_up) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (day, site, agent_id, network) DO UPDATE"
+            " SET checks = network_daily.checks + excluded.checks,"
+            " up_checks = network_daily.up_checks + excluded.up_checks,"
+            " seconds_up = CASE WHEN network_daily.seconds_up + excluded.seconds_up > 86400"
+            " THEN 86400 ELSE network_daily.seconds_up + excluded.seconds_up END",
+            [(*k, v[0], v[1], min(v[2], 86400.0)) for k, v in daily.items()],
+        )
+        for (day, site, agent_id), host in hosts.items():
+            found = conn.execute(
+                "SELECT hostname, reports, antivirus_state, antivirus_effective_at"
+                " FROM host_daily WHERE day = ? AND site = ? AND agent_id = ?",
+                (day, site, agent_id),
+            ).fetchone()
+            if found is not None:
+                hostname, reports, av_state, av_at = found
+                host.reports += reports
+                host.hostname = host.hostname or hostname
+                if av_at is not None and (host.av_at is None or av_at > host.av_at):
+                    host.av_state, host.av_at = av_state, av_at
+            conn.execute(
+                "INSERT INTO host_daily (day, site, agent_id, hostname, reports,"
+                " antivirus_state, antivirus_effective_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (day, site, agent_id) DO UPDATE SET hostname = excluded.hostname,"
+                " reports = excluded.reports, antivirus_state = excluded.antivirus_state,"
+                " antivirus_effective_at = excluded.antivirus_effective_at",
+                (day, site, agent_id, host.hostname, host.reports, host.av_state, host.av_at),
+            )
+
+    # -- tokens -----------------------------------------------------------------------
+
+    async def create_token(self, site: str, note: str | None = None) -> tuple[str, str]:
+        """Create a token for ``site``; only its SHA-256 is stored."""
+
+        def apply(conn: sqlite3.Connection) -> tuple[str, str]:
+            while True:
+                token_id, token = new_token()
+                taken = conn.execute(
+                    "SELECT 1 FROM tokens WHERE token_id = ?", (token_id,)
+                ).fetchone()
+                if taken is None:
+                    break
+            conn.execute(
+                "INSERT INTO tokens (token_id, token_hash, site, created_at, note)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (token_id, hash_token(token), site, self.clock(), note),
+            )
+            return token_id, token
+
+        return await self._write(apply)
+
+    @staticmethod
+    def _token(row: Sequence[Any]) -> TokenRecord:
+        return TokenRecord(
+            token_id=row[0],
+            site=row[1],
+            created_at=_dt_req(row[2]),
+            revoked_at=_dt(row[3]),
+            last_used_at=_dt(row[4]),
+            note=row[5],
+        )
+
+    async def lookup_token(self, token: str) -> TokenRecord | None:
+        """Find a token by its hash (revoked ones too: the caller tells 401 from 403)."""
+        digest = hash_token(token)
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT token_id, site, created_at, revoked_at, last_used_at, note"
+                " FROM tokens WHERE token_hash = ?",
+                (digest,),
+            ).fetchone()
+        )
+        return None if row is None else self._token(row)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first (never the secret: it is not stored)."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT token_id, site, created_at, revoked_at, last_used_at, note"
+                " FROM tokens ORDER BY created_at, token_id"
+            ).fetchall()
+        )
+        return [self._token(r) for r in rows]
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """Revoke a token; False when no token has that id. Revoking twice is harmless."""
+
+        def apply(conn: sqlite3.Connection) -> bool:
+            if conn.execute("SELECT 1 FROM tokens WHERE token_id = ?", (token_id,)).fetchone():
+                conn.execute(
+                    "UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+                    (self.clock(), token_id),
+                )
+                return True
+            return False
+
+        return await self._write(apply)
+
+    async def touch_tokens(self, last_used: dict[str, dt.datetime]) -> None:
+        """Record last use of tokens (moves only forward)."""
+        rows = [(_ts(when), token_id, _ts(when)) for token_id, when in last_used.items()]
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE tokens SET last_used_at = ? WHERE token_id = ?"
+                " AND (last_used_at IS NULL OR last_used_at < ?)",
+                rows,
+            )
+
+        await self._write(apply)
+
+    # -- reads for indicators, metrics and evidence ------------------------------------
+
+    async def agent_states(self) -> list[AgentState]:
+        """The latest state of every agent, sections filled from their newest reports."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            agents = conn.execute(
+                "SELECT a.site, a.agent_id, a.role, a.interval_seconds, a.first_seen,"
+                " a.last_observed_at, a.last_received_at, a.reports_received, a.spool_dropped,"
+                " r.body FROM agents a JOIN reports r ON r.id = a.latest_report_id"
+                " ORDER BY a.site, a.agent_id"
+            ).fetchall()
+            sections = conn.execute(
+                "SELECT site, agent_id, section, body FROM agent_sections"
+            ).fetchall()
+            return agents, sections
+
+        agents, sections = await self._read(read)
+        by_agent: dict[tuple[str, str], dict[str, Any]] = {}
+        for site, agent_id, name, body in sections:
+            kind = _SECTIONS.get(name)
+            if kind is not None:
+                by_agent.setdefault((site, agent_id), {})[name] = msgspec.json.decode(
+                    body, type=kind
+                )
+        states = []
+        for (
+            site,
+            agent_id,
+            role,
+            interval,
+            first,
+            observed,
+            received,
+            count,
+            dropped,
+            body,
+        ) in agents:
+            parts = by_agent.get((site, agent_id), {})
+            states.append(
+                AgentState(
+                    site=site,
+                    agent_id=agent_id,
+                    role=role,
+                    interval_seconds=interval,
+                    first_seen=_dt_req(first),
+                    last_observed_at=_dt_req(observed),
+                    last_received_at=_dt_req(received),
+                    reports_received=count,
+                    spool_dropped=dropped,
+                    latest=decode_report(body),
+                    host=parts.get("host"),
+                    antivirus=parts.get("antivirus"),
+                    firewall=parts.get("firewall"),
+                    lan_hosts=parts.get("lan_hosts"),
+                    snmp=parts.get("snmp"),
+                )
+            )
+        return states
+
+    async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]:
+        """Checks per (site, network) since ``since`` (hour-aligned, see the Protocol)."""
+        hour = int(_ts(since) // 3600 * 3600)
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT site, network, SUM(checks), SUM(up_checks) FROM network_hourly"
+                " WHERE hour >= ? GROUP BY site, network ORDER BY site, network",
+                (hour,),
+            ).fetchall()
+        )
+        return [NetworkWindow(s, n, int(c), int(u)) for s, n, c, u in rows]
+
+    async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]:
+        """Checks per (site, agent, network) since ``since`` (hour-aligned)."""
+        hour = int(_ts(since) // 3600 * 3600)
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT site, agent_id, network, SUM(checks), SUM(up_checks) FROM network_hourly"
+                " WHERE hour >= ? GROUP BY site, agent_id, network"
+                " ORDER BY site, agent_id, network",
+                (hour,),
+            ).fetchall()
+        )
+        return [AgentNetworkWindow(s, a, n, int(c), int(u)) for s, a, n, c, u in rows]
+
+    async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]:
+        """Reports per (site, agent_id) observed since ``since`` (late ones included)."""
+        hour = int(_ts(since) // 3600 * 3600)
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT site, agent_id, SUM(reports) FROM agent_hourly WHERE hour >= ?"
+                " GROUP BY site, agent_id",
+                (hour,),
+            ).fetchall()
+        )
+        return {(s, a): int(n) for s, a, n in rows}
+
+    async def daily_networks(self, start: dt.date, end: dt.date) -> list[DailyNetwork]:
+        """Daily network roll-ups with ``start <= day < end``."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT day, site, agent_id, network, checks, up_checks, seconds_up"
+                " FROM network_daily WHERE day >= ? AND day < ?"
+                " ORDER BY day, site, agent_id, network",
+                (start.isoformat(), end.isoformat()),
+            ).fetchall()
+        )
+        return [
+            DailyNetwork(dt.date.fromisoformat(d), s, a, n, int(c), int(u), float(sec))
+            for d, s, a, n, c, u, sec in rows
+        ]
+
+    async def daily_hosts(self, start: dt.date, end: dt.date) -> list[DailyHost]:
+        """Daily per-host roll-ups with ``start <= day < end``."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT day, site, agent_id, hostname, reports, antivirus_state"
+                " FROM host_daily WHERE day >= ? AND day < ? ORDER BY day, site, agent_id",
+                (start.isoformat(), end.isoformat()),
+            ).fetchall()
+        )
+        return [
+            DailyHost(dt.date.fromisoformat(d), s, a, h, int(n), av) for d, s, a, h, n, av in rows
+        ]
+
+    async def reports(
+        self, site: str | None, start: dt.datetime, end: dt.datetime
+    ) -> AsyncIterator[Report]:
+        """Stored reports with ``start <= observed_at < end``, oldest first, paged."""
+        after: tuple[float, str] = (_ts(start), "")
+        end_ts = _ts(end)
+        site_clause = "" if site is None else " AND site = ?"
+        while True:
+            params: list[Any] = [after[0], after[0], after[1], end_ts]
+            if site is not None:
+                params.append(site)
+            sql = (
+                "SELECT observed_at, id, body FROM reports"  # noqa: S608 - fixed clauses only
+                " WHERE (observed_at > ? OR (observed_at = ? AND id > ?)) AND observed_at < ?"
+                f"{site_clause} ORDER BY observed_at, id LIMIT 500"
+            )
+
+            def page(conn: sqlite3.Connection, q: str = sql, p: list[Any] = params) -> list[Any]:
+                return conn.execute(q, p).fetchall()
+
+            rows = await self._read(page)
+            for _observed, _id, body in rows:
+                yield decode_report(body)
+            if len(rows) < 500:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    async def report_count(self) -> int:
+        """How many reports are stored."""
+        row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM reports").fetchone())
+        return int(row[0])
+
+    async def record_rejections(self, counts: dict[str, int]) -> None:
+        """Add to the persistent rejected-request counters."""
+        rows = [(reason, n) for reason, n in counts.items() if n > 0]
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO rejections (reason, count) VALUES (?, ?)"
+                " ON CONFLICT (reason) DO UPDATE SET count = rejections.count + excluded.count",
+                rows,
+            )
+
+        if rows:
+            await self._write(apply)
+
+    async def rejection_counts(self) -> dict[str, int]:
+        """Rejected requests by reason since the store was created."""
+        rows = await self._read(
+            lambda c: c.execute("SELECT reason, count FROM rejections").fetchall()
+        )
+        return {r: int(n) for r, n in rows}
+
+    async def digest(self) -> str:
+        """SHA-256 over every stored row except operational bookkeeping."""
+        tables = {
+            "reports": "SELECT id, site, agent_id, seq, observed_at, effective_at, received_at,"
+            " content_hash FROM reports ORDER BY id",
+            "agents": "SELECT * FROM agents ORDER BY site, agent_id",
+            "agent_sections": "SELECT * FROM agent_sections ORDER BY site, agent_id, section",
+            "network_hourly": "SELECT * FROM network_hourly ORDER BY site, agent_id, network, hour",
+            "agent_hourly": "SELECT * FROM agent_hourly ORDER BY site, agent_id, hour",
+            "network_daily": "SELECT * FROM network_daily ORDER BY day, site, agent_id, network",
+            "host_daily": "SELECT * FROM host_daily ORDER BY day, site, agent_id",
+            "tokens": "SELECT token_id, token_hash, site, created_at, revoked_at, note"
+            " FROM tokens ORDER BY token_id",
+        }
+
+        def read(conn: sqlite3.Connection) -> str:
+            h = hashlib.sha256()
+            for name, sql in tables.items():
+                h.update(f"\x00{name}\x00".encode())
+                for row in conn.execute(sql):
+                    h.update(repr(tuple(row)).encode())
+                    h.update(b"\n")
+            return h.hexdigest()
+
+        return await self._read(read)

@@ -1,0 +1,287 @@
+"""Plan targets, loaded and validated from ``configs/targets/*.yaml``.
+
+A plan states goals: for one indicator at one level, the goal ratio and the deadline
+year, with the plan's reference so that a dashboard or an auditor can trace every
+number to its document. Plans that set directions without numbers (Cà Mau 2013) have
+goals with ``goal: null``: tracked and shown, never given an invented number. Goals
+that no agent can observe are kept as text under ``untracked`` so the file stays a
+faithful transcription of the plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from agent.config import ConfigError, read_yaml
+from collector.org import LEVELS, SECTORS, Sector
+
+Indicator = Literal[
+    "lan",
+    "internet",
+    "wan",
+    "dedicated_network",
+    "computers_per_official",
+    "computers_connected",
+    "antivirus_protected",
+]
+INDICATORS: Final[tuple[Indicator, ...]] = (
+    "lan",
+    "internet",
+    "wan",
+    "dedicated_network",
+    "computers_per_official",
+    "computers_connected",
+    "antivirus_protected",
+)
+# A goal's level: one org level, or "all" for plan lines that cover every level.
+GoalLevel = Literal["province", "agency", "district", "commune", "all"]
+GOAL_LEVELS: Final[tuple[GoalLevel, ...]] = (*LEVELS, "all")
+# Ratios of something to itself are at most 1; computers per official may exceed it.
+UNBOUNDED: Final[frozenset[Indicator]] = frozenset({"computers_per_official"})
+MAX_UNBOUNDED_GOAL: Final = 100.0
+
+_PLAN_ID: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_TOP_KEYS: Final = frozenset(
+    {"plan", "title", "title_en", "reference", "province", "example", "note", "goals", "untracked"}
+)
+_GOAL_KEYS: Final = frozenset(
+    {"indicator", "level", "goal", "deadline", "denominator", "sectors", "note", "text"}
+)
+_GOAL_REQUIRED: Final = ("indicator", "level", "goal", "deadline")
+_UNTRACKED_KEYS: Final = frozenset({"text", "level", "goal", "deadline", "reason"})
+MAX_FILE_BYTES: Final = 1_000_000
+
+
+class TargetsError(ConfigError):
+    """A targets file problem: the file, the goal and the key, and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """One observable goal of a plan. ``goal`` is None for a direction without a number."""
+
+    indicator: Indicator
+    level: GoalLevel
+    goal: float | None
+    deadline: int
+    denominator: str | None = None
+    sectors: tuple[Sector, ...] | None = None  # None: every sector
+    note: str | None = None
+    text: str | None = None  # the plan's own wording (Vietnamese)
+
+
+@dataclass(frozen=True, slots=True)
+class Untracked:
+    """A plan line hatang cannot observe, kept verbatim with the reason."""
+
+    text: str
+    reason: str
+    level: str | None = None
+    goal: str | None = None
+    deadline: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A plan's identity and its goals."""
+
+    plan: str
+    title: str
+    reference: str
+    goals: tuple[Goal, ...]
+    province: str | None = None
+    title_en: str | None = None
+    example: bool = False  # not a real plan: an illustration of the shape
+    note: str | None = None
+    untracked: tuple[Untracked, ...] = ()
+    file: str = ""
+
+
+def load_targets(paths: Sequence[str | Path]) -> list[Plan]:
+    """Load and validate target files; plan ids must be unique across them."""
+    plans: list[Plan] = []
+    seen: dict[str, str] = {}
+    for path in paths:
+        plan = load_plan(path)
+        if plan.plan in seen:
+            raise TargetsError(
+                plan.file, "plan", f"duplicate plan id {plan.plan!r} (also in {seen[plan.plan]})"
+            )
+        seen[plan.plan] = plan.file
+        plans.append(plan)
+    return plans
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Load and validate one target file; raise TargetsError naming goal and key."""
+    file = Path(path).name
+    try:
+        data = read_yaml(
+            path,
+            empty_hint="expected plan:, title:, reference: and goals:",
+            max_bytes=MAX_FILE_BYTES,
+        )
+    except ConfigError as exc:
+        raise TargetsError(file, exc.path, exc.message) from None
+    return parse_plan(data, file)
+
+
+def parse_plan(data: Any, file: str = "<targets>") -> Plan:
+    """Validate already-parsed YAML; ``file`` is used in error messages."""
+    if not isinstance(data, dict):
+        raise TargetsError(file, "", "expected a mapping with keys plan, title, reference, goals")
+    _reject_unknown(data, _TOP_KEYS, file, "")
+    for key in ("plan", "title", "reference"):
+        if data.get(key) is None:
+            raise TargetsError(file, key, "missing")
+    plan_id = data["plan"]
+    if not isinstance(plan_id, str) or not _PLAN_ID.match(plan_id):
+        raise TargetsError(file, "plan", f"invalid id {plan_id!r} (e.g. bac-kan-2012)")
+    raw_goals = data.get("goals")
+    if not isinstance(raw_goals, list):
+        raise TargetsError(file, "goals", "missing (a list of goals)")
+    goals: list[Goal] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, raw in enumerate(raw_goals):
+        goal = _parse_goal(raw, index, file)
+        pair = (goal.indicator, goal.level)
+        if pair in seen:
+            raise TargetsError(
+                file,
+                f"goals[{index}]",
+                f"duplicate goal for {goal.indicator} at level {goal.level}"
+                f" (also goals[{seen[pair]}])",
+            )
+        seen[pair] = index
+        goals.append(goal)
+    example = data.get("example", False)
+    if not isinstance(example, bool):
+        raise TargetsError(file, "example", "must be true or false")
+    return Plan(
+        plan=plan_id,
+        title=_text(data, "title", file, ""),
+        reference=_text(data, "reference", file, ""),
+        goals=tuple(goals),
+        province=_optional_text(data, "province", file, ""),
+        title_en=_optional_text(data, "title_en", file, ""),
+        example=example,
+        note=_optional_text(data, "note", file, ""),
+        untracked=_parse_untracked(data.get("untracked"), file),
+        file=file,
+    )
+
+
+def _parse_goal(raw: Any, index: int, file: str) -> Goal:
+    at = f"goals[{index}]"
+    if not isinstance(raw, dict):
+        raise TargetsError(file, at, "expected a mapping with indicator, level, goal, deadline")
+    _reject_unknown(raw, _GOAL_KEYS, file, at)
+    for key in _GOAL_REQUIRED:
+        if key not in raw:
+            hint = " (null for a direction without a number)" if key == "goal" else ""
+            raise TargetsError(file, f"{at}.{key}", f"missing{hint}")
+    indicator = raw["indicator"]
+    if indicator not in INDICATORS:
+        raise TargetsError(
+            file, f"{at}.indicator", f"unknown {indicator!r} (one of {', '.join(INDICATORS)})"
+        )
+    level = raw["level"]
+    if level not in GOAL_LEVELS:
+        raise TargetsError(
+            file, f"{at}.level", f"unknown {level!r} (one of {', '.join(GOAL_LEVELS)})"
+        )
+    value = raw["goal"]
+    ratio: float | None = None
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TargetsError(file, f"{at}.goal", f"must be a number or null, got {value!r}")
+        ratio = float(value)
+        upper = MAX_UNBOUNDED_GOAL if indicator in UNBOUNDED else 1.0
+        if not 0.0 <= ratio <= upper:
+            raise TargetsError(
+                file,
+                f"{at}.goal",
+                f"{value} is outside 0..{upper:g} (a ratio: write 60 % as 0.6)",
+            )
+    deadline = raw["deadline"]
+    if isinstance(deadline, bool) or not isinstance(deadline, int) or not 1990 <= deadline <= 2100:
+        raise TargetsError(file, f"{at}.deadline", f"must be a year, got {deadline!r}")
+    sectors = raw.get("sectors")
+    if sectors is not None:
+        if not isinstance(sectors, list) or not sectors:
+            raise TargetsError(file, f"{at}.sectors", "must be a non-empty list")
+        for sector in sectors:
+            if sector not in SECTORS:
+                raise TargetsError(
+                    file,
+                    f"{at}.sectors",
+                    f"unknown sector {sector!r} (one of {', '.join(SECTORS)})",
+                )
+    return Goal(
+        indicator=indicator,
+        level=level,
+        goal=ratio,
+        deadline=deadline,
+        denominator=_optional_text(raw, "denominator", file, at),
+        sectors=tuple(sectors) if sectors is not None else None,
+        note=_optional_text(raw, "note", file, at),
+        text=_optional_text(raw, "text", file, at),
+    )
+
+
+def _parse_untracked(raw: Any, file: str) -> tuple[Untracked, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise TargetsError(file, "untracked", "must be a list of {text, reason}")
+    items: list[Untracked] = []
+    for index, item in enumerate(raw):
+        at = f"untracked[{index}]"
+        if not isinstance(item, dict):
+            raise TargetsError(file, at, "expected a mapping with text and reason")
+        _reject_unknown(item, _UNTRACKED_KEYS, file, at)
+        items.append(
+            Untracked(
+                text=_text(item, "text", file, at),
+                reason=_text(item, "reason", file, at),
+                level=_optional_scalar(item, "level"),
+                goal=_optional_scalar(item, "goal"),
+                deadline=_optional_scalar(item, "deadline"),
+            )
+        )
+    return tuple(items)
+
+
+def _reject_unknown(data: Mapping[Any, Any], allowed: Iterable[str], file: str, at: str) -> None:
+    allowed = frozenset(allowed)
+    unknown = sorted(str(key) for key in data if key not in allowed)
+    if unknown:
+        prefix = f"{at}." if at else ""
+        raise TargetsError(
+            file, f"{prefix}{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _text(data: Mapping[str, Any], key: str, file: str, at: str) -> str:
+    value = _optional_text(data, key, file, at)
+    if value is None:
+        raise TargetsError(file, f"{at}.{key}" if at else key, "missing")
+    return value
+
+
+def _optional_text(data: Mapping[str, Any], key: str, file: str, at: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 4096:
+        raise TargetsError(file, f"{at}.{key}" if at else key, "must be non-empty text")
+    return value.strip()
+
+
+def _optional_scalar(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return None if value is None else str(value)

@@ -1,0 +1,158 @@
+"""Plan target files: the shipped plans load with the plans' own numbers; bad files get
+their exact message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.targets import Plan, TargetsError, load_plan, load_targets
+from tests.conftest import REPO
+
+TARGETS = REPO / "configs" / "targets"
+TESTDATA = REPO / "tests" / "testdata" / "collector"
+
+
+def _goals(plan: Plan) -> dict[tuple[str, str], float | None]:
+    return {(g.indicator, g.level): g.goal for g in plan.goals}
+
+
+def test_every_shipped_target_file_loads() -> None:
+    plans = load_targets(sorted(TARGETS.glob("*.yaml")))
+    assert {p.plan for p in plans} == {
+        "bac-kan-2012",
+        "long-an-2010",
+        "ha-nam-2017",
+        "ca-mau-2013",
+        "thai-nguyen-2026",
+    }
+    assert all(p.reference and p.title for p in plans)
+
+
+def test_bac_kan_2012_has_the_plans_numbers() -> None:
+    plan = load_plan(TARGETS / "bac-kan-2012.yaml")
+    goals = _goals(plan)
+    assert goals[("dedicated_network", "commune")] == 0.6
+    for indicator in ("lan", "internet", "dedicated_network", "wan"):
+        assert goals[(indicator, "agency")] == goals[(indicator, "district")] == 1.0
+    assert goals[("computers_connected", "commune")] == 1.0
+    assert goals[("computers_per_official", "all")] == 1.0
+    assert {g.deadline for g in plan.goals} == {2015}
+    assert plan.untracked  # the reporting duty is kept, as text
+
+
+def test_long_an_and_ha_nam() -> None:
+    long_an = _goals(load_plan(TARGETS / "long-an-2010.yaml"))
+    assert long_an[("internet", "commune")] == long_an[("wan", "commune")] == 0.9
+    ha_nam = load_plan(TARGETS / "ha-nam-2017.yaml")
+    assert _goals(ha_nam)[("computers_per_official", "all")] == 1.0
+    assert _goals(ha_nam)[("antivirus_protected", "all")] == 1.0
+    assert {g.deadline for g in ha_nam.goals} == {2020}
+
+
+def test_ca_mau_directions_have_no_invented_numbers() -> None:
+    plan = load_plan(TARGETS / "ca-mau-2013.yaml")
+    assert plan.goals and all(g.goal is None for g in plan.goals)
+    wan_agency = next(g for g in plan.goals if (g.indicator, g.level) == ("wan", "agency"))
+    assert wan_agency.sectors == ("party", "state")
+
+
+def test_two_level_example_is_marked_as_example() -> None:
+    plan = load_plan(TARGETS / "thai-nguyen-2026.yaml")
+    assert plan.example
+    assert {g.level for g in plan.goals} <= {"agency", "commune", "all"}
+
+
+def test_computers_per_official_may_exceed_one(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "plan: p\ntitle: t\nreference: r\ngoals:\n"
+        "  - {indicator: computers_per_official, level: all, goal: 1.5, deadline: 2030}\n",
+        encoding="utf-8",
+    )
+    assert load_plan(path).goals[0].goal == 1.5
+
+
+def test_duplicate_plan_ids_across_files(tmp_path: Path) -> None:
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(
+            "plan: same\ntitle: t\nreference: r\ngoals: []\n", encoding="utf-8"
+        )
+    with pytest.raises(TargetsError) as caught:
+        load_targets([tmp_path / "a.yaml", tmp_path / "b.yaml"])
+    assert str(caught.value) == "b.yaml: plan: duplicate plan id 'same' (also in a.yaml)"
+
+
+INVALID = [
+    (
+        "invalid-targets-bad-deadline.yaml",
+        "invalid-targets-bad-deadline.yaml: goals[0].deadline: must be a year, got 'cuối năm 2015'",
+    ),
+    (
+        "invalid-targets-duplicate-goal.yaml",
+        "invalid-targets-duplicate-goal.yaml: goals[2]: duplicate goal for lan at level agency"
+        " (also goals[0])",
+    ),
+    (
+        "invalid-targets-goal-negative.yaml",
+        "invalid-targets-goal-negative.yaml: goals[0].goal: -1 is outside 0..100 (a ratio:"
+        " write 60 % as 0.6)",
+    ),
+    (
+        "invalid-targets-goal-percent.yaml",
+        "invalid-targets-goal-percent.yaml: goals[0].goal: 60 is outside 0..1 (a ratio: write"
+        " 60 % as 0.6)",
+    ),
+    (
+        "invalid-targets-goal-text.yaml",
+        "invalid-targets-goal-text.yaml: goals[0].goal: must be a number or null, got '90%'",
+    ),
+    (
+        "invalid-targets-missing-deadline.yaml",
+        "invalid-targets-missing-deadline.yaml: goals[0].deadline: missing",
+    ),
+    (
+        "invalid-targets-missing-goal.yaml",
+        "invalid-targets-missing-goal.yaml: goals[1].goal: missing (null for a direction"
+        " without a number)",
+    ),
+    (
+        "invalid-targets-missing-reference.yaml",
+        "invalid-targets-missing-reference.yaml: reference: missing",
+    ),
+    (
+        "invalid-targets-unknown-indicator.yaml",
+        "invalid-targets-unknown-indicator.yaml: goals[1].indicator: unknown 'fiber' (one of"
+        " lan, internet, wan, dedicated_network, computers_per_official, computers_connected,"
+        " antivirus_protected)",
+    ),
+    (
+        "invalid-targets-unknown-key.yaml",
+        "invalid-targets-unknown-key.yaml: goals[0].target: unknown key (allowed: deadline,"
+        " denominator, goal, indicator, level, note, sectors, text)",
+    ),
+    (
+        "invalid-targets-unknown-level.yaml",
+        "invalid-targets-unknown-level.yaml: goals[0].level: unknown 'village' (one of"
+        " province, agency, district, commune, all)",
+    ),
+    (
+        "invalid-targets-unknown-sector.yaml",
+        "invalid-targets-unknown-sector.yaml: goals[0].sectors: unknown sector 'army' (one of"
+        " state, party, mass_organisation)",
+    ),
+]
+
+
+def test_the_invalid_table_covers_every_invalid_targets_file() -> None:
+    assert {name for name, _ in INVALID} == {
+        p.name for p in TESTDATA.glob("invalid-targets-*.yaml")
+    }
+
+
+@pytest.mark.parametrize(("name", "message"), INVALID, ids=[name for name, _ in INVALID])
+def test_invalid_targets_file_gets_its_exact_message(name: str, message: str) -> None:
+    with pytest.raises(TargetsError) as caught:
+        load_plan(TESTDATA / name)
+    assert str(caught.value) == message
