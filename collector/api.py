@@ -137,6 +137,7 @@ CONFIG: Final = web.AppKey("config", CollectorConfig)
 STORE: Final = web.AppKey("store", Store)
 AUTH: Final = web.AppKey("auth", Authenticator)
 ORG: Final = web.AppKey("org", Org)
+TOKEN_ID: Final = web.RequestKey("token_id", str)
 REGISTRY: Final = web.AppKey("registry", CollectorRegistry)
 METRICS: Final = web.AppKey("metrics", IngestMetrics)
 INGEST_STATE: Final = web.AppKey("ingest_state", IngestState)
@@ -365,7 +366,7 @@ async def _authenticate(request: web.Request) -> str:
     """Return the token's site; raise 401 (missing/unknown) or 403 (revoked)."""
     result = await request.app[AUTH].authenticate(request.headers.get("Authorization"))
     if not isinstance(result, AuthFailure):
-        request["token_id"] = result.token_id
+        request[TOKEN_ID] = result.token_id
         return result.site
     if result.reason == "revoked":
         raise Rejection(
@@ -547,7 +548,7 @@ def _reject(request: web.Request, rej: Rejection) -> web.Response:
             status=rej.status,
             reason=rej.reason,
             peer=request.remote,
-            token_id=request.get("token_id"),
+            token_id=request.get(TOKEN_ID),
         )
     else:
         event(
@@ -558,7 +559,7 @@ def _reject(request: web.Request, rej: Rejection) -> web.Response:
             reason=rej.reason,
             field=rej.field,
             peer=request.remote,
-            token_id=request.get("token_id"),
+            token_id=request.get(TOKEN_ID),
         )
     return _rejection_response(rej)
 
