@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the real-parts tests use; installed only when missing.
-packages=(iproute2 iputils-ping snmpd snmp prometheus postgresql clamav clamav-daemon nftables iptables dnsmasq-base)
+packages=(iproute2 iputils-ping snmpd snmp prometheus postgresql clamav clamav-daemon nftables iptables dnsmasq-base openssl faketime)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${packages[@]}"; do
@@ -26,4 +26,6 @@ fi
 HATANG_EXTRAS=test bash scripts/env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff check agent collector tests bench
+.venv/bin/ruff format --check --quiet agent collector tests bench
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
