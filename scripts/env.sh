@@ -23,7 +23,13 @@ fi
 extras=${HATANG_EXTRAS:-}
 stamp=.venv/.hatang-installed${extras:+-$extras}
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+  echo "installing hatang into .venv (first run takes a minute)..."
+  log=.venv/install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "pip install failed (log above, also in $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
