@@ -9,10 +9,11 @@ only inside the sections that need them, and nothing here imports aiohttp.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from agent import __version__
 
@@ -27,8 +28,25 @@ EXIT_INTERRUPTED: Final = 130
 CONFIG_LEAD: Final = "Lỗi cấu hình / Configuration error"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter with the width found here: its own lookup imports ``shutil``
+    (and with it bz2, lzma...), half a MiB the daemon would keep for nothing."""
+
+    def __init__(self, prog: str) -> None:
+        env = os.environ.get("COLUMNS")
+        try:
+            columns = int(env) if env else os.get_terminal_size().columns
+        except (ValueError, OSError):
+            columns = 80
+        super().__init__(prog, width=max(columns, 40) - 2)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the usage error in both languages, exit code 2 as for bad config."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

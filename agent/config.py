@@ -212,7 +212,7 @@ class DiscoveryConfig(_Section, frozen=True):
     subnets: Annotated[list[str], msgspec.Meta(max_length=16)] = []  # default: the interface's
     max_prefix: Annotated[int, msgspec.Meta(ge=16, le=32)] = 22  # refuse wider sweeps
     rate: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 500  # packets per second
-    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2  # extra rounds for silent hosts
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 1  # extra requests to silent hosts
     timeout: Duration = Duration(0.5)  # wait after the last packet of each round
     port_check: bool = False  # light TCP check to tell computers from printers
     port_timeout: Duration = Duration(0.5)  # per TCP connect of the port check

@@ -64,7 +64,8 @@ Ip = Annotated[str, msgspec.Meta(max_length=64)]
 Mac = Annotated[str, msgspec.Meta(max_length=32)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # fits a signed 64-bit SQL integer
+Timestamp = Annotated[dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
 
 class _Wire(msgspec.Struct, kw_only=True):
@@ -159,7 +160,7 @@ class HostInventory(_Wire):
     memory_bytes: Count | None = None
     disks: Annotated[list[Disk], msgspec.Meta(max_length=64)] = []
     interfaces: Annotated[list[Interface], msgspec.Meta(max_length=64)] = []
-    boot_time: dt.datetime | None = None
+    boot_time: Timestamp | None = None
     agent_version: Name | None = None
     python_version: Name | None = None
     error: Text | None = None  # set when part of the inventory could not be read
@@ -175,8 +176,8 @@ class LanHost(_Compact):
     sources: Annotated[list[HostSource], msgspec.Meta(max_length=3)] = []
     hostname: Name | None = None
     agent_id: Id | None = None
-    first_seen: dt.datetime | None = None
-    last_seen: dt.datetime | None = None
+    first_seen: Timestamp | None = None
+    last_seen: Timestamp | None = None
     kind_reason: Name | None = None  # why this kind: "vendor Brother", "tcp/9100 open", ...
     other_macs: Annotated[list[Mac], msgspec.Meta(max_length=8)] | None = None  # same machine
     open_ports: (
@@ -255,7 +256,7 @@ class AntivirusProduct(_Wire):
     signature_version: Name | None = None
     engine_version: Name | None = None
     product_state: Count | None = None  # Windows Security Center productState, raw
-    signature_updated_at: dt.datetime | None = None  # newest signature build/update time
+    signature_updated_at: Timestamp | None = None  # newest signature build/update time
     running: bool | None = None  # a service or process of the product was seen running
     detail: Text | None = None  # why the state is what it is, e.g. "Security Center: snoozed"
 
@@ -295,7 +296,7 @@ class Report(_Wire, kw_only=True):
     site: SiteId
     role: Role
     seq: Count  # per agent, +1 per report, survives restarts
-    observed_at: dt.datetime  # when the checks started (UTC)
+    observed_at: Timestamp  # when the checks started (UTC)
     interval_seconds: Annotated[float, msgspec.Meta(gt=0)]
     agent_version: Name
     duration_seconds: Seconds | None = None

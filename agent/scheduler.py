@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from agent import __version__
+from agent import __version__, memory
 from agent.config import AgentConfig, ConfigError
 from agent.log import event, setup
 from agent.report import Report, utcnow
@@ -76,6 +76,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._pending: dict[SectionName, Any] = {}
         self._runs: set[asyncio.Task[None]] = set()
+        self._settled = False
 
     def stop(self) -> None:
         """Ask the daemon to shut down (idempotent; safe from signal handlers)."""
@@ -196,8 +197,17 @@ class Daemon:
         value = await collect(self.config, section)
         if section.name == "networks":
             await self._emit_report(value, observed_at, time.monotonic() - started)
+            self._release_memory()
         elif value is not None:
             self._pending[section.name] = value
+
+    def _release_memory(self) -> None:
+        """After a cycle: give freed heap back; after the first, freeze what start-up built."""
+        if not self._settled and len(self._runs) <= 1:
+            # Only this run is left: every section has imported what it needs.
+            memory.settle()
+            self._settled = True
+        memory.trim()
 
     async def _emit_report(
         self, networks: Any | None, observed_at: dt.datetime, duration: float
@@ -334,6 +344,7 @@ async def run_daemon(config: AgentConfig, config_path: str | Path) -> int:
     """Run the agent daemon until SIGTERM/SIGINT; return the exit code (0 on clean stop)."""
     if not logging.getLogger().handlers:
         setup(config.log.level, config.log.file)
+    memory.limit_arenas()  # before the first worker thread exists
     daemon = Daemon(config, str(config_path))
     restore = _install_signal_handlers(asyncio.get_running_loop(), daemon.stop)
     try:

@@ -117,7 +117,9 @@ def _classify(exc: BaseException) -> TransportError:
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return TransportError("tls_error", exc.verify_message or str(exc))
+        return TransportError(
+            "tls_error", f"certificate not trusted: {exc.verify_message or exc}"[:300]
+        )
     if isinstance(exc, ssl.SSLError):
         return TransportError("tls_error", exc.reason or str(exc))
     if isinstance(exc, TimeoutError | socket.timeout):
@@ -601,14 +603,29 @@ class Sender:
                 response: Response = request.result()
             except TransportError as exc:
                 errors.append(f"{transport.url}: {exc}")
-                event(
-                    log,
-                    logging.WARNING,
-                    "send.unreachable",
-                    url=transport.url,
-                    reason=exc.reason,
-                    detail=exc.detail,
-                )
+                if exc.reason == "tls_error":
+                    # Not a passing network fault: a wrong CA, a certificate for another
+                    # name, or something else answering. It will not heal by itself.
+                    event(
+                        log,
+                        logging.ERROR,
+                        "send.tls_refused",
+                        url=transport.url,
+                        detail=exc.detail,
+                        queued_kept=True,
+                        hint="the collector's TLS certificate was not trusted or the handshake "
+                        "failed; check collector.ca_file and that the certificate names the "
+                        "url's host; reports stay queued",
+                    )
+                else:
+                    event(
+                        log,
+                        logging.WARNING,
+                        "send.unreachable",
+                        url=transport.url,
+                        reason=exc.reason,
+                        detail=exc.detail,
+                    )
                 continue
             self.stats.last_url = transport.url
             self._preferred = position

@@ -208,6 +208,10 @@ class Spool:
                 "local disk (network file systems cannot hold the spool)"
             )
         conn.execute("PRAGMA synchronous = FULL")
+        # The queue is read at its head and written at its tail, so a small page cache
+        # does the job; SQLite's default (2 MiB) would fill up while quick_check reads a
+        # large spool after an outage and stay in the agent's RSS for good.
+        conn.execute("PRAGMA cache_size = -256")
         check = conn.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             problems = "; ".join(str(row[0]) for row in check[:3])

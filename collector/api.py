@@ -1,10 +1,13 @@
 """HTTP handlers: report ingest, health, metrics, the OpenAPI document.
 
 Every input is hostile until validated. The ingest handler checks, in order: load
-(429), token (401/403), media type and encoding (415), size as sent (413), gzip (400,
-413 past the decompressed bound: a gzip bomb is stopped after ``max_decompressed`` bytes,
-never inflated in full), UTF-8 and JSON (400), the shared report schema (422 naming the
-field), the token's site (403) and the org tree (422), and only then stores the batch.
+(429), token (401/403; 403 too when the token's site was removed from the org tree),
+media type and encoding (415), size as sent (413), the body deadline (408: a client that
+trickles its body is cut off after ``limits.body_timeout``), gzip (400, 413 past the
+decompressed bound: a gzip bomb is stopped after ``max_decompressed`` bytes, never
+inflated in full), UTF-8 and JSON (400), the shared report schema (422 naming the
+field), integers the store can hold (422), the token's site (403), and only then stores
+the batch.
 A rejected request changes nothing stored. Errors are one JSON shape, with a message in
 English and Vietnamese (officials read agent logs too).
 """
@@ -54,6 +57,7 @@ REJECT_REASONS: Final = (
     "overloaded",
     "store_unavailable",
     "conflict",
+    "timeout",
 )
 _FIELD: Final = re.compile(r"^(?P<msg>.*?) - at `(?P<field>\$[^`]*)`$", re.DOTALL)
 _INDEX: Final = re.compile(r"^\$\.reports\[(\d+)\]")
@@ -363,10 +367,25 @@ def _check_media(request: web.Request) -> bool:
 
 
 async def _authenticate(request: web.Request) -> str:
-    """Return the token's site; raise 401 (missing/unknown) or 403 (revoked)."""
-    result = await request.app[AUTH].authenticate(request.headers.get("Authorization"))
+    """Return the token's site; raise 401 (missing/unknown) or 403 (revoked, site removed)."""
+    values = request.headers.getall("Authorization", [])
+    # Two Authorization headers are ambiguous (a proxy may act on the other one): refuse.
+    header = values[0] if len(values) == 1 else ("" if not values else "ambiguous")
+    result = await request.app[AUTH].authenticate(header or None)
     if not isinstance(result, AuthFailure):
         request[TOKEN_ID] = result.token_id
+        if result.site not in request.app[ORG]:
+            # The token is sound but its unit left the org tree (a merger, a typo fixed):
+            # a token problem, not bad content, so the agent keeps its reports queued.
+            raise Rejection(
+                403,
+                "unknown_site",
+                f"token {result.token_id} belongs to site {result.site!r}, which is not in"
+                " the organisation tree; fix the org file or issue a token for the new site",
+                f"Mã truy cập {result.token_id} thuộc đơn vị {result.site!r}, đơn vị này không"
+                " còn trong cây tổ chức; hãy sửa tệp tổ chức hoặc cấp mã cho đơn vị mới",
+                reason="unknown_site",
+            )
         return result.site
     if result.reason == "revoked":
         raise Rejection(
@@ -396,8 +415,8 @@ async def _authenticate(request: web.Request) -> str:
     )
 
 
-def _check_sites(reports: list[Report], token_site: str, request: web.Request) -> None:
-    org = request.app[ORG]
+def _check_sites(reports: list[Report], token_site: str) -> None:
+    """403 for any report of another site than the token's (whose site is in the org tree)."""
     for index, report in enumerate(reports):
         if report.site != token_site:
             raise Rejection(
@@ -408,16 +427,6 @@ def _check_sites(reports: list[Report], token_site: str, request: web.Request) -
                 f"Báo cáo {index} thuộc đơn vị {report.site!r}, nhưng mã truy cập thuộc"
                 f" {token_site!r}",
                 reason="site_mismatch",
-                field=f"$.reports[{index}].site",
-                index=index,
-            )
-        if report.site not in org:
-            raise Rejection(
-                422,
-                "unknown_site",
-                f"site {report.site!r} is not in the organisation tree",
-                f"Đơn vị {report.site!r} không có trong cây tổ chức",
-                reason="unknown_site",
                 field=f"$.reports[{index}].site",
                 index=index,
             )
@@ -446,7 +455,15 @@ async def post_reports(request: web.Request) -> web.Response:
     try:
         return await _ingest(request, limits.max_body, limits.max_decompressed)
     except Rejection as rej:
-        return _reject(request, rej)
+        response = _reject(request, rej)
+        if rej.status == 408:
+            # The rest of the body may never come: answer, then close at once instead of
+            # aiohttp's lingering read of the unread body (up to another 10s).
+            response.force_close()
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()
+        return response
     finally:
         state.inflight -= 1
         metrics.inflight.dec()
@@ -463,17 +480,18 @@ async def _ingest(request: web.Request, max_body: int, max_decompressed: int) ->
     gzipped = _check_media(request)
     if request.content_length is not None and request.content_length > max_body:
         raise _too_large("request body", max_body)
-    if gzipped:
-        # Served with auto_decompress=False (SERVER_KWARGS) the body arrives as sent and is
-        # inflated below under our bound. A server that inflates by itself hands over JSON;
-        # then only the decompressed bound applies here.
-        inflated_by_server = getattr(request.content, "total_compressed_bytes", None) is not None
-        body = await _read_body(request, max_decompressed, "decompressed body")
-        inflate = not inflated_by_server
-        if inflate and len(body) > max_body:
-            raise _too_large("request body", max_body)
-    else:
-        body, inflate = await _read_body(request, max_body, "request body"), False
+    body_timeout = float(app[CONFIG].limits.body_timeout)
+    try:
+        async with asyncio.timeout(body_timeout):
+            body, inflate = await _receive(request, gzipped, max_body, max_decompressed)
+    except TimeoutError:
+        raise Rejection(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {body_timeout:g}s; the connection is closed",
+            f"Nội dung yêu cầu không đến kịp trong {body_timeout:g} giây; kết nối bị đóng",
+            reason="timeout",
+        ) from None
     if len(body) > OFFLOAD_BYTES or inflate:
         batch, bodies = await asyncio.to_thread(_prepare, body, inflate, max_decompressed)
     else:
@@ -488,7 +506,7 @@ async def _ingest(request: web.Request, max_body: int, max_decompressed: int) ->
             reason="too_large",
             field="$.reports",
         )
-    _check_sites(batch.reports, site, request)
+    _check_sites(batch.reports, site)
     try:
         result = await store.ingest(site, list(zip(batch.reports, bodies, strict=True)))
     except StoreUnavailable as exc:
@@ -516,6 +534,23 @@ async def _ingest(request: web.Request, max_body: int, max_decompressed: int) ->
             "conflicts": result.conflicts,
         }
     )
+
+
+async def _receive(
+    request: web.Request, gzipped: bool, max_body: int, max_decompressed: int
+) -> tuple[bytes, bool]:
+    """The body as sent, and whether it still has to be inflated."""
+    if gzipped:
+        # Served with auto_decompress=False (SERVER_KWARGS) the body arrives as sent and is
+        # inflated later under our bound. A server that inflates by itself hands over JSON;
+        # then only the decompressed bound applies here.
+        inflated_by_server = getattr(request.content, "total_compressed_bytes", None) is not None
+        body = await _read_body(request, max_decompressed, "decompressed body")
+        inflate = not inflated_by_server
+        if inflate and len(body) > max_body:
+            raise _too_large("request body", max_body)
+        return body, inflate
+    return await _read_body(request, max_body, "request body"), False
 
 
 def _store_unavailable(exc: Exception) -> Rejection:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Gauge
 
 from agent import __version__
@@ -35,7 +36,41 @@ BUILDER: Final = web.AppKey("builder", SnapshotBuilder)
 # Serve the app with these (AppRunner/TestServer keyword arguments): the ingest handler
 # inflates gzip bodies itself, under limits.max_decompressed, with exact error answers.
 SERVER_KWARGS: Final[dict[str, Any]] = {"auto_decompress": False}
+
+
+def server_kwargs(config: CollectorConfig) -> dict[str, Any]:
+    """``SERVER_KWARGS`` plus the connection deadlines the config decides.
+
+    aiohttp closes a connection whose request headers are not complete within
+    ``keepalive_timeout`` of the connection opening (or of the previous answer), even
+    when bytes keep trickling in: that is the header slowloris bound. The body deadline
+    is the ingest handler's own (``limits.body_timeout``, answered with 408).
+    """
+    return {**SERVER_KWARGS, "keepalive_timeout": float(config.limits.header_timeout)}
+
+
 FLUSH_EVERY: Final = 10.0
+
+
+class _BadRequestFilter(logging.Filter):
+    """Turn aiohttp's traceback for a request it could not parse into one short line.
+
+    Oversized or malformed headers, request smuggling attempts, bad methods: the client
+    got its 400 already; a traceback per request would let anyone flood the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "http.bad_request", ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.status = exc.code
+            record.error = " ".join(str(exc.message).split())[:200]
+        return True
+
+
+_BAD_REQUEST_FILTER: Final = _BadRequestFilter()
 
 
 def indicator_settings(config: CollectorConfig) -> IndicatorSettings:
@@ -45,6 +80,7 @@ def indicator_settings(config: CollectorConfig) -> IndicatorSettings:
         up_ratio=config.window.up_ratio,
         site_up_after_intervals=config.site_up_after_intervals,
         clock_skew_tolerance_seconds=config.clock_skew.max_future,
+        bucket_seconds=config.window.bucket,
     )
 
 
@@ -55,6 +91,7 @@ def make_store(config: CollectorConfig) -> Store:
         busy_timeout=config.store.busy_timeout,
         max_future=config.clock_skew.max_future,
         hourly_retention=config.store.hourly_retention,
+        bucket_seconds=config.window.bucket,
     )
 
 
@@ -72,6 +109,7 @@ def create_app(
     app = web.Application(
         client_max_size=config.limits.max_body, middlewares=[api.error_middleware]
     )
+    logging.getLogger("aiohttp.server").addFilter(_BAD_REQUEST_FILTER)  # once: same object
     registry = CollectorRegistry(auto_describe=True)
     metrics = api.IngestMetrics(registry)
     build_info = Gauge(

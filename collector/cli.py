@@ -1,6 +1,7 @@
-"""``hatang-collector``: ``serve``, ``token create|list|revoke``, ``--version``.
+"""``hatang-collector``: ``serve``, ``token create|list|revoke``, ``store verify``, ``--version``.
 
-Exit codes: 0 success, 1 a runtime failure (store cannot open, unknown token id), 2 a
+Exit codes: 0 success, 1 a runtime failure (store cannot open, unknown token id, a
+corrupt store for ``store verify``), 2 a
 usage or configuration error — the message names the file and key path (or the unknown
 site). ``token create`` prints the token alone on the last line so scripts can take it
 with ``tail -n 1``; it is shown once and stored only as a hash.
@@ -13,6 +14,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -55,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke = tokens.add_parser("revoke", help="revoke a token (effective at once)")
     revoke.add_argument("--config", required=True, metavar="FILE")
     revoke.add_argument("token_id", metavar="ID", help="token id as shown by `token list`")
+
+    store = commands.add_parser("store", help="check the store")
+    stores = store.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
+    verify = stores.add_parser(
+        "verify", help="integrity check and content digest (read-only; safe while serving)"
+    )
+    verify.add_argument("--config", required=True, metavar="FILE")
+    verify.add_argument("--json", action="store_true", help="one JSON object")
     return parser
 
 
@@ -136,10 +146,43 @@ async def _token_revoke(config: CollectorConfig, token_id: str) -> int:
     return 0
 
 
+def _store_verify(config: CollectorConfig, as_json: bool) -> int:
+    """Print the integrity check and digest; exit 0 when sound, 1 when not."""
+    from collector.config import sqlite_path
+    from collector.store.sqlite import verify_file
+
+    path = sqlite_path(config.store.url)
+    if not os.path.isfile(path):
+        return _fail(f"store: {path}: no such file (see store.url in the config)", 1)
+    check = verify_file(path)
+    if as_json:
+        row = {
+            "path": str(check.path),
+            "ok": check.ok,
+            "problems": check.problems,
+            "schema_version": check.schema_version,
+            "reports": check.reports,
+            "digest": check.digest,
+        }
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif check.ok:
+        sys.stdout.write(f"store {check.path}: ok\n")
+        sys.stdout.write(f"schema version {check.schema_version}, {check.reports} reports\n")
+        sys.stdout.write(f"digest {check.digest}\n")
+    else:
+        sys.stdout.write(f"store {check.path}: CORRUPT\n")
+        for problem in check.problems:
+            sys.stdout.write(f"  {problem}\n")
+        sys.stdout.write(
+            "restore the store from a backup; the agents resend what their spools still hold\n"
+        )
+    return 0 if check.ok else 1
+
+
 async def _serve(config: CollectorConfig) -> int:
     from aiohttp import web
 
-    from collector.app import SERVER_KWARGS, create_app
+    from collector.app import create_app, server_kwargs
 
     app = create_app(config)
     ssl_context = None
@@ -150,7 +193,7 @@ async def _serve(config: CollectorConfig) -> int:
         except (OSError, ssl.SSLError) as exc:
             return _fail(f"listen.cert_file/key_file: cannot load: {exc}")
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=10, **SERVER_KWARGS
+        app, access_log=None, handle_signals=False, shutdown_timeout=10, **server_kwargs(config)
     )
     await runner.setup()  # opens the store (cleanup_ctx)
     try:
@@ -194,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(config))
+        if args.command == "store":
+            return _store_verify(config, args.json)
         if args.token_command == "create":  # noqa: S105 - a sub-command name
             return asyncio.run(_token_create(config, load_org(config.org), args.site, args.note))
         if args.token_command == "list":  # noqa: S105

@@ -71,10 +71,20 @@ class WindowConfig(_Section, frozen=True):
 
     duration: Duration = Duration(86400.0)
     up_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.95
+    # Width of the store's buckets that windows are summed from. Hourly in production;
+    # test beds shrink it (with the window) so that minutes of data move the indicators.
+    bucket: Duration = Duration(3600.0)
 
     def __post_init__(self) -> None:
-        if self.duration < 3600:
-            raise ValueError("duration: at least 1h (windows are summed from hourly buckets)")
+        if not 1 <= self.bucket <= 3600 or 3600 % self.bucket:
+            raise ValueError(
+                "bucket: must divide 1h evenly and be between 1s and 1h (e.g. 10s, 1m, 1h)"
+            )
+        if self.duration < self.bucket:
+            raise ValueError(
+                f"duration: at least one bucket ({self.bucket:g}s; windows are summed "
+                "from whole buckets)"
+            )
 
 
 class LimitsConfig(_Section, frozen=True):
@@ -84,8 +94,17 @@ class LimitsConfig(_Section, frozen=True):
     max_decompressed: Size = Size(10_000_000)  # after gzip
     max_reports_per_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 64  # concurrent ingests
+    # A body not received in full this long after its headers gets 408 and the connection
+    # is closed (a client trickling its body must not hold an ingest slot for long).
+    body_timeout: Duration = Duration(30.0)
+    # Request headers not complete this long after the connection opened (or after the
+    # previous answer on a kept-alive connection) close the connection.
+    header_timeout: Duration = Duration(30.0)
 
     def __post_init__(self) -> None:
+        for key in ("body_timeout", "header_timeout"):
+            if not 0.1 <= getattr(self, key) <= 3600:
+                raise ValueError(f"{key}: between 100ms and 1h")
         if self.max_body < 1024:
             raise ValueError("max_body: at least 1KB")
         if self.max_decompressed < self.max_body:

@@ -55,6 +55,7 @@ class IndicatorSettings:
     # reported within this horizon, much longer than the network window.
     inventory_window_seconds: float = 30 * 86400.0
     clock_skew_tolerance_seconds: float = 300.0  # the store's clock_skew.max_future
+    bucket_seconds: float = 3600.0  # the store's window bucket width (window.bucket)
 
     def __post_init__(self) -> None:
         if not self.window_seconds > 0:
@@ -403,11 +404,13 @@ def site_view(
 def window_start(now: dt.datetime, settings: IndicatorSettings) -> dt.datetime:
     """Start of the window as the store counts it: the hour bucket holding now − window.
 
-    The store answers windows from whole hourly buckets (see ``collector.store``), so the
-    expected report count starts where the received count does.
+    The store answers windows from whole buckets (``window.bucket``, hourly by default;
+    see ``collector.store``), so the expected report count starts where the received
+    count does.
     """
     since = (now - dt.timedelta(seconds=settings.window_seconds)).timestamp()
-    return dt.datetime.fromtimestamp(since // 3600 * 3600, dt.UTC)
+    width = settings.bucket_seconds
+    return dt.datetime.fromtimestamp(since // width * width, dt.UTC)
 
 
 def unit_attains(view: SiteView, network: NetworkClass, up_ratio: float) -> bool:

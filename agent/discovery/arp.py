@@ -1,28 +1,31 @@
-"""ARP sweep of the local link with scapy: paced requests, retry rounds, raw replies.
+"""ARP sweep of the local link: paced requests, retry rounds, raw replies.
 
-One scapy L2 socket sends and receives in one blocking loop (the caller runs it in a
-thread). Requests go out at most ``rate`` per second; an address that stays silent
+One link-layer socket sends and receives in one blocking loop (the caller runs it in
+a thread): on Linux a plain ``AF_PACKET`` socket bound to the ARP ethertype, so the
+sweep avoids scapy's per-packet send path; elsewhere (Npcap, BPF) scapy's L2 socket
+with a capture filter. scapy builds each request once (kept as bytes for the retry
+rounds) and dissects each reply.
+Requests go out at most ``rate`` per second; an address that stays silent
 for ``timeout`` is asked again, up to ``retries`` times (sleeping Wi-Fi clients and
 busy printers often miss the first request), and the loop listens ``timeout`` after
-the last request for late replies. On Linux the socket is bound to the ARP ethertype,
-so the kernel hands it ARP frames only; elsewhere (Npcap) a capture filter does that.
+the last request for late replies, stopping as soon as every address has answered.
 
-Only this module and ``classify.vendor`` import scapy, and only when a sweep runs.
+Only this module and ``classify`` import scapy, and only when a sweep runs.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
-import logging
-import struct
+import select
+import socket
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 ETH_P_ARP = 0x0806
-_BROADCAST = b"\xff" * 6
 _MIN_FRAME = 60  # Ethernet minimum without FCS: pad like arp-scan does
 UNSPECIFIED = "0.0.0.0"  # noqa: S104 - an ARP probe's sender address, not a bind
 
@@ -45,59 +48,102 @@ class SweepResult:
     duration_seconds: float = 0.0
 
 
-def _mac_bytes(mac: str) -> bytes:
-    return bytes(int(part, 16) for part in mac.split(":"))
+def _request(src_mac: str, src_ip: str, dst_ip: str) -> bytes:
+    """An Ethernet broadcast ARP who-has (built by scapy once per address), padded."""
+    from scapy.layers.l2 import ARP, Ether
 
-
-def _mac_text(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
-
-
-def _request(src_mac: bytes, src_ip: str, dst_ip: str) -> bytes:
-    """An Ethernet broadcast ARP who-has, padded to the minimum frame size."""
-    frame = (
-        _BROADCAST
-        + src_mac
-        + struct.pack("!HHHBBH", ETH_P_ARP, 1, 0x0800, 6, 4, 1)
-        + src_mac
-        + ipaddress.IPv4Address(src_ip).packed
-        + b"\x00" * 6
-        + ipaddress.IPv4Address(dst_ip).packed
+    frame = Ether(src=src_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op="who-has", hwsrc=src_mac, psrc=src_ip, hwdst="00:00:00:00:00:00", pdst=dst_ip
     )
-    return frame.ljust(_MIN_FRAME, b"\x00")
+    return bytes(frame).ljust(_MIN_FRAME, b"\x00")
 
 
 def parse_reply(frame: bytes) -> tuple[str, str, str] | None:
     """Return (sender ip, sender mac, target ip) of an ARP is-at frame, else None."""
     if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+        return None  # cheap pre-check: the socket may also see other frames
+    from scapy.layers.l2 import ARP, Ether
+
+    arp = Ether(frame).getlayer(ARP)
+    if (
+        arp is None
+        or arp.op != 2
+        or (arp.hwtype, arp.ptype, arp.hwlen, arp.plen)
+        != (
+            1,
+            0x0800,
+            6,
+            4,
+        )
+    ):
         return None
-    hw_type, proto, hw_len, proto_len, op = struct.unpack("!HHBBH", frame[14:22])
-    if (hw_type, proto, hw_len, proto_len, op) != (1, 0x0800, 6, 4, 2):
-        return None
-    sender_mac = frame[22:28]
-    if sender_mac[0] & 1 or sender_mac == b"\x00" * 6:
+    sender_mac = str(arp.hwsrc).lower()
+    if int(sender_mac[:2], 16) & 1 or sender_mac == "00:00:00:00:00:00":
         return None  # a multicast or empty sender address is not a host
-    sender_ip = str(ipaddress.IPv4Address(frame[28:32]))
-    target_ip = str(ipaddress.IPv4Address(frame[38:42]))
-    return sender_ip, _mac_text(sender_mac), target_ip
+    return str(arp.psrc), sender_mac, str(arp.pdst)
+
+
+_SOL_PACKET = 263
+_PACKET_IGNORE_OUTGOING = 23  # Linux 4.20+: do not hand our own requests back to us
+
+
+class PacketSocket:
+    """A Linux ``AF_PACKET`` socket on one interface that sees ARP frames only.
+
+    It has the three calls the sweep uses on scapy's sockets (``send``, ``recv_raw``,
+    ``select``), so both kinds run the same loop.
+    """
+
+    def __init__(self, iface: str) -> None:
+        self._sock = socket.socket(
+            socket.AF_PACKET,  # type: ignore[attr-defined,unused-ignore]
+            socket.SOCK_RAW,
+            socket.htons(ETH_P_ARP),
+        )
+        try:
+            self._sock.bind((iface, ETH_P_ARP))
+            self._sock.setblocking(False)
+            # An older kernel refuses: our own requests come back and parse_reply skips them.
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for ``select``."""
+        return self._sock.fileno()
+
+    def send(self, frame: bytes) -> None:
+        """Send one complete Ethernet frame."""
+        self._sock.send(frame)
+
+    def recv_raw(self) -> tuple[None, bytes | None, None]:
+        """One frame, or None when nothing is waiting (scapy's ``recv_raw`` shape)."""
+        try:
+            return None, self._sock.recv(2048), None
+        except (BlockingIOError, InterruptedError):
+            return None, None, None
+
+    @staticmethod
+    def select(sockets: list[PacketSocket], timeout: float) -> list[PacketSocket]:
+        """The sockets with a frame waiting, within ``timeout`` seconds."""
+        ready, _, _ = select.select(sockets, [], [], timeout)
+        return ready
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()
 
 
 def open_socket(iface: str) -> object:
-    """Open a scapy L2 socket on ``iface`` that receives ARP only, not promiscuous."""
+    """Open a link-layer socket on ``iface`` that receives ARP only, not promiscuous."""
+    linux = sys.platform.startswith("linux")  # a variable: mypy would judge the branch
+    if linux:
+        return PacketSocket(iface)
     import scapy.arch  # noqa: F401 - puts the platform's socket classes into conf
     from scapy.config import conf
 
-    linux = sys.platform.startswith("linux")
-    if linux:
-        # Bound to the ARP ethertype scapy cannot guess a link-layer class and warns;
-        # we parse raw frames ourselves, so the warning is noise.
-        runtime = logging.getLogger("scapy.runtime")
-        level = runtime.level
-        runtime.setLevel(logging.ERROR)
-        try:
-            return conf.L2socket(iface=iface, type=ETH_P_ARP, promisc=False)
-        finally:
-            runtime.setLevel(level)
     return conf.L2socket(iface=iface, filter="arp", promisc=False)
 
 
@@ -113,14 +159,14 @@ def sweep(
     """Sweep every host address of ``targets`` from ``iface`` (blocking; run in a thread)."""
     sock = open_socket(iface)
     try:
-        return _sweep(sock, _mac_bytes(src_mac), targets, rate, retries, timeout)
+        return _sweep(sock, src_mac.lower(), targets, rate, retries, timeout)
     finally:
         sock.close()  # type: ignore[attr-defined]
 
 
 def _sweep(
     sock: object,
-    src_mac: bytes,
+    src_mac: str,
     targets: Sequence[SweepTarget],
     rate: int,
     retries: int,

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import socket
 import ssl
 import threading
 import time
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -33,6 +32,9 @@ from agent.probes.base import (
 )
 from agent.report import ProbeResult
 from agent.units import Size
+
+if TYPE_CHECKING:
+    import http.client
 
 _CHUNK = 64 * 1024
 
@@ -108,6 +110,10 @@ class _Exchange:
 
     def run(self) -> ProbeResult:
         """Perform the request and measure it (blocking)."""
+        # Here, not at module level: http.client brings the email package (~1.6 MiB),
+        # which an agent without http targets (and without a send yet) never needs.
+        import http.client
+
         options = self.options
         parts = urlsplit(options.address)
         host = parts.hostname or ""

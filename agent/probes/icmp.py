@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import platform
 import socket
 import struct
 import sys
@@ -97,8 +96,9 @@ _COOKIE_LEN = 8
 # Kernel receive timestamps keep event-loop latency out of the RTT.
 _GENERIC_ABI = {"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "armv6l"}
 _GENERIC_ABI |= {"riscv64", "ppc64le", "ppc64", "s390x"}
+# os.uname, not platform.machine(): the platform module costs memory and start-up time.
 _SO_TIMESTAMPNS = (
-    35 if sys.platform == "linux" and platform.machine().lower() in _GENERIC_ABI else None
+    35 if sys.platform == "linux" and os.uname().machine.lower() in _GENERIC_ABI else None
 )
 _TIMESPEC = struct.Struct("@qq")
 

@@ -137,9 +137,10 @@ class DailyHost:
 class Store(Protocol):
     """Durable storage of reports, tokens, latest state and roll-ups.
 
-    Window queries (``network_windows``, ``received_counts``) are answered from hourly
-    buckets: the bucket that contains ``since`` is counted whole, so a window may reach up
-    to one hour further back than asked. That keeps a scrape cheap on a year of history.
+    Window queries (``network_windows``, ``received_counts``) are answered from buckets
+    (hourly unless ``window.bucket`` says otherwise): the bucket that contains ``since`` is
+    counted whole, so a window may reach up to one bucket further back than asked. That
+    keeps a scrape cheap on a year of history.
     """
 
     # Called after each durable write with (seconds, reports written): store latency metric.
@@ -208,6 +209,7 @@ def open_store(
     busy_timeout: float = 5.0,
     max_future: float = 300.0,
     hourly_retention: float = 35 * 86400.0,
+    bucket_seconds: float = 3600.0,
 ) -> Store:
     """Return the (not yet opened) store for a ``store.url``."""
     if url.startswith("sqlite:"):
@@ -219,5 +221,6 @@ def open_store(
             busy_timeout=busy_timeout,
             max_future=max_future,
             hourly_retention=hourly_retention,
+            bucket_seconds=bucket_seconds,
         )
     raise StoreError(f"unsupported store url {url!r}")

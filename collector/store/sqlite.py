@@ -153,8 +153,15 @@ class SQLiteStore:
         hourly_retention: float = 35 * 86400.0,
         rollup_utc_offset_hours: float = 7.0,
         clock: Callable[[], float] = time.time,
+        bucket_seconds: float = 3600.0,
     ) -> None:
+        if not 1 <= bucket_seconds <= 3600 or 3600 % bucket_seconds:
+            raise ValueError(f"bucket_seconds must divide 3600, got {bucket_seconds}")
         self.path = Path(path)
+        # Width of the window buckets (the ``hour`` columns hold each bucket's start).
+        # Widths dividing an hour keep every bucket inside one hour, so a store whose
+        # width was changed still sums windows correctly.
+        self.bucket = int(bucket_seconds)
         self.busy_timeout = busy_timeout
         self.max_future = max_future
         self.hourly_retention = hourly_retention
@@ -396,6 +403,10 @@ class SQLiteStore:
         conn.execute("DELETE FROM network_hourly WHERE hour < ?", (cutoff,))
         conn.execute("DELETE FROM agent_hourly WHERE hour < ?", (cutoff,))
 
+    def _bucket(self, ts: float) -> int:
+        """Start of the window bucket holding ``ts``."""
+        return int(ts // self.bucket * self.bucket)
+
     def _day(self, ts: float) -> str:
         return dt.datetime.fromtimestamp(ts + self.rollup_offset, dt.UTC).date().isoformat()
 
@@ -576,7 +587,7 @@ class SQLiteStore:
         daily: dict[tuple[str, str, str, str], list[float]] = {}
         hosts: dict[tuple[str, str, str], _HostDay] = {}
         for report, _text, _observed, effective in accepted:
-            hour = int(effective // 3600 * 3600)
+            hour = self._bucket(effective)
             day = self._day(effective)
             key_r = (report.site, report.agent_id, hour)
             reports_hourly[key_r] = reports_hourly.get(key_r, 0) + 1
@@ -785,8 +796,8 @@ class SQLiteStore:
         return states
 
     async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]:
-        """Checks per (site, network) since ``since`` (hour-aligned, see the Protocol)."""
-        hour = int(_ts(since) // 3600 * 3600)
+        """Checks per (site, network) since ``since`` (bucket-aligned, see the Protocol)."""
+        hour = self._bucket(_ts(since))
         rows = await self._read(
             lambda c: c.execute(
                 "SELECT site, network, SUM(checks), SUM(up_checks) FROM network_hourly"
@@ -797,8 +808,8 @@ class SQLiteStore:
         return [NetworkWindow(s, n, int(c), int(u)) for s, n, c, u in rows]
 
     async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]:
-        """Checks per (site, agent, network) since ``since`` (hour-aligned)."""
-        hour = int(_ts(since) // 3600 * 3600)
+        """Checks per (site, agent, network) since ``since`` (bucket-aligned)."""
+        hour = self._bucket(_ts(since))
         rows = await self._read(
             lambda c: c.execute(
                 "SELECT site, agent_id, network, SUM(checks), SUM(up_checks) FROM network_hourly"
@@ -811,7 +822,7 @@ class SQLiteStore:
 
     async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]:
         """Reports per (site, agent_id) observed since ``since`` (late ones included)."""
-        hour = int(_ts(since) // 3600 * 3600)
+        hour = self._bucket(_ts(since))
         rows = await self._read(
             lambda c: c.execute(
                 "SELECT site, agent_id, SUM(reports) FROM agent_hourly WHERE hour >= ?"
@@ -904,26 +915,78 @@ class SQLiteStore:
 
     async def digest(self) -> str:
         """SHA-256 over every stored row except operational bookkeeping."""
-        tables = {
-            "reports": "SELECT id, site, agent_id, seq, observed_at, effective_at, received_at,"
-            " content_hash FROM reports ORDER BY id",
-            "agents": "SELECT * FROM agents ORDER BY site, agent_id",
-            "agent_sections": "SELECT * FROM agent_sections ORDER BY site, agent_id, section",
-            "network_hourly": "SELECT * FROM network_hourly ORDER BY site, agent_id, network, hour",
-            "agent_hourly": "SELECT * FROM agent_hourly ORDER BY site, agent_id, hour",
-            "network_daily": "SELECT * FROM network_daily ORDER BY day, site, agent_id, network",
-            "host_daily": "SELECT * FROM host_daily ORDER BY day, site, agent_id",
-            "tokens": "SELECT token_id, token_hash, site, created_at, revoked_at, note"
-            " FROM tokens ORDER BY token_id",
-        }
+        return await self._read(_digest)
 
-        def read(conn: sqlite3.Connection) -> str:
-            h = hashlib.sha256()
-            for name, sql in tables.items():
-                h.update(f"\x00{name}\x00".encode())
-                for row in conn.execute(sql):
-                    h.update(repr(tuple(row)).encode())
-                    h.update(b"\n")
-            return h.hexdigest()
 
-        return await self._read(read)
+# What ``digest`` covers: every stored row except operational bookkeeping (token
+# ``last_used_at``, rejection counters), in a fixed order.
+_DIGEST_TABLES: Final = {
+    "reports": "SELECT id, site, agent_id, seq, observed_at, effective_at, received_at,"
+    " content_hash FROM reports ORDER BY id",
+    "agents": "SELECT * FROM agents ORDER BY site, agent_id",
+    "agent_sections": "SELECT * FROM agent_sections ORDER BY site, agent_id, section",
+    "network_hourly": "SELECT * FROM network_hourly ORDER BY site, agent_id, network, hour",
+    "agent_hourly": "SELECT * FROM agent_hourly ORDER BY site, agent_id, hour",
+    "network_daily": "SELECT * FROM network_daily ORDER BY day, site, agent_id, network",
+    "host_daily": "SELECT * FROM host_daily ORDER BY day, site, agent_id",
+    "tokens": "SELECT token_id, token_hash, site, created_at, revoked_at, note"
+    " FROM tokens ORDER BY token_id",
+}
+
+
+def _digest(conn: sqlite3.Connection) -> str:
+    h = hashlib.sha256()
+    for name, sql in _DIGEST_TABLES.items():
+        h.update(f"\x00{name}\x00".encode())
+        for row in conn.execute(sql):
+            h.update(repr(tuple(row)).encode())
+            h.update(b"\n")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """What ``hatang-collector store verify`` found."""
+
+    path: Path
+    problems: list[str]  # empty when the file is sound
+    schema_version: int | None = None
+    reports: int | None = None
+    digest: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_file(path: str | Path, *, max_problems: int = 100) -> StoreCheck:
+    """Check a store file without changing it: SQLite's integrity check, then the digest.
+
+    The file is opened read-only (no migration, no checkpoint), so it is safe to run
+    against the database of a running collector or against a copy from a backup.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return StoreCheck(path, [f"{path}: no such file"])
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, isolation_level=None)
+    except sqlite3.Error as exc:
+        return StoreCheck(path, [f"{path}: cannot open: {exc}"])
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        rows = conn.execute(f"PRAGMA integrity_check({int(max_problems)})").fetchall()
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        if problems:
+            return StoreCheck(path, problems)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = sorted({"schema_version", *_DIGEST_TABLES} - tables)
+        if missing:
+            return StoreCheck(path, [f"not a hatang store: missing tables {', '.join(missing)}"])
+        conn.execute("BEGIN")  # one snapshot for the counts and the digest
+        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        count = conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+        return StoreCheck(path, [], int(version or 0), int(count), _digest(conn))
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed" ...
+        return StoreCheck(path, [str(exc)])
+    finally:
+        conn.close()

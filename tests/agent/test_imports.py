@@ -1,5 +1,9 @@
 """The host role stays light: scapy, pysnmp and aiohttp are never imported.
 
+Lighter boundaries (docs/agent-footprint.md): dnspython only for a dns target,
+``shutil`` never, and ``http.client`` (with the email package) only for an http target
+or the sender.
+
 Each scenario runs in a fresh interpreter (a ``python -c`` driver calling
 ``agent.cli.main``) and reports the modules loaded afterwards. The site-probe role
 loads scapy only when discovery actually runs: the last test proves the check can see
@@ -27,6 +31,7 @@ HEAVY = ("scapy", "pysnmp", "aiohttp")
 # (run only). Prints {"code": ..., "modules": [...], "rss_kib": ...} as the last line.
 DRIVER = r"""
 import json, os, signal, sys, threading, time, io
+preloaded = {m.split(".")[0] for m in sys.modules}  # e.g. site .pth files import shutil
 args, spool = json.loads(sys.argv[1]), sys.argv[2]
 if spool:
     def stop():
@@ -41,8 +46,10 @@ from agent.cli import main
 code = main(args)
 sys.stdout = sys.__stdout__
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"scapy", "pysnmp", "aiohttp"})
-print(json.dumps({"code": code, "modules": heavy, "rss_kib": rss}))
+top = {m.split(".")[0] for m in sys.modules}
+heavy = sorted(top & {"scapy", "pysnmp", "aiohttp"})
+lazy = sorted((top - preloaded) & {"dns", "http", "email", "shutil"})
+print(json.dumps({"code": code, "modules": heavy, "lazy": lazy, "rss_kib": rss}))
 """
 
 
@@ -85,6 +92,23 @@ def test_host_check_imports_nothing_heavy(tmp_path: Path, listener: int) -> None
     outcome = drive(["check", "--config", str(_config(tmp_path, listener)), "--json"])
     assert outcome["code"] in (0, 1)
     assert outcome["modules"] == []
+    # The dns target needed dnspython; the http target needed http.client.
+    assert outcome["lazy"] == ["dns", "email", "http"]
+
+
+def test_check_without_http_or_dns_target_loads_neither(tmp_path: Path, listener: int) -> None:
+    """http.client, email and dnspython come with their targets, not before."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "site: bac-kan/cho-don/bang-lung\n"
+        "networks:\n"
+        f'  lan: {{targets: [{{kind: tcp, address: "127.0.0.1:{listener}"}}]}}\n'
+        "  internet: {targets: [{kind: icmp, address: 127.0.0.1, count: 2}]}\n",
+        encoding="utf-8",
+    )
+    outcome = drive(["check", "--config", str(config)])
+    assert outcome["code"] in (0, 1)
+    assert (outcome["modules"], outcome["lazy"]) == ([], [])
 
 
 def test_host_run_imports_nothing_heavy(tmp_path: Path, listener: int) -> None:
@@ -99,6 +123,7 @@ def test_host_run_imports_nothing_heavy(tmp_path: Path, listener: int) -> None:
     outcome = drive(["run", "--config", str(config)], spool=str(spool))
     assert outcome["code"] == 0
     assert outcome["modules"] == []
+    assert outcome["lazy"] == ["dns", "email", "http"]  # dns target; the sender's http.client
 
 
 def test_site_probe_without_discovery_imports_nothing_heavy(tmp_path: Path, listener: int) -> None:

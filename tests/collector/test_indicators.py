@@ -26,6 +26,7 @@ from agent.report import (
     encode,
     new_report_id,
 )
+from collector.config import ConfigError, parse_config
 from collector.indicators import (
     IndicatorSettings,
     IndicatorValue,
@@ -33,6 +34,7 @@ from collector.indicators import (
     SnapshotBuilder,
     build_snapshot,
     normalize_mac,
+    window_start,
 )
 from collector.org import Org, load_org
 from collector.store import AgentNetworkWindow, AgentState, NetworkWindow
@@ -480,3 +482,32 @@ def test_settings_are_validated() -> None:
         IndicatorSettings(up_ratio=1.5)
     with pytest.raises(ValueError, match="window"):
         IndicatorSettings(window_seconds=0)
+
+
+def test_window_start_is_aligned_to_the_configured_bucket() -> None:
+    """Expected report counts start where the store's bucketed received counts do."""
+    settings = IndicatorSettings(window_seconds=60, bucket_seconds=10)
+    now = dt.datetime.fromtimestamp(1_750_000_005.0, dt.UTC)
+    assert window_start(now, settings).timestamp() == 1_749_999_940.0
+    assert window_start(now, IndicatorSettings()).timestamp() == (
+        (1_750_000_005 - 86400) // 3600 * 3600
+    )
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ({"bucket": "7s"}, "window.bucket: must divide 1h evenly"),
+        ({"bucket": "2h"}, "window.bucket: must divide 1h evenly"),
+        ({"duration": "5s", "bucket": "10s"}, "window.duration: at least one bucket (10s"),
+    ],
+)
+def test_window_bucket_config_is_validated(window: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"org": "org.yaml", "window": window}, "collector.yaml")
+    assert message in str(caught.value)
+
+
+def test_a_short_window_with_small_buckets_is_accepted() -> None:
+    config = parse_config({"org": "o.yaml", "window": {"duration": "60s", "bucket": "10s"}})
+    assert (config.window.duration, config.window.bucket) == (60.0, 10.0)

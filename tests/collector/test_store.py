@@ -217,3 +217,38 @@ async def test_a_closed_store_refuses_work_clearly(tmp_path: Path) -> None:
     assert not await s.healthy()
     with pytest.raises(StoreError, match="closed"):
         await s.ingest(SITE, rows(agent_report()))
+
+
+async def test_windows_follow_the_configured_bucket_width(tmp_path: Path) -> None:
+    """With 10 s buckets (the e2e test bed) a window reaches back at most 10 s further."""
+    now = 1_750_000_005.0  # 5 s into a 10 s bucket
+    store = SQLiteStore(tmp_path / "b.db", bucket_seconds=10, clock=lambda: now)
+    await store.open()
+    try:
+
+        def ago(seconds: float) -> dt.datetime:
+            return dt.datetime.fromtimestamp(now - seconds, dt.UTC)
+
+        await store.ingest(
+            SITE,
+            rows(
+                agent_report(observed_at=ago(1), lan_up=False),
+                agent_report(observed_at=ago(12), lan_up=True),  # bucket of now - 10 s
+                agent_report(observed_at=ago(25), lan_up=True),  # two buckets back
+            ),
+        )
+        windows = {w.network: (w.checks, w.up_checks) for w in await store.network_windows(ago(10))}
+        assert windows["lan"] == (2, 1)
+        assert await store.received_counts(ago(10)) == {(SITE, "pc-01"): 2}
+        hours = {
+            row[0]
+            for row in sqlite3.connect(tmp_path / "b.db").execute("SELECT hour FROM network_hourly")
+        }
+        assert hours == {1_750_000_000, 1_749_999_990, 1_749_999_980}
+    finally:
+        await store.close()
+
+
+def test_a_bucket_width_that_does_not_divide_an_hour_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must divide 3600"):
+        SQLiteStore(tmp_path / "c.db", bucket_seconds=7)

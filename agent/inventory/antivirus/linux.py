@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from agent.config import AntivirusConfig
-from agent.inventory.antivirus.command import Runner, run_command
+from agent.inventory.antivirus.command import Runner, run_command, which
 from agent.inventory.antivirus.policy import evaluate, product_state
 from agent.inventory.antivirus.vendors import (
     ProcessInfo,
@@ -320,7 +319,7 @@ def detect_clamav(
         conf_found
         or bool(daemons)
         or bool(scan.databases)
-        or any(shutil.which(tool) for tool in ("clamd", "clamscan", "clamdscan"))
+        or any(which(tool) for tool in ("clamd", "clamscan", "clamdscan"))
     )
     if not installed:
         return None
@@ -328,7 +327,7 @@ def detect_clamav(
     reply = query_clamd(clamd_conf, "VERSION", timeout) if conf_found else None
     answering = reply is not None and query_clamd(clamd_conf, "PING", timeout) == "PONG"
     engine, _ = parse_clamav_version(reply or "")
-    if engine is None and shutil.which("clamscan"):
+    if engine is None and which("clamscan"):
         result = runner(["clamscan", "--version"], timeout)
         if result.ok:
             engine, _ = parse_clamav_version(result.stdout)

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from agent.inventory.antivirus.command import CommandResult, Runner, first_line, run_command
+from agent.inventory.antivirus.command import (
+    CommandResult,
+    Runner,
+    first_line,
+    run_command,
+    which,
+)
 from agent.report import FirewallProfile, FirewallStatus
 
 Which = Callable[[str], str | None]
@@ -149,9 +154,7 @@ def _check(
         return FirewallProfile(name=name, enabled=None, detail=str(exc)[:1024])
 
 
-def detect(
-    timeout: float, *, runner: Runner = run_command, which: Which = shutil.which
-) -> FirewallStatus:
+def detect(timeout: float, *, runner: Runner = run_command, which: Which = which) -> FirewallStatus:
     """Check every installed firewall tool; enabled when any shows active filtering."""
     profiles: list[FirewallProfile] = []
     if which("nft"):
