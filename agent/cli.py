@@ -103,9 +103,13 @@ def exit_code(report: Report) -> int:
 
 
 def agent_id(config: AgentConfig) -> str:
-    """The configured agent id, else one derived from this machine's id (stable)."""
+    """The configured agent id, else the daemon's (from its spool), else this machine's."""
     if config.agent_id:
         return config.agent_id
+    from agent.spool import stored_identity
+
+    if stored := stored_identity(config.spool.path):
+        return stored
     from agent.inventory.host import machine_agent_id
 
     return machine_agent_id()

@@ -493,6 +493,24 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield items[start : start + size]
 
 
+def stored_identity(path: str | Path) -> str | None:
+    """The agent id a daemon keeps in this spool, read-only; None when there is none yet.
+
+    ``check`` uses it so that a one-shot check names the same agent as the daemon.
+    """
+    if not Path(path).is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'agent_id'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
 def open_spool(path: str | Path, max_size: int) -> Spool:
     """Open (or create) the spool at ``path`` bounded to ``max_size`` bytes of reports."""
     return Spool.open(path, max_size)

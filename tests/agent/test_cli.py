@@ -19,7 +19,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent.cli import main
+from agent.cli import agent_id, main
+from agent.config import load_config
 from agent.render import render_report
 from agent.report import (
     AntivirusProduct,
@@ -33,6 +34,7 @@ from agent.report import (
     SnmpDevice,
     utcnow,
 )
+from agent.spool import open_spool
 from tests.netns import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -370,3 +372,20 @@ def test_render_columns_line_up_with_vietnamese_text() -> None:
     assert row.endswith("hết thời gian chờ / timeout")
     decoded = msgspec.json.decode(msgspec.json.encode(report), type=Report)
     assert render_report(decoded) == render_report(report)
+
+
+def test_check_names_the_same_agent_as_the_daemon(tmp_path: Path) -> None:
+    """A one-shot check reports the agent id the daemon keeps in its spool."""
+    spool_path = tmp_path / "spool.db"
+    spool = open_spool(spool_path, 10_000_000)
+    daemon_id = spool.identity()
+    spool.close()
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "site: bac-kan/cho-don/bang-lung\n"
+        f"spool: {{path: {spool_path}}}\n"
+        "inventory: {enabled: false}\nantivirus: {enabled: false}\n"
+        "networks:\n  lan: {targets: [{kind: tcp, address: '127.0.0.1:9', timeout: 1s}]}\n",
+        encoding="utf-8",
+    )
+    assert agent_id(load_config(config)) == daemon_id
