@@ -1,9 +1,10 @@
 """HTTP handlers: report ingest, health, metrics, the OpenAPI document.
 
-Every input is hostile until validated. The ingest handler checks, in order: load
-(429), token (401/403; 403 too when the token's site was removed from the org tree),
-media type and encoding (415), size as sent (413), the body deadline (408: a client that
-trickles its body is cut off after ``limits.body_timeout``), gzip (400, 413 past the
+Every input is hostile until validated. The ingest handler checks, in order: token
+(401/403; 403 too when the token's site was removed from the org tree; checked in memory,
+so requests without a valid token never take an in-flight slot), load (429), media type
+and encoding (415), size as sent (413), the body deadline (408: a client that trickles
+its body is cut off after ``limits.body_timeout``), gzip (400, 413 past the
 decompressed bound: a gzip bomb is stopped after ``max_decompressed`` bytes, never
 inflated in full), UTF-8 and JSON (400), the shared report schema (422 naming the
 field), integers the store can hold (422), the token's site (403), and only then stores
@@ -29,14 +30,14 @@ import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agent import __version__
 from agent.log import event
 from agent.report import Batch, Report
 from collector.auth import Authenticator, AuthFailure
 from collector.config import CollectorConfig
+from collector.metrics import Exposition
 from collector.org import Org
 from collector.store import Store, StoreError, StoreUnavailable
 
@@ -62,6 +63,7 @@ REJECT_REASONS: Final = (
 _FIELD: Final = re.compile(r"^(?P<msg>.*?) - at `(?P<field>\$[^`]*)`$", re.DOTALL)
 _INDEX: Final = re.compile(r"^\$\.reports\[(\d+)\]")
 _OPENAPI: Final = resources.files("collector").joinpath("openapi.yaml")
+_encode: Final = msgspec.json.Encoder().encode
 
 
 class IngestMetrics:
@@ -144,6 +146,7 @@ ORG: Final = web.AppKey("org", Org)
 TOKEN_ID: Final = web.RequestKey("token_id", str)
 REGISTRY: Final = web.AppKey("registry", CollectorRegistry)
 METRICS: Final = web.AppKey("metrics", IngestMetrics)
+EXPOSITION: Final = web.AppKey("exposition", Exposition)  # GET /metrics
 INGEST_STATE: Final = web.AppKey("ingest_state", IngestState)
 REFRESH: Final = web.AppKey("refresh", asyncio.Event)  # set after ingests: rebuild the snapshot
 
@@ -327,7 +330,25 @@ def _prepare(body: bytes, inflate: bool, max_decompressed: int) -> tuple[Batch, 
     if inflate:
         body = gunzip(body, max_decompressed)
     batch = decode(body)
-    return batch, [msgspec.json.encode(r) for r in batch.reports]
+    return batch, [_encode(r) for r in batch.reports]
+
+
+def _prepare_inline(
+    body: bytes, inflate: bool, max_decompressed: int
+) -> tuple[Batch, list[bytes]] | None:
+    """``_prepare`` on the loop for bodies that stay small; None when the body inflates past
+    OFFLOAD_BYTES (the caller then starts over in a thread: a thread hop costs more than
+    decoding a typical report, and a gzip bomb must not stall the loop)."""
+    bound = min(max_decompressed, OFFLOAD_BYTES)
+    if inflate:
+        try:
+            body = gunzip(body, bound)
+        except Rejection as rej:
+            if rej.reason == "too_large" and bound < max_decompressed:
+                return None
+            raise
+    batch = decode(body)
+    return batch, [_encode(r) for r in batch.reports]
 
 
 # -- handlers ---------------------------------------------------------------------------
@@ -438,6 +459,14 @@ async def post_reports(request: web.Request) -> web.Response:
     state, metrics, config = app[INGEST_STATE], app[METRICS], app[CONFIG]
     limits = config.limits
     started = time.perf_counter()
+    # The token first (in memory, no I/O): a flood without a valid token is answered 401
+    # at once and never takes the in-flight slots that real agents need.
+    try:
+        site = await _authenticate(request)
+    except Rejection as rej:
+        return _reject(request, rej)
+    except StoreUnavailable as exc:
+        return _reject(request, _store_unavailable(exc))
     if state.inflight >= limits.max_inflight:
         return _reject(
             request,
@@ -453,7 +482,7 @@ async def post_reports(request: web.Request) -> web.Response:
     state.inflight += 1
     metrics.inflight.inc()
     try:
-        return await _ingest(request, limits.max_body, limits.max_decompressed)
+        return await _ingest(request, site, limits.max_body, limits.max_decompressed)
     except Rejection as rej:
         response = _reject(request, rej)
         if rej.status == 408:
@@ -470,13 +499,11 @@ async def post_reports(request: web.Request) -> web.Response:
         metrics.ingest_duration.observe(time.perf_counter() - started)
 
 
-async def _ingest(request: web.Request, max_body: int, max_decompressed: int) -> web.Response:
+async def _ingest(
+    request: web.Request, site: str, max_body: int, max_decompressed: int
+) -> web.Response:
     app = request.app
     metrics, store = app[METRICS], app[STORE]
-    try:
-        site = await _authenticate(request)
-    except StoreUnavailable as exc:
-        raise _store_unavailable(exc) from None
     gzipped = _check_media(request)
     if request.content_length is not None and request.content_length > max_body:
         raise _too_large("request body", max_body)
@@ -492,10 +519,12 @@ async def _ingest(request: web.Request, max_body: int, max_decompressed: int) ->
             f"Nội dung yêu cầu không đến kịp trong {body_timeout:g} giây; kết nối bị đóng",
             reason="timeout",
         ) from None
-    if len(body) > OFFLOAD_BYTES or inflate:
-        batch, bodies = await asyncio.to_thread(_prepare, body, inflate, max_decompressed)
-    else:
-        batch, bodies = _prepare(body, inflate, max_decompressed)
+    prepared = (
+        None if len(body) > OFFLOAD_BYTES else _prepare_inline(body, inflate, max_decompressed)
+    )
+    if prepared is None:
+        prepared = await asyncio.to_thread(_prepare, body, inflate, max_decompressed)
+    batch, bodies = prepared
     limit = app[CONFIG].limits.max_reports_per_batch
     if len(batch.reports) > limit:
         raise Rejection(
@@ -611,10 +640,10 @@ async def get_healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if store_ok else 503)
 
 
-async def get_metrics(request: web.Request) -> web.Response:
-    """GET /metrics: the app's registry in the Prometheus text format."""
-    output = generate_latest(request.app[REGISTRY])
-    return web.Response(body=output, headers={"Content-Type": CONTENT_TYPE_LATEST})
+async def get_metrics(request: web.Request) -> web.StreamResponse:
+    """GET /metrics: the snapshot's families (rendered once per snapshot) and the app's
+    registry, in the Prometheus text format; gzip when the scraper accepts it."""
+    return await request.app[EXPOSITION].respond(request)
 
 
 async def get_openapi(request: web.Request) -> web.Response:

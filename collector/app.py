@@ -10,8 +10,10 @@ two tests) never share counters.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
@@ -25,7 +27,7 @@ from collector import api
 from collector.auth import Authenticator
 from collector.config import CollectorConfig
 from collector.indicators import IndicatorSettings, SnapshotBuilder
-from collector.metrics import HatangCollector
+from collector.metrics import Exposition, ReservedNames
 from collector.org import Org, load_org
 from collector.store import Store, StoreError, open_store
 from collector.targets import Plan, load_targets
@@ -50,6 +52,7 @@ def server_kwargs(config: CollectorConfig) -> dict[str, Any]:
 
 
 FLUSH_EVERY: Final = 10.0
+REFRESH_GAP_FACTOR: Final = 5.0  # after ingests, refreshes are >= 5x their duration apart
 
 
 class _BadRequestFilter(logging.Filter):
@@ -120,7 +123,9 @@ def create_app(
     )
     build_info.labels(__version__).set(1)
     builder = SnapshotBuilder(org, plans, store, indicator_settings(config))
-    registry.register(HatangCollector(builder))
+    # The snapshot's families are served by the Exposition (rendered once per snapshot);
+    # the registry keeps their names so that no self-metric can take one.
+    registry.register(ReservedNames())
 
     app[api.CONFIG] = config
     app[api.STORE] = store
@@ -131,6 +136,7 @@ def create_app(
     app[api.INGEST_STATE] = api.IngestState()
     app[api.REFRESH] = asyncio.Event()
     app[BUILDER] = builder
+    app[api.EXPOSITION] = Exposition(builder, registry)
 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_background_ctx)
@@ -172,17 +178,80 @@ async def _flush(app: web.Application) -> None:
         event(log, logging.WARNING, "store.flush_failed", error=str(exc)[:300])
 
 
-async def _refresh_loop(app: web.Application) -> None:
-    """Rebuild the snapshot every refresh_interval, and soon after ingests (coalesced)."""
-    config, builder, wake = app[api.CONFIG], app[BUILDER], app[api.REFRESH]
+class SnapshotThread:
+    """Snapshot refreshes on an event loop of their own, in a thread of their own.
+
+    Building the snapshot is CPU work that grows with the province (hundreds of ms for
+    thousands of sites); on the serving loop every ingest and scrape would wait for it.
+    The thread refreshes a private ``SnapshotBuilder`` (so no asyncio object is shared
+    between loops) and the serving loop only swaps the result into the app's builder,
+    which is what /metrics reads.
+    """
+
+    def __init__(self, target: SnapshotBuilder) -> None:
+        self.target = target
+        # Only a store whose reads work from any event loop (SQLite: its own threads) can be
+        # read from the thread; others (asyncpg: loop-bound pools) refresh on the serving loop.
+        self.threaded = bool(getattr(target.store, "reads_from_any_loop", False))
+        self._shadow = SnapshotBuilder(
+            target.org, target.plans, target.store, target.settings, clock=target.clock
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="hatang-snapshot", daemon=True
+        )
+        self._pending: concurrent.futures.Future[bool] | None = None
+
+    def start(self) -> None:
+        if self.threaded:
+            self._thread.start()
+
+    async def refresh(self) -> bool:
+        """Refresh in the thread; publish the snapshot unless a newer one is served already."""
+        if not self.threaded:
+            return await self.target.refresh()
+        pending = asyncio.run_coroutine_threadsafe(self._shadow.refresh(), self._loop)
+        self._pending = pending
+        # Shielded: cancelling the caller (shutdown) lets a running refresh finish cleanly.
+        ok = await asyncio.shield(asyncio.wrap_future(pending))
+        shadow, target = self._shadow, self.target
+        if shadow.snapshot.generated_at >= target.snapshot.generated_at:
+            # Every public attribute: the snapshot and its bookkeeping (refreshes, failures,
+            # durations) travel together, as /metrics reads them together.
+            for name, value in vars(shadow).items():
+                if not name.startswith("_"):
+                    setattr(target, name, value)
+        return ok
+
+    async def stop(self) -> None:
+        """Wait for a running refresh, then stop the thread's loop."""
+        if self._pending is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wrap_future(self._pending)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join)
+        self._loop.close()
+
+
+async def _refresh_loop(app: web.Application, refresher: SnapshotThread) -> None:
+    """Rebuild the snapshot every refresh_interval, and soon after ingests (coalesced).
+
+    After ingests, refreshes are at least ``min_refresh_interval`` apart and at least
+    REFRESH_GAP_FACTOR times their own duration: under load a big province's refresh
+    then takes a bounded share of the CPU that ingest needs.
+    """
+    config, wake = app[api.CONFIG], app[api.REFRESH]
     loop = asyncio.get_running_loop()
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=config.metrics.refresh_interval)
         wake.clear()
         started = loop.time()
-        await builder.refresh()  # failures are logged by the builder; old snapshot stays
-        await asyncio.sleep(max(0.0, config.metrics.min_refresh_interval - (loop.time() - started)))
+        await refresher.refresh()  # failures are logged by the builder; old snapshot stays
+        took = loop.time() - started
+        gap = max(config.metrics.min_refresh_interval, REFRESH_GAP_FACTOR * took)
+        await asyncio.sleep(max(0.0, gap - took))
 
 
 async def _flush_loop(app: web.Application) -> None:
@@ -192,17 +261,22 @@ async def _flush_loop(app: web.Application) -> None:
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
-    await app[BUILDER].refresh()
-    tasks = [
-        asyncio.create_task(_refresh_loop(app), name="hatang-snapshot-refresh"),
-        asyncio.create_task(_flush_loop(app), name="hatang-flush"),
-    ]
+    refresher = SnapshotThread(app[BUILDER])
+    refresher.start()
     try:
-        yield
+        await refresher.refresh()
+        tasks = [
+            asyncio.create_task(_refresh_loop(app, refresher), name="hatang-snapshot-refresh"),
+            asyncio.create_task(_flush_loop(app), name="hatang-flush"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await _flush(app)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await _flush(app)
+        await refresher.stop()

@@ -2,8 +2,11 @@
 
 Tokens are random secrets created by ``hatang-collector token create``; the store keeps
 only their SHA-256, so a copy of the database does not let anyone report. Every request
-looks the hash up in the store (optionally cached for ``auth.cache_ttl``), so a token
-revoked from the command line stops working on the next request of a running server.
+looks the hash up in the store, which answers from an in-memory table that it reloads
+when a token changed in any process (see ``SQLiteStore.lookup_token``): no I/O per
+request, yet a token revoked from the command line stops working on the next request of
+a running server. ``auth.cache_ttl`` (off by default) only matters for stores that must
+ask their database each time.
 """
 
 from __future__ import annotations

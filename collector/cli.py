@@ -19,7 +19,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from agent import __version__
 from agent.log import event, setup
@@ -149,15 +149,25 @@ async def _token_revoke(config: CollectorConfig, token_id: str) -> int:
 def _store_verify(config: CollectorConfig, as_json: bool) -> int:
     """Print the integrity check and digest; exit 0 when sound, 1 when not."""
     from collector.config import sqlite_path
+    from collector.store import POSTGRES_SCHEMES
     from collector.store.sqlite import verify_file
 
+    if config.store.url.startswith(POSTGRES_SCHEMES):
+        from collector.store.postgres import verify_database
+
+        check: Any = asyncio.run(verify_database(config.store.url))
+        return _print_check(check.url, check, as_json)
     path = sqlite_path(config.store.url)
     if not os.path.isfile(path):
         return _fail(f"store: {path}: no such file (see store.url in the config)", 1)
-    check = verify_file(path)
+    return _print_check(str(path), verify_file(path), as_json)
+
+
+def _print_check(where: str, check: Any, as_json: bool) -> int:
+    """Print a store check (SQLite file or PostgreSQL database); 0 when sound, 1 when not."""
     if as_json:
         row = {
-            "path": str(check.path),
+            "path": where,
             "ok": check.ok,
             "problems": check.problems,
             "schema_version": check.schema_version,
@@ -166,11 +176,11 @@ def _store_verify(config: CollectorConfig, as_json: bool) -> int:
         }
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
     elif check.ok:
-        sys.stdout.write(f"store {check.path}: ok\n")
+        sys.stdout.write(f"store {where}: ok\n")
         sys.stdout.write(f"schema version {check.schema_version}, {check.reports} reports\n")
         sys.stdout.write(f"digest {check.digest}\n")
     else:
-        sys.stdout.write(f"store {check.path}: CORRUPT\n")
+        sys.stdout.write(f"store {where}: CORRUPT\n")
         for problem in check.problems:
             sys.stdout.write(f"  {problem}\n")
         sys.stdout.write(

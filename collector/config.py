@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -29,6 +30,24 @@ def sqlite_path(url: str) -> str:
     return url[len("sqlite:") :]
 
 
+def _check_postgres_url(url: str) -> None:
+    """Reject a PostgreSQL url that cannot work, naming the part (never the password)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            "url: a PostgreSQL url starts with postgresql:// (e.g. "
+            "postgresql://hatang@db.example:5432/hatang)"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError as exc:
+        raise ValueError(f"url: not a valid PostgreSQL url ({exc})") from None
+    if parts.fragment:
+        raise ValueError("url: a PostgreSQL url has no #fragment")
+    if "," in parts.netloc:
+        raise ValueError("url: list one PostgreSQL host (several hosts are not supported)")
+
+
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Base for config sections: immutable, unknown keys are errors."""
 
@@ -45,7 +64,9 @@ class ListenConfig(_Section, frozen=True):
 
 
 class StoreConfig(_Section, frozen=True):
-    """Where reports live: ``sqlite:///abs/path.db`` or ``sqlite:relative/path.db``."""
+    """Where reports live: ``sqlite:///abs/path.db``, ``sqlite:relative/path.db`` or
+    ``postgresql://user:password@host:5432/database`` (``?host=/run/postgresql`` for a
+    Unix socket)."""
 
     url: str = "sqlite:///var/lib/hatang/collector.db"
     busy_timeout: Duration = Duration(5.0)  # wait this long for a lock held by another process
@@ -53,14 +74,11 @@ class StoreConfig(_Section, frozen=True):
 
     def __post_init__(self) -> None:
         if self.url.startswith(("postgresql:", "postgres:")):
+            _check_postgres_url(self.url)
+        elif not self.url.startswith("sqlite:") or not sqlite_path(self.url):
             raise ValueError(
-                "the PostgreSQL store is not available in this version; "
-                "use sqlite:///path/to/collector.db"
-            )
-        if not self.url.startswith("sqlite:") or not sqlite_path(self.url):
-            raise ValueError(
-                f"unsupported store url {self.url!r} "
-                "(expected sqlite:///absolute/path.db or sqlite:relative/path.db)"
+                f"unsupported store url {self.url!r} (expected sqlite:///absolute/path.db, "
+                "sqlite:relative/path.db or postgresql://user@host:5432/database)"
             )
         if self.busy_timeout > 600:
             raise ValueError("busy_timeout: at most 600s")
@@ -179,9 +197,11 @@ def parse_config(data: Any, file: str = "<config>", base: Path | None = None) ->
             cert_file=_resolve(base, listen.cert_file),
             key_file=_resolve(base, listen.key_file),
         )
-    store = msgspec.structs.replace(
-        config.store, url="sqlite:///" + _resolve(base, sqlite_path(config.store.url)).lstrip("/")
-    )
+    store = config.store
+    if store.url.startswith("sqlite:"):
+        store = msgspec.structs.replace(
+            store, url="sqlite:///" + _resolve(base, sqlite_path(store.url)).lstrip("/")
+        )
     log = config.log
     if log.file:
         log = msgspec.structs.replace(log, file=_resolve(base, log.file))

@@ -28,7 +28,7 @@ from agent.report import (
     Report,
 )
 from collector.org import LEVELS, Org, Unit
-from collector.store import AgentNetworkWindow, AgentState, NetworkWindow
+from collector.store import AgentNetworkWindow, AgentState, AgentStates, NetworkWindow
 from collector.targets import INDICATORS, GoalLevel, Indicator, Plan
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,7 @@ class Snapshot:
     indicators: tuple[IndicatorValue, ...]
     goals: tuple[GoalView, ...]
     unknown_site_agents: int
+    skipped_rows: int = 0  # store rows left out because they could not be read or used
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -501,8 +502,15 @@ def build_snapshot(
     windows: Sequence[NetworkWindow],
     received: Mapping[tuple[str, str], int],
     agent_windows: Sequence[AgentNetworkWindow],
+    skipped_rows: int = 0,
 ) -> Snapshot:
-    """Compute the whole Snapshot from store values; pure, so tests give exact inputs."""
+    """Compute the whole Snapshot from store values; pure, so tests give exact inputs.
+
+    ``skipped_rows`` counts store rows the read already left out. A unit whose agents make
+    the arithmetic fail is shown without agents and its agents are added to that count
+    (logged with the traceback as ``snapshot.bad_site``): one bad row must not cost the
+    province its snapshot.
+    """
     horizon = now - dt.timedelta(
         seconds=max(settings.inventory_window_seconds, settings.window_seconds)
     )
@@ -531,18 +539,23 @@ def build_snapshot(
         for agent_id, nets in per_agent.items()
     }
 
-    views = tuple(
-        site_view(
-            unit,
-            by_site.get(unit.id, []),
-            site_windows.get(unit.id, {}),
-            agent_up,
-            received,
-            settings,
-            now,
-        )
-        for unit in org.units
-    )
+    views_list: list[SiteView] = []
+    for unit in org.units:
+        site_agents = by_site.get(unit.id, [])
+        try:
+            view = site_view(
+                unit, site_agents, site_windows.get(unit.id, {}), agent_up, received, settings, now
+            )
+        except Exception as exc:
+            skipped_rows += len(site_agents)
+            log.error(
+                "snapshot.bad_site",
+                extra={"site": unit.id, "agents": len(site_agents), "error": type(exc).__name__},
+                exc_info=True,
+            )
+            view = site_view(unit, [], {}, agent_up, received, settings, now)
+        views_list.append(view)
+    views = tuple(views_list)
     levels: list[GoalLevel] = [lvl for lvl in LEVELS if any(u.level == lvl for u in org.units)]
     levels.append("all")
     values = tuple(
@@ -574,6 +587,7 @@ def build_snapshot(
         indicators=values,
         goals=goals,
         unknown_site_agents=unknown,
+        skipped_rows=skipped_rows,
     )
 
 
@@ -641,9 +655,10 @@ class SnapshotBuilder:
         settings = self.settings
         since = now - dt.timedelta(seconds=settings.window_seconds)
         agents = await self.store.agent_states()
+        skipped = agents.skipped if isinstance(agents, AgentStates) else 0
         windows = await self.store.network_windows(since)
         received = await self.store.received_counts(since)
         agent_windows = await self.store.agent_network_windows(since)
         return build_snapshot(
-            self.org, self.plans, settings, now, agents, windows, received, agent_windows
+            self.org, self.plans, settings, now, agents, windows, received, agent_windows, skipped
         )

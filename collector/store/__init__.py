@@ -1,7 +1,8 @@
 """The store interface: what the API, the indicators and the evidence export need.
 
-SQLite (``sqlite.py``) is the default; a PostgreSQL backend implements the same Protocol
-and is run through the same test suite. SQL stays portable: no SQLite-only tricks leak
+SQLite (``sqlite.py``) is the default; PostgreSQL (``postgres.py``, for several collector
+replicas or more agents than one disk keeps up with) implements the same Protocol and is
+run through the same test suite. SQL stays portable: no SQLite-only tricks leak
 through this interface.
 
 Time rule (clock skew): every report keeps its ``observed_at`` as sent, but windows,
@@ -15,13 +16,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
+import math
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import msgspec
+
+from agent.log import event
 from agent.report import NetworkClass, Report
 
+_log = logging.getLogger(__name__)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 TOKEN_PREFIX = "hat_"  # noqa: S105 - a prefix, not a secret
 
 
@@ -86,6 +94,89 @@ class AgentState:
     firewall: object | None  # agent.report.FirewallStatus
     lan_hosts: object | None  # agent.report.LanHosts
     snmp: object | None  # list[agent.report.SnmpDevice]
+
+
+class AgentStates(list[AgentState]):
+    """What ``agent_states()`` answers: the agents that could be read, and how many stored
+    rows could not (each logged as ``store.bad_row``). One bad row must not hide the rest."""
+
+    skipped: int = 0
+
+
+def assemble_agent_states(
+    agents: Iterable[Sequence[Any]],
+    sections: Iterable[Sequence[Any]],
+    section_types: Mapping[str, Any],
+) -> AgentStates:
+    """Build ``AgentState``s from the rows every backend reads the same way.
+
+    ``agents`` rows are (site, agent_id, role, interval_seconds, first_seen,
+    last_observed_at, last_received_at, reports_received, spool_dropped, latest body);
+    ``sections`` rows are (site, agent_id, section, body); times are Unix seconds, bodies
+    JSON text or bytes. A row that does not decode or validate (written by an older
+    version, edited by hand, damaged) is logged and skipped: an undecodable section leaves
+    its agent without that section, an undecodable agent row leaves the agent out.
+    """
+    states = AgentStates()
+    by_agent: dict[tuple[str, str], dict[str, Any]] = {}
+    for site, agent_id, name, body in sections:
+        kind = section_types.get(name)
+        if kind is None:
+            continue
+        try:
+            value = msgspec.json.decode(body, type=kind)
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            states.skipped += 1
+            _bad_row("agent_sections", site, agent_id, exc, section=name)
+            continue
+        by_agent.setdefault((site, agent_id), {})[name] = value
+    for row in agents:
+        site, agent_id, role, interval, first, observed, received, count, dropped, body = row
+        try:
+            parts = by_agent.get((site, agent_id), {})
+            state = AgentState(
+                site=str(site),
+                agent_id=str(agent_id),
+                role=str(role),
+                interval_seconds=_finite_positive(interval),
+                first_seen=dt.datetime.fromtimestamp(first, dt.UTC),
+                last_observed_at=dt.datetime.fromtimestamp(observed, dt.UTC),
+                last_received_at=dt.datetime.fromtimestamp(received, dt.UTC),
+                reports_received=int(count),
+                spool_dropped=int(dropped),
+                latest=msgspec.json.decode(body, type=Report),
+                host=parts.get("host"),
+                antivirus=parts.get("antivirus"),
+                firewall=parts.get("firewall"),
+                lan_hosts=parts.get("lan_hosts"),
+                snmp=parts.get("snmp"),
+            )
+        except (msgspec.DecodeError, ValueError, TypeError, OverflowError, OSError) as exc:
+            states.skipped += 1
+            _bad_row("agents", site, agent_id, exc)
+            continue
+        states.append(state)
+    return states
+
+
+def _finite_positive(value: Any) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"interval_seconds must be a positive number, got {value!r}")
+    return number
+
+
+def _bad_row(table: str, site: Any, agent_id: Any, exc: Exception, **extra: str) -> None:
+    event(
+        _log,
+        logging.WARNING,
+        "store.bad_row",
+        table=table,
+        site=str(site)[:200],
+        agent_id=str(agent_id)[:200],
+        error=f"{type(exc).__name__}: {str(exc)[:300]}",
+        **extra,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +309,21 @@ def open_store(
 
         return SQLiteStore(
             sqlite_path(url),
+            busy_timeout=busy_timeout,
+            max_future=max_future,
+            hourly_retention=hourly_retention,
+            bucket_seconds=bucket_seconds,
+        )
+    if url.startswith(POSTGRES_SCHEMES):
+        try:
+            from collector.store.postgres import PostgresStore
+        except ImportError as exc:  # asyncpg is the optional ``postgres`` extra
+            raise StoreError(
+                f"the PostgreSQL store needs asyncpg ({exc}); "
+                "install it with: pip install 'hatang[postgres]'"
+            ) from exc
+        return PostgresStore(
+            url,
             busy_timeout=busy_timeout,
             max_future=max_future,
             hourly_retention=hourly_retention,

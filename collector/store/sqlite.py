@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -42,7 +43,7 @@ from agent.report import (
 )
 from collector.store import (
     AgentNetworkWindow,
-    AgentState,
+    AgentStates,
     DailyHost,
     DailyNetwork,
     IngestResult,
@@ -50,6 +51,7 @@ from collector.store import (
     StoreError,
     StoreUnavailable,
     TokenRecord,
+    assemble_agent_states,
     hash_token,
     new_token,
 )
@@ -60,6 +62,11 @@ T = TypeVar("T")
 
 MAX_GROUP_REPORTS: Final = 20_000  # one transaction never grows beyond this many reports
 PRUNE_EVERY: Final = 3600.0
+CHECKPOINT_EVERY: Final = 1.0  # seconds between background WAL checkpoints (after commits)
+WRITER_CHECKPOINT_PAGES: Final = 16384  # the writer checkpoints itself past this WAL size
+WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a reset
+WRITER_CACHE_KIB: Final = 16384  # page cache of the writer connection (indexes stay hot)
+TOKENS_MAX_AGE: Final = 60.0  # reload the token table at least this often (edits by hand)
 _SECTIONS: Final[dict[str, Any]] = {
     "host": HostInventory,
     "antivirus": AntivirusStatus,
@@ -82,6 +89,16 @@ def _dt(value: float | None) -> dt.datetime | None:
 
 def _dt_req(value: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def _tokens_changed(conn: sqlite3.Connection) -> None:
+    """Bump the tokens-changed counter inside the caller's transaction.
+
+    ``PRAGMA user_version`` (a header field: transactional, readable without touching a
+    table) serves as the counter; the schema version lives in ``schema_version``.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.execute(f"PRAGMA user_version = {(int(version) + 1) % 2**31}")
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -144,6 +161,10 @@ class _HostDay:
 class SQLiteStore:
     """The default store (see the module docstring for the concurrency design)."""
 
+    # Reads run in the store's own threads, so any event loop may await them (the
+    # snapshot is refreshed from a loop in a thread of its own, see collector.app).
+    reads_from_any_loop: Final = True
+
     def __init__(
         self,
         path: str | Path,
@@ -179,6 +200,20 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._closed = True
         self._last_prune = 0.0
+        # Tokens, by SHA-256: checked on the event loop without a thread hop. The table is
+        # reloaded when the tokens-changed counter (``PRAGMA user_version``, bumped in the
+        # same transaction as every token change, by any process) differs from the one it
+        # was loaded at; reading the counter costs a few microseconds per request.
+        self._tokens: dict[str, TokenRecord] | None = None
+        self._tokens_version = -1
+        self._tokens_loaded_at = 0.0
+        self._tokens_load: asyncio.Future[None] | None = None
+        self._tokens_load_seq = 0  # loads started so far
+        self._version_conn: sqlite3.Connection | None = None  # used on the loop thread only
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_exec: ThreadPoolExecutor | None = None
+        self._checkpoint: asyncio.Future[None] | None = None
+        self._last_checkpoint = 0.0
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -188,6 +223,7 @@ class SQLiteStore:
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
     def _open_writer(self) -> None:
@@ -197,11 +233,23 @@ class SQLiteStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot switch to WAL journal (got {mode})")
+            # Checkpoints run in their own thread (``_checkpoint_now``), so a commit does not
+            # also copy the WAL into the database and fsync it; the writer checkpoints itself
+            # only if the WAL outgrows that (e.g. a reader pins it).
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             self._migrate(conn)
+            version = self._connect()
+            version.execute("PRAGMA busy_timeout = 0")  # on the loop: never wait for a lock
+            version.execute("PRAGMA query_only = ON")
+            checkpointer = self._connect()
         except BaseException:
             conn.close()
             raise
         self._writer = conn
+        self._version_conn = version
+        self._checkpoint_conn = checkpointer
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -239,6 +287,7 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         self._writer_exec = ThreadPoolExecutor(1, thread_name_prefix="hatang-store-writer")
         self._reader_exec = ThreadPoolExecutor(2, thread_name_prefix="hatang-store-reader")
+        self._checkpoint_exec = ThreadPoolExecutor(1, thread_name_prefix="hatang-store-ckpt")
         try:
             await loop.run_in_executor(self._writer_exec, self._open_writer)
         except sqlite3.Error as exc:
@@ -252,10 +301,10 @@ class SQLiteStore:
         self._writer_task = asyncio.create_task(self._writer_loop(), name="hatang-store-writer")
 
     def _shutdown_executors(self) -> None:
-        for executor in (self._writer_exec, self._reader_exec):
+        for executor in (self._writer_exec, self._reader_exec, self._checkpoint_exec):
             if executor is not None:
                 executor.shutdown(wait=True)
-        self._writer_exec = self._reader_exec = None
+        self._writer_exec = self._reader_exec = self._checkpoint_exec = None
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
@@ -268,11 +317,12 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown_executors)
         with self._lock:
-            for conn in [*self._readers, self._writer]:
+            for conn in [*self._readers, self._version_conn, self._checkpoint_conn, self._writer]:
                 if conn is not None:
                     conn.close()
             self._readers.clear()
-            self._writer = None
+            self._writer = self._version_conn = self._checkpoint_conn = None
+        self._tokens = None
 
     async def healthy(self) -> bool:
         """True when the writer runs and the database answers a read."""
@@ -354,6 +404,7 @@ class SQLiteStore:
                 continue
             if self.on_commit is not None:
                 self.on_commit(time.perf_counter() - started, size)
+            self._maybe_checkpoint(loop)
             for op, result in zip(ops, results, strict=True):
                 if op.future.done():
                     continue
@@ -362,6 +413,32 @@ class SQLiteStore:
                     op.future.exception()
                 else:
                     op.future.set_result(result)
+
+    def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a background checkpoint after commits, at most every CHECKPOINT_EVERY."""
+        now = time.monotonic()
+        if (
+            self._checkpoint_exec is None
+            or (self._checkpoint is not None and not self._checkpoint.done())
+            or now - self._last_checkpoint < CHECKPOINT_EVERY
+        ):
+            return
+        self._last_checkpoint = now
+        self._checkpoint = loop.run_in_executor(self._checkpoint_exec, self._checkpoint_now)
+
+    def _checkpoint_now(self) -> None:
+        """Copy committed WAL frames into the database (PASSIVE: never blocks the writer).
+
+        Done here, the database fsync of a checkpoint does not delay the group commit that
+        happens to cross the WAL threshold, which is what agents would see as a slow 200.
+        """
+        conn = self._checkpoint_conn
+        if conn is None:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # the writer's own checkpoint is the fallback
+            event(log, logging.WARNING, "store.checkpoint_failed", error=str(exc)[:300])
 
     def _write_group(self, ops: list[_Op]) -> list[Any]:
         conn = self._writer
@@ -671,6 +748,7 @@ class SQLiteStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 (token_id, hash_token(token), site, self.clock(), note),
             )
+            _tokens_changed(conn)
             return token_id, token
 
         return await self._write(apply)
@@ -687,16 +765,54 @@ class SQLiteStore:
         )
 
     async def lookup_token(self, token: str) -> TokenRecord | None:
-        """Find a token by its hash (revoked ones too: the caller tells 401 from 403)."""
+        """Find a token by its hash (revoked ones too: the caller tells 401 from 403).
+
+        Answered from memory, as of now: a token created or revoked a moment ago by any
+        process (``hatang-collector token revoke``) is seen by the very next lookup.
+        """
         digest = hash_token(token)
-        row = await self._read(
-            lambda c: c.execute(
-                "SELECT token_id, site, created_at, revoked_at, last_used_at, note"
-                " FROM tokens WHERE token_hash = ?",
-                (digest,),
-            ).fetchone()
-        )
-        return None if row is None else self._token(row)
+        tokens = self._tokens
+        if tokens is not None and self._tokens_current():
+            return tokens.get(digest)
+        return (await self._load_tokens()).get(digest)
+
+    def _tokens_current(self) -> bool:
+        """Whether the loaded table still matches the store (a few µs, on the loop)."""
+        conn = self._version_conn
+        if self._closed or conn is None:
+            return False
+        if time.monotonic() - self._tokens_loaded_at >= TOKENS_MAX_AGE:
+            return False
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error:
+            return False  # busy or failing: a reader thread decides (and may answer 503)
+        return bool(version == self._tokens_version)
+
+    async def _load_tokens(self) -> dict[str, TokenRecord]:
+        """Reload the table with a read that starts after this call (shared by callers)."""
+        needed = self._tokens_load_seq  # a load started before now may miss a change
+        while True:
+            load = self._tokens_load
+            if load is None or load.done():
+                self._tokens_load_seq += 1
+                load = self._tokens_load = asyncio.ensure_future(self._read_tokens())
+            started = self._tokens_load_seq
+            await asyncio.shield(load)
+            if started > needed and self._tokens is not None:
+                return self._tokens
+
+    async def _read_tokens(self) -> None:
+        def read(conn: sqlite3.Connection) -> tuple[int, dict[str, TokenRecord]]:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            rows = conn.execute(
+                "SELECT token_hash, token_id, site, created_at, revoked_at, last_used_at, note"
+                " FROM tokens"
+            ).fetchall()
+            return int(version), {row[0]: self._token(row[1:]) for row in rows}
+
+        self._tokens_version, self._tokens = await self._read(read)
+        self._tokens_loaded_at = time.monotonic()
 
     async def list_tokens(self) -> list[TokenRecord]:
         """Every token, oldest first (never the secret: it is not stored)."""
@@ -717,6 +833,7 @@ class SQLiteStore:
                     "UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
                     (self.clock(), token_id),
                 )
+                _tokens_changed(conn)
                 return True
             return False
 
@@ -734,11 +851,23 @@ class SQLiteStore:
             )
 
         await self._write(apply)
+        if self._tokens is not None:  # the same change in memory: no reload for bookkeeping
+            by_id = {record.token_id: digest for digest, record in self._tokens.items()}
+            for token_id, when in last_used.items():
+                digest = by_id.get(token_id)
+                if digest is None:
+                    continue
+                record = self._tokens.get(digest)
+                if record is not None and (
+                    record.last_used_at is None or record.last_used_at < when
+                ):
+                    self._tokens[digest] = dataclasses.replace(record, last_used_at=when)
 
     # -- reads for indicators, metrics and evidence ------------------------------------
 
-    async def agent_states(self) -> list[AgentState]:
-        """The latest state of every agent, sections filled from their newest reports."""
+    async def agent_states(self) -> AgentStates:
+        """The latest state of every agent, sections filled from their newest reports
+        (rows that do not decode are logged and skipped, see ``assemble_agent_states``)."""
 
         def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
             agents = conn.execute(
@@ -753,47 +882,7 @@ class SQLiteStore:
             return agents, sections
 
         agents, sections = await self._read(read)
-        by_agent: dict[tuple[str, str], dict[str, Any]] = {}
-        for site, agent_id, name, body in sections:
-            kind = _SECTIONS.get(name)
-            if kind is not None:
-                by_agent.setdefault((site, agent_id), {})[name] = msgspec.json.decode(
-                    body, type=kind
-                )
-        states = []
-        for (
-            site,
-            agent_id,
-            role,
-            interval,
-            first,
-            observed,
-            received,
-            count,
-            dropped,
-            body,
-        ) in agents:
-            parts = by_agent.get((site, agent_id), {})
-            states.append(
-                AgentState(
-                    site=site,
-                    agent_id=agent_id,
-                    role=role,
-                    interval_seconds=interval,
-                    first_seen=_dt_req(first),
-                    last_observed_at=_dt_req(observed),
-                    last_received_at=_dt_req(received),
-                    reports_received=count,
-                    spool_dropped=dropped,
-                    latest=decode_report(body),
-                    host=parts.get("host"),
-                    antivirus=parts.get("antivirus"),
-                    firewall=parts.get("firewall"),
-                    lan_hosts=parts.get("lan_hosts"),
-                    snmp=parts.get("snmp"),
-                )
-            )
-        return states
+        return assemble_agent_states(agents, sections, _SECTIONS)
 
     async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]:
         """Checks per (site, network) since ``since`` (bucket-aligned, see the Protocol)."""

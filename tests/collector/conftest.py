@@ -7,11 +7,14 @@ import datetime as dt
 import itertools
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -34,6 +37,7 @@ from collector.app import SERVER_KWARGS, create_app
 from collector.config import CollectorConfig, parse_config
 from collector.store import Store
 from collector.store.sqlite import SQLiteStore
+from tests import pgcluster
 from tests.netns import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,9 +188,93 @@ async def new_token(client: TestClient[web.Request, web.Application], site: str 
     return token
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pgcluster.Cluster]:
+    """A real PostgreSQL cluster for the session (Unix socket in a temp dir), always removed."""
+    reason = pgcluster.unavailable()
+    if reason:
+        pytest.skip(reason)
+    pytest.importorskip("asyncpg", reason="asyncpg (the postgres extra) is not installed")
+    cluster = pgcluster.Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_databases = itertools.count(1)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "store.db", busy_timeout=1.0)
+def postgres_url(pg_cluster: pgcluster.Cluster) -> Iterator[str]:
+    """A fresh, empty database in the session's cluster, dropped after the test."""
+    name = f"hatang_test_{next(_databases)}"
+    url = pg_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(name)
+
+
+@dataclass(frozen=True)
+class StoreBackend:
+    """One implementation of the Store Protocol, and what the shared suite needs to look
+    beneath it (raw SQL, the bytes it keeps)."""
+
+    name: str
+    location: str  # the SQLite file, or the PostgreSQL url
+    cluster: pgcluster.Cluster | None = None
+
+    def make(self, **kwargs: Any) -> Store:
+        kwargs.setdefault("busy_timeout", 1.0)
+        if self.name == "sqlite":
+            return SQLiteStore(self.location, **kwargs)
+        from collector.store.postgres import PostgresStore
+
+        return PostgresStore(self.location, **kwargs)
+
+    async def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run SQL beside the store (its own connection, committed)."""
+        if self.name == "sqlite":
+            conn = sqlite3.connect(self.location)
+            try:
+                rows = conn.execute(sql).fetchall()
+                conn.commit()
+                return rows
+            finally:
+                conn.close()
+        import asyncpg
+
+        pg = await asyncpg.connect(self.location)
+        try:
+            return [tuple(r) for r in await pg.fetch(sql)]
+        finally:
+            await pg.close()
+
+    def raw_bytes(self) -> bytes:
+        """Everything the backend keeps: SQLite's files, or a pg_dump of the database."""
+        if self.name == "sqlite":
+            path = Path(self.location)
+            return b"".join(
+                p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name)
+            )
+        assert self.cluster is not None
+        return self.cluster.dump(urlsplit(self.location).path.lstrip("/"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> StoreBackend:
+    """Each Store implementation in turn, on a fresh database (the shared store suite)."""
+    if request.param == "sqlite":
+        return StoreBackend("sqlite", str(tmp_path / "store.db"))
+    url: str = request.getfixturevalue("postgres_url")
+    return StoreBackend("postgres", url, request.getfixturevalue("pg_cluster"))
+
+
+@pytest.fixture
+async def store(store_backend: StoreBackend) -> AsyncIterator[Store]:
+    s = store_backend.make()
     await s.open()
     try:
         yield s

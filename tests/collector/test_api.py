@@ -347,6 +347,36 @@ async def test_overload_answers_429_with_retry_after(
     assert resp.status == 200
 
 
+async def test_requests_without_a_valid_token_never_take_an_ingest_slot(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    """With every slot taken, a flood of bad tokens still gets 401 (counted as
+    unauthorized, not overloaded) and only a real agent is told to come back (429)."""
+    config = collector_config(tmp_path, limits={"max_inflight": 1})
+    client: Client = await make_client(config)
+    token = await new_token(client)
+    assert client.port is not None and client.app is not None
+    held = await asyncio.to_thread(_hold_connection, client.port, token)
+    try:
+        for _ in range(200):
+            if client.app[api.INGEST_STATE].inflight == 1:
+                break
+            await asyncio.sleep(0.02)
+        body = batch_body(agent_report())
+        for bad in ("hat_000000000000_forged", token + "x"):
+            resp = await client.post("/api/v1/reports", data=body, headers=auth(bad))
+            assert resp.status == 401
+            assert (await resp.json())["error"] == "unauthorized"
+        resp = await client.post("/api/v1/reports", data=body, headers=auth(token))
+        assert resp.status == 429
+        assert (
+            await metric_value(client, "hatang_reports_rejected_total", reason="unauthorized") == 2
+        )
+        assert await metric_value(client, "hatang_reports_rejected_total", reason="overloaded") == 1
+    finally:
+        held.close()
+
+
 async def test_locked_store_answers_503_then_recovers(
     make_client: MakeClient, tmp_path: Path
 ) -> None:

@@ -3,16 +3,19 @@ serves; revocation takes effect on the very next request."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.report import Batch, encode
-from collector.auth import AuthFailure, bearer_token
+from collector.auth import Authenticator, AuthFailure, bearer_token
+from collector.store.sqlite import SQLiteStore
 from tests.collector.conftest import OTHER_SITE, SITE, CollectorProcess, agent_report, run_cli
 
 
@@ -77,3 +80,33 @@ def test_cli_tokens_work_at_once_and_revocation_is_immediate(
     assert row["id"] == token_id and row["site"] == SITE
     assert row["revoked"] is not None and row["last_used"] is not None
     assert token not in listing.stdout
+
+
+async def test_token_changes_by_another_connection_are_seen_by_the_next_check(
+    tmp_path: Path,
+) -> None:
+    """The serving store answers token checks from memory, yet a token created or revoked
+    through another connection to the same file (what ``hatang-collector token`` in another
+    process does) counts on the very next check; last-use bookkeeping needs no reload."""
+    serving, admin = SQLiteStore(tmp_path / "c.db"), SQLiteStore(tmp_path / "c.db")
+    await serving.open()
+    await admin.open()
+    try:
+        auth = Authenticator(serving)
+        assert await auth.authenticate("Bearer hat_nope_x") == AuthFailure("unknown")
+        token_id, token = await admin.create_token(SITE, "new")
+        record = await auth.authenticate(f"Bearer {token}")
+        assert not isinstance(record, AuthFailure) and record.site == SITE
+        for _ in range(3):  # served from memory while nothing changes
+            assert not isinstance(await auth.authenticate(f"Bearer {token}"), AuthFailure)
+        assert await admin.revoke_token(token_id)
+        assert await auth.authenticate(f"Bearer {token}") == AuthFailure("revoked", token_id)
+        used = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+        await serving.touch_tokens({token_id: used})
+        found = await serving.lookup_token(token)
+        assert found is not None and found.last_used_at == used
+        [listed] = await admin.list_tokens()
+        assert listed.last_used_at == used and listed.revoked_at is not None
+    finally:
+        await admin.close()
+        await serving.close()

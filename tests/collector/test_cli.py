@@ -28,8 +28,8 @@ def test_version() -> None:
         pytest.param({"limits": {"max_body": "lots"}}, "limits.max_body", id="bad-size"),
         pytest.param({"window": {"up_ratio": 1.5}}, "window.up_ratio", id="ratio-range"),
         pytest.param(
-            {"store": {"url": "postgresql://db/hatang"}},
-            "store: the PostgreSQL store is not available",
+            {"store": {"url": "postgresql://db:port/hatang"}},
+            "store.url: not a valid PostgreSQL url",
             id="postgres-url",
         ),
         pytest.param({"store": {"url": "mysql://x"}}, "unsupported store url", id="bad-url"),

@@ -1,22 +1,34 @@
 """HatangCollector on a per-test registry: values come from the Snapshot, hostile label
-values stay bounded, and what is unknown is absent rather than zero."""
+values stay bounded, and what is unknown is absent rather than zero. The Exposition that
+serves /metrics yields the same samples, renders once per snapshot, gzips as one member;
+a bad store row is left out and counted instead of failing the snapshot."""
 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import sqlite3
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.report import NetworkStatus, ProbeResult
+from agent.report import NetworkStatus, ProbeResult, encode
 from collector.indicators import Snapshot
 from collector.metrics import (
     MAX_LABEL_LENGTH,
     MAX_TARGETS_PER_NETWORK,
     METRICS,
+    SPECS,
+    Exposition,
     HatangCollector,
+    ReservedNames,
+    accepts_gzip,
     label_value,
 )
 from collector.targets import load_plan
@@ -26,6 +38,7 @@ from tests.collector.test_indicators import (
     DEMO,
     NOW,
     make_agent,
+    report,
     snapshot,
     window,
 )
@@ -205,3 +218,201 @@ def test_collect_does_no_io_and_reads_the_current_snapshot() -> None:
         )
         == NOW
     )
+
+
+# ------------------------------------------------------- Exposition: what /metrics serves
+
+
+def samples(text: str) -> dict[str, tuple[str, set[tuple[str, frozenset[tuple[str, str]], float]]]]:
+    """Family name -> (type, its samples as (name, labels, value))."""
+    return {
+        f.name: (f.type, {(s.name, frozenset(s.labels.items()), s.value) for s in f.samples})
+        for f in text_string_to_metric_families(text)
+    }
+
+
+def self_registry() -> tuple[CollectorRegistry, Counter]:
+    """A registry like the app's: the collector's own metrics, METRICS names reserved."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ReservedNames())
+    received = Counter("hatang_reports_received", "Reports stored.", registry=registry)
+    return registry, received
+
+
+@pytest.mark.parametrize(
+    "snap", [hostile_snapshot, lambda: snapshot(DEMO)], ids=["hostile", "demo"]
+)
+def test_exposition_serves_exactly_the_collector_samples(snap: Callable[[], Snapshot]) -> None:
+    """The fast text and prometheus_client's rendering of the same samples agree."""
+    source = _Source(snap(), failures=2)
+    registry, received = self_registry()
+    received.inc(7)
+    text = b"".join(Exposition(source, registry).body()).decode("utf-8")
+    served = samples(text)
+    reference = CollectorRegistry()
+    reference.register(HatangCollector(source))
+    expected = samples(generate_latest(reference).decode("utf-8"))
+    assert {k: v for k, v in served.items() if k in SPECS} == expected
+    assert served["hatang_reports_received"][1] == {
+        ("hatang_reports_received_total", frozenset(), 7)
+    }
+    assert served["hatang_snapshot_refresh_failures"][1] == {
+        ("hatang_snapshot_refresh_failures_total", frozenset(), 2)
+    }
+
+
+def test_exposition_renders_once_per_snapshot() -> None:
+    source = _Source(snapshot(DEMO))
+    registry, received = self_registry()
+    exposition = Exposition(source, registry)
+    first = b"".join(exposition.body())
+    received.inc()
+    second = b"".join(exposition.body())
+    assert exposition.renders == 1
+    assert b"hatang_reports_received_total 0.0" in first
+    assert b"hatang_reports_received_total 1.0" in second  # own metrics are live per scrape
+    source.snapshot = snapshot(DEMO, [make_agent("demo/so-tttt", "a")])
+    assert b'hatang_site_up{site="demo/so-tttt"} 1.0' in b"".join(exposition.body())
+    assert exposition.renders == 2
+    source.failures += 1  # a failed refresh keeps the snapshot but shows in the count
+    assert b"hatang_snapshot_refresh_failures_total 1.0" in b"".join(exposition.body())
+    assert exposition.renders == 3
+
+
+def test_gzip_body_is_one_member_equal_to_the_plain_body() -> None:
+    source = _Source(hostile_snapshot())
+    registry, received = self_registry()
+    exposition = Exposition(source, registry)
+    for step in range(3):
+        received.inc()
+        packed = b"".join(exposition.body(gzip=True))
+        plain = b"".join(exposition.body())
+        inflater = zlib.decompressobj(wbits=31)  # one member, as most scrapers read it
+        assert inflater.decompress(packed) == plain and inflater.eof and not inflater.unused_data
+        assert f"hatang_reports_received_total {step + 1}.0".encode() in plain
+    assert exposition.renders == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("deflate, gzip;q=0.5", True),
+        ("x-gzip", True),
+        ("gzip; q=1.0", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("gzip;q=abc", False),
+        ("identity", False),
+        ("gzipx, br", False),
+        ("*", False),
+        ("", False),
+    ],
+)
+def test_accept_encoding(header: str, gzip: bool) -> None:
+    assert accepts_gzip(header) is gzip
+
+
+def test_the_app_registry_refuses_a_self_metric_named_like_the_table() -> None:
+    registry, _ = self_registry()
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Gauge("hatang_site_up", "clash", registry=registry)
+
+
+async def _app_client(aiohttp_client: Any, tmp_path: Path) -> Any:
+    from collector.app import SERVER_KWARGS, create_app
+    from collector.config import parse_config
+
+    config = parse_config(
+        {
+            "listen": {"host": "127.0.0.1", "port": 0},
+            "store": {"url": "sqlite:collector.db"},
+            "org": str(REPO / "configs" / "org.demo.yaml"),
+        },
+        "collector.yaml",
+        tmp_path,
+    )
+    return await aiohttp_client(create_app(config), server_kwargs=SERVER_KWARGS)
+
+
+async def test_metrics_endpoint_gzip_plain_and_head(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await _app_client(aiohttp_client, tmp_path)
+    plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert plain.status == 200
+    assert plain.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "Content-Encoding" not in plain.headers
+    text = await plain.text()
+    assert 'hatang_site_up{site="demo/xa-an-binh"} 0.0' in text
+    assert "hatang_http_requests_total" in text or "hatang_collector_build_info" in text
+
+    packed = await client.get(
+        "/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
+    assert packed.status == 200 and packed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    raw = await packed.read()
+    assert int(packed.headers["Content-Length"]) == len(raw)
+    families = samples(gzip.decompress(raw).decode("utf-8"))
+    assert families.keys() >= SPECS.keys() - {"hatang_snapshot_refresh_duration_seconds"}
+
+    head = await client.head("/metrics")
+    assert head.status == 200 and await head.read() == b""
+
+
+# ------------------------------------------------------- a bad store row costs only itself
+
+
+async def test_a_bad_store_row_is_skipped_and_counted(tmp_path: Path) -> None:
+    """A report with an invalid agent_id written straight into the database (and a damaged
+    section) used to fail every refresh; now they are left out and counted."""
+    from collector.indicators import SnapshotBuilder
+    from collector.store.sqlite import SQLiteStore
+
+    path = tmp_path / "collector.db"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        now = dt.datetime.now(dt.UTC)
+        for site, agent in (("demo/xa-an-binh", "pc-1"), ("demo/so-tttt", "pc-2")):
+            rep = report(site, agent, when=now, lan=True)
+            await store.ingest(site, [(rep, encode(rep))])
+        bad = report("demo/xa-binh-minh", "pc-3", when=now, lan=True)
+        body = encode(bad).decode().replace('"pc-3"', '"bad id/with spaces"')
+        with sqlite3.connect(path, timeout=30) as conn:
+            conn.execute(
+                "INSERT INTO reports VALUES (?, ?, ?, 1, ?, ?, ?, 'x', ?)",
+                (bad.id, bad.site, "pc-3", now.timestamp(), now.timestamp(), now.timestamp(), body),
+            )
+            conn.execute(
+                "INSERT INTO agents VALUES (?, 'pc-3', 'host', 60, ?, ?, ?, ?, 1, 0, ?)",
+                (bad.site, *[now.timestamp()] * 4, bad.id),
+            )
+            conn.execute(
+                "INSERT INTO agent_sections VALUES ('demo/so-tttt', 'pc-2', 'antivirus', ?, ?)",
+                (now.timestamp(), '{"state": "no such state"}'),
+            )
+        builder = SnapshotBuilder(DEMO, [], store)
+        assert await builder.refresh()
+        registry = CollectorRegistry()
+        registry.register(HatangCollector(builder))
+        assert registry.get_sample_value("hatang_site_up", {"site": "demo/xa-an-binh"}) == 1
+        assert registry.get_sample_value("hatang_site_up", {"site": "demo/so-tttt"}) == 1
+        assert registry.get_sample_value("hatang_site_up", {"site": "demo/xa-binh-minh"}) == 0
+        assert registry.get_sample_value("hatang_snapshot_skipped_rows") == 2
+        assert registry.get_sample_value("hatang_snapshot_refresh_failures_total") == 0
+    finally:
+        await store.close()
+
+
+def test_a_site_whose_agents_break_the_arithmetic_is_shown_without_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = make_agent("demo/so-tttt", "zero", interval=0.0)  # division by its interval
+    snap = snapshot(DEMO, [broken, make_agent("demo/xa-an-binh", "ok")])
+    reg = registry_for(snap)
+    assert reg.get_sample_value("hatang_site_up", {"site": "demo/xa-an-binh"}) == 1
+    assert reg.get_sample_value("hatang_site_up", {"site": "demo/so-tttt"}) == 0
+    assert reg.get_sample_value("hatang_site_agents", {"site": "demo/so-tttt"}) == 0
+    assert reg.get_sample_value("hatang_snapshot_skipped_rows") == 1
+    assert "snapshot.bad_site" in caplog.text

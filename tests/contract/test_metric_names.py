@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.report import Batch, Networks, NetworkStatus, ProbeResult, Report, encode, new_report_id
-from collector.metrics import METRICS, HatangCollector
+from collector.metrics import METRICS, Exposition, HatangCollector, ReservedNames
 from tests.collector.test_metrics import _Source, hostile_snapshot
 from tests.conftest import REPO
 
@@ -52,10 +52,19 @@ def test_the_table_holds_exactly_the_design_contract() -> None:
     assert all(n.startswith("hatang_") for n in names)
 
 
-def test_rendered_exposition_matches_the_table() -> None:
+def served_text() -> str:
+    """What /metrics serves for the hostile snapshot (Exposition, not prometheus_client)."""
+    registry = CollectorRegistry()
+    registry.register(ReservedNames())
+    return b"".join(Exposition(_Source(hostile_snapshot()), registry).body()).decode("utf-8")
+
+
+@pytest.mark.parametrize("renderer", ["served", "collector"])
+def test_rendered_exposition_matches_the_table(renderer: str) -> None:
     registry = CollectorRegistry()
     registry.register(HatangCollector(_Source(hostile_snapshot())))
-    families = exposed(generate_latest(registry).decode("utf-8"))
+    text = served_text() if renderer == "served" else generate_latest(registry).decode("utf-8")
+    families = exposed(text)
     for spec in METRICS:
         kind, label_sets = families[spec.name]
         assert kind == spec.type, spec.name
@@ -80,6 +89,7 @@ def test_promtool_accepts_an_exposition_with_hostile_label_values() -> None:
     registry = CollectorRegistry()
     registry.register(HatangCollector(_Source(hostile_snapshot())))
     promtool_check(generate_latest(registry).decode("utf-8"))
+    promtool_check(served_text())
 
 
 def _hostile_report(site: str) -> Report:
