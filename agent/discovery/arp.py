@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import ipaddress
 import select
 import socket
@@ -48,14 +49,23 @@ class SweepResult:
     duration_seconds: float = 0.0
 
 
-def _request(src_mac: str, src_ip: str, dst_ip: str) -> bytes:
-    """An Ethernet broadcast ARP who-has (built by scapy once per address), padded."""
+@functools.lru_cache(maxsize=16)
+def _template(src_mac: str, src_ip: str) -> bytes:
+    """A broadcast ARP who-has built by scapy, target address left as 0.0.0.0."""
     from scapy.layers.l2 import ARP, Ether
 
     frame = Ether(src=src_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
-        op="who-has", hwsrc=src_mac, psrc=src_ip, hwdst="00:00:00:00:00:00", pdst=dst_ip
+        op="who-has", hwsrc=src_mac, psrc=src_ip, hwdst="00:00:00:00:00:00", pdst=UNSPECIFIED
     )
-    return bytes(frame).ljust(_MIN_FRAME, b"\x00")
+    return bytes(frame)
+
+
+def _request(src_mac: str, src_ip: str, dst_ip: str) -> bytes:
+    """The request for one address: the template with its last field (the ARP target
+    protocol address) set, padded like arp-scan. Building each frame with scapy costs
+    ~0.6 ms, a third of a /24 sweep."""
+    template = _template(src_mac, src_ip)
+    return (template[:-4] + ipaddress.IPv4Address(dst_ip).packed).ljust(_MIN_FRAME, b"\x00")
 
 
 def parse_reply(frame: bytes) -> tuple[str, str, str] | None:
