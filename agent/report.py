@@ -313,6 +313,14 @@ class Batch(msgspec.Struct, kw_only=True):
     """The body of ``POST /api/v1/reports``."""
 
     reports: Annotated[list[Report], msgspec.Meta(min_length=1, max_length=1000)]
+    # The agent's clock when it sent the request: against the collector's clock it gives
+    # the agent's clock offset, which tells a clock that is behind from a late replay.
+    sent_at: Timestamp | None = None
+
+
+def batch_body(reports: list[bytes], sent_at: dt.datetime) -> bytes:
+    """Frame already-encoded reports (spool rows) as a ``Batch`` without decoding them."""
+    return b'{"reports":[' + b",".join(reports) + b'],"sent_at":' + _encoder.encode(sent_at) + b"}"
 
 
 def new_report_id() -> str:

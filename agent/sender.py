@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 from agent import __version__
 from agent.config import CollectorConfig, ConfigError
 from agent.log import event
+from agent.report import batch_body, utcnow
 from agent.spool import Entry, Spool, SpoolError
 
 log = logging.getLogger(__name__)
@@ -578,7 +579,7 @@ class Sender:
 
     async def _post(self, entries: Sequence[Entry], stop: asyncio.Event) -> Response:
         """POST a batch, trying each URL in order; raise SendFailed when none answered."""
-        raw = b'{"reports":[' + b",".join(e.body for e in entries) + b"]}"
+        raw = batch_body([e.body for e in entries], utcnow())
         body = await asyncio.to_thread(gzip.compress, raw, 6, mtime=0)
         errors: list[str] = []
         order = [self._preferred] + [i for i in range(len(self.transports)) if i != self._preferred]

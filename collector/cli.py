@@ -156,7 +156,7 @@ def _store_verify(config: CollectorConfig, as_json: bool) -> int:
         from collector.store.postgres import verify_database
 
         check: Any = asyncio.run(verify_database(config.store.url))
-        return _print_check(check.url, check, as_json)
+        return _print_check(check.where, check, as_json)
     path = sqlite_path(config.store.url)
     if not os.path.isfile(path):
         return _fail(f"store: {path}: no such file (see store.url in the config)", 1)

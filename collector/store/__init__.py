@@ -75,6 +75,29 @@ class TokenRecord:
     note: str | None
 
 
+def token_record(row: Sequence[Any]) -> TokenRecord:
+    """A ``tokens`` row (token_id, site, created_at, revoked_at, last_used_at, note)."""
+    return TokenRecord(
+        token_id=row[0],
+        site=row[1],
+        created_at=from_unix(row[2]),
+        revoked_at=None if row[3] is None else from_unix(row[3]),
+        last_used_at=None if row[4] is None else from_unix(row[4]),
+        note=row[5],
+    )
+
+
+def to_unix(value: dt.datetime) -> float:
+    """Unix seconds, the stores' time format (a naive time is taken as UTC)."""
+    if value.tzinfo is None:  # reports are always aware; be safe for callers
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def from_unix(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentState:
     """The latest of everything one agent reported (each section from its newest report)."""

@@ -21,65 +21,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import msgspec
 
 from agent.log import event
-from agent.report import (
-    NETWORK_CLASSES,
-    AntivirusStatus,
-    FirewallStatus,
-    HostInventory,
-    LanHosts,
-    Report,
-    SnmpDevice,
-    decode_report,
-)
+from agent.report import Report, decode_report
 from collector.store import (
-    AgentNetworkWindow,
-    AgentStates,
-    DailyHost,
-    DailyNetwork,
     IngestResult,
-    NetworkWindow,
     StoreError,
     StoreUnavailable,
     TokenRecord,
-    assemble_agent_states,
     hash_token,
     new_token,
+    to_unix,
+    token_record,
 )
+from collector.store.base import (
+    DIGEST_TABLE_NAMES,
+    PAGE_SIZE,
+    Check,
+    ContentDigest,
+    GroupCommitStore,
+    Op,
+    digest_queries,
+)
+from collector.store.ingest import Rollups, agent_rows, rollups, section_rows, triage
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Connection = Any  # asyncpg.Connection (asyncpg ships no type information)
 
-MAX_GROUP_REPORTS: Final = 20_000  # one transaction never grows beyond this many reports
-PRUNE_EVERY: Final = 3600.0
 GROUP_RETRIES: Final = 5  # deadlock / serialization failure with another replica
 READ_POOL_SIZE: Final = 4
 # Any constant: serialises migrations of collector replicas that start together.
 MIGRATION_LOCK: Final = 0x6861_7461_6E67  # "hatang"
-_SECTIONS: Final[dict[str, Any]] = {
-    "host": HostInventory,
-    "antivirus": AntivirusStatus,
-    "firewall": FirewallStatus,
-    "lan_hosts": LanHosts,
-    "snmp": list[SnmpDevice],
-}
-_encoder = msgspec.json.Encoder()
-
 # Failures of the database or of the way to it: the whole call fails (503, agents retry).
 _DB_ERRORS: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # A bug in one operation of a group: it fails alone, the others still commit.
@@ -105,20 +88,6 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
-def _ts(value: dt.datetime) -> float:
-    if value.tzinfo is None:  # reports are always aware; be safe for callers
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
-
-
-def _dt(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
-
-
-def _dt_req(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.UTC)
-
-
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) for PostgreSQL, in order.
 
@@ -142,46 +111,41 @@ async def _awaited(call: Awaitable[T]) -> T:
     return await call
 
 
-@dataclass(slots=True)
-class _Op:
-    """One queued write: a coroutine function of the writer connection, and who waits."""
-
-    apply: Callable[[Connection], Awaitable[Any]]
-    future: asyncio.Future[Any]
-    size: int = 1
-
-
-@dataclass(slots=True)
-class _AgentRow:
-    site: str
-    agent_id: str
-    role: str
-    interval_seconds: float
-    first_seen: float
-    last_effective_at: float
-    last_observed_at: float
-    last_received_at: float
-    reports_received: int
-    spool_dropped: int
-    latest_report_id: str
-
-
-@dataclass(slots=True)
-class _HostDay:
-    hostname: str | None = None
-    reports: int = 0
-    av_state: str | None = None
-    av_at: float | None = None
-    _hostname_at: float = field(default=-1.0)
-
-
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows → one list per column: the arrays that ``unnest`` turns back into rows."""
     return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
 
 
-class PostgresStore:
+class PostgresStore(GroupCommitStore):
     """The PostgreSQL store (see the module docstring for the concurrency design)."""
+
+    # Text orders by byte value (``COLLATE "C"``), as in SQLite.
+    SQL: ClassVar = {
+        "agent_states.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
+        " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
+        " a.spool_dropped, r.body FROM agents a JOIN reports r ON r.id = a.latest_report_id"
+        ' ORDER BY a.site COLLATE "C", a.agent_id COLLATE "C"',
+        "agent_states.sections": "SELECT site, agent_id, section, body FROM agent_sections",
+        "network_windows": "SELECT site, network, SUM(checks), SUM(up_checks)"
+        " FROM network_hourly WHERE hour >= $1 GROUP BY site, network"
+        ' ORDER BY site COLLATE "C", network COLLATE "C"',
+        "agent_network_windows": "SELECT site, agent_id, network, SUM(checks),"
+        " SUM(up_checks) FROM network_hourly WHERE hour >= $1"
+        " GROUP BY site, agent_id, network"
+        ' ORDER BY site COLLATE "C", agent_id COLLATE "C", network COLLATE "C"',
+        "received_counts": "SELECT site, agent_id, SUM(reports) FROM agent_hourly"
+        " WHERE hour >= $1 GROUP BY site, agent_id",
+        "daily_networks": "SELECT day, site, agent_id, network, checks, up_checks, seconds_up"
+        ' FROM network_daily WHERE day >= $1 AND day < $2 ORDER BY day COLLATE "C",'
+        ' site COLLATE "C", agent_id COLLATE "C", network COLLATE "C"',
+        "daily_hosts": "SELECT day, site, agent_id, hostname, reports, antivirus_state"
+        " FROM host_daily WHERE day >= $1 AND day < $2"
+        ' ORDER BY day COLLATE "C", site COLLATE "C", agent_id COLLATE "C"',
+        "list_tokens": "SELECT token_id, site, created_at, revoked_at, last_used_at, note"
+        ' FROM tokens ORDER BY created_at, token_id COLLATE "C"',
+        "report_count": "SELECT COUNT(*) FROM reports",
+        "rejection_counts": "SELECT reason, count FROM rejections",
+    }
 
     def __init__(
         self,
@@ -195,26 +159,20 @@ class PostgresStore:
         bucket_seconds: float = 3600.0,
         connect_timeout: float = 10.0,
     ) -> None:
-        if not 1 <= bucket_seconds <= 3600 or 3600 % bucket_seconds:
-            raise ValueError(f"bucket_seconds must divide 3600, got {bucket_seconds}")
+        super().__init__(
+            busy_timeout=busy_timeout,
+            max_future=max_future,
+            hourly_retention=hourly_retention,
+            rollup_utc_offset_hours=rollup_utc_offset_hours,
+            clock=clock,
+            bucket_seconds=bucket_seconds,
+        )
         self.url = url
         self.display = redact(url)
-        self.bucket = int(bucket_seconds)
-        self.busy_timeout = busy_timeout
-        self.max_future = max_future
-        self.hourly_retention = hourly_retention
-        self.rollup_offset = rollup_utc_offset_hours * 3600.0
-        self.clock = clock
         self.connect_timeout = connect_timeout
-        # Called on the event loop after each group commit with (seconds, reports).
-        self.on_commit: Callable[[float, int], None] | None = None
-        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
         self._writer: Connection | None = None
         self._pool: Any = None  # asyncpg.Pool
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = True
-        self._last_prune = 0.0
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -253,9 +211,7 @@ class PostgresStore:
             raise StoreError(f"{self.display}: cannot open the store: {exc}") from exc
         self._writer = writer
         self._loop = asyncio.get_running_loop()
-        self._closed = False
-        self._queue = asyncio.Queue()
-        self._writer_task = asyncio.create_task(self._writer_loop(), name="hatang-store-writer")
+        self._start_writer()
 
     async def _migrate(self, conn: Connection) -> None:
         async with conn.transaction():
@@ -286,12 +242,8 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
-        if self._closed:
+        if not await self._stop_writer():
             return
-        self._closed = True
-        self._queue.put_nowait(None)
-        if self._writer_task is not None:
-            await self._writer_task
         if self._writer is not None:
             with contextlib.suppress(*_DB_ERRORS):
                 await self._writer.close(timeout=10)
@@ -303,7 +255,7 @@ class PostgresStore:
 
     async def healthy(self) -> bool:
         """True when the writer runs and the database answers a read."""
-        if self._closed or self._writer_task is None or self._writer_task.done():
+        if not self._writer_running():
             return False
         try:
             await self._read(lambda c: c.fetchval("SELECT MAX(version) FROM schema_version"))
@@ -334,56 +286,16 @@ class PostgresStore:
         except _DB_ERRORS as exc:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
 
-    async def _write(self, apply: Callable[[Connection], Awaitable[T]], size: int = 1) -> T:
-        if self._closed:
-            raise StoreUnavailable("the store is closed")
-        if asyncio.get_running_loop() is not self._loop:
-            return await self._on_own_loop(self._write(apply, size))
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(apply, future, size))
-        # Shielded: a caller that goes away must not cancel a write that may commit.
-        return await asyncio.shield(future)
+    async def _fetch(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        async def read(conn: Connection) -> list[list[Any]]:
+            return [[tuple(r) for r in await conn.fetch(sql, *p)] for sql, p in queries]
 
-    async def _writer_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            ops, size = [first], first.size
-            while size < MAX_GROUP_REPORTS and not self._queue.empty():
-                op = self._queue.get_nowait()
-                if op is None:
-                    stopping = True
-                    break
-                ops.append(op)
-                size += op.size
-            now = self.clock()
-            if now - self._last_prune >= PRUNE_EVERY:
-                self._last_prune = now
-                prune: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                ops.append(_Op(self._prune, prune, 0))
-            started = time.perf_counter()
-            try:
-                results = await self._write_group(ops)
-            except Exception as exc:
-                error = exc if isinstance(exc, StoreError) else StoreUnavailable(str(exc))
-                event(log, logging.ERROR, "store.write_failed", ops=len(ops), error=str(exc))
-                for op in ops:
-                    if not op.future.done():
-                        op.future.set_exception(error)
-                        op.future.exception()  # mark retrieved: callers may be gone
-                continue
-            if self.on_commit is not None:
-                self.on_commit(time.perf_counter() - started, size)
-            for op, result in zip(ops, results, strict=True):
-                if op.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    op.future.set_exception(result)
-                    op.future.exception()
-                else:
-                    op.future.set_result(result)
+        return await self._read(read)
+
+    async def _write(self, apply: Callable[[Connection], Any], size: int = 1) -> Any:
+        if not self._closed and asyncio.get_running_loop() is not self._loop:
+            return await self._on_own_loop(self._write(apply, size))
+        return await super()._write(apply, size)
 
     async def _writer_connection(self) -> Connection:
         """The writer connection, reconnected when the server or the network dropped it."""
@@ -395,7 +307,7 @@ class PostgresStore:
                 raise StoreUnavailable(f"cannot connect to {self.display}: {exc}") from exc
         return self._writer
 
-    async def _write_group(self, ops: list[_Op]) -> list[Any]:
+    async def _run_group(self, ops: list[Op]) -> list[Any]:
         for attempt in range(1, GROUP_RETRIES + 1):
             conn = await self._writer_connection()
             try:
@@ -414,7 +326,7 @@ class PostgresStore:
                 raise StoreUnavailable(f"store write failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def _apply_group(self, conn: Connection, ops: list[_Op]) -> list[Any]:
+    async def _apply_group(self, conn: Connection, ops: list[Op]) -> list[Any]:
         transaction = conn.transaction()
         await transaction.start()
         results: list[Any] = []
@@ -445,60 +357,20 @@ class PostgresStore:
         await conn.execute("DELETE FROM network_hourly WHERE hour < $1", cutoff)
         await conn.execute("DELETE FROM agent_hourly WHERE hour < $1", cutoff)
 
-    def _bucket(self, ts: float) -> int:
-        """Start of the window bucket holding ``ts``."""
-        return int(ts // self.bucket * self.bucket)
-
-    def _day(self, ts: float) -> str:
-        return dt.datetime.fromtimestamp(ts + self.rollup_offset, dt.UTC).date().isoformat()
-
     # -- ingest -----------------------------------------------------------------------
-
-    async def ingest(self, site: str, reports: Sequence[tuple[Report, bytes]]) -> IngestResult:
-        """Store a batch atomically; return once PostgreSQL has committed it."""
-        batch = list(reports)
-        result: IngestResult = await self._write(
-            lambda conn: self._apply_ingest(conn, batch), size=max(1, len(batch))
-        )
-        return result
 
     async def _apply_ingest(
         self, conn: Connection, batch: list[tuple[Report, bytes]]
     ) -> IngestResult:
         received_at = float(self.clock())
         ids = sorted({r.id for r, _ in batch})
-        hashes: dict[str, str] = {
-            row[0]: row[1]
-            for row in await conn.fetch(
-                "SELECT id, content_hash FROM reports WHERE id = ANY($1::text[])", ids
-            )
-        }
-        candidates: list[tuple[Report, str, str, float, float]] = []
-        duplicates = conflicts = 0
-        for report, body in batch:
-            digest = hashlib.sha256(body).hexdigest()
-            known = hashes.get(report.id)
-            if known is not None:
-                if known == digest:
-                    duplicates += 1
-                else:
-                    conflicts += 1
-                continue
-            hashes[report.id] = digest
-            observed = _ts(report.observed_at)
-            effective = observed
-            if observed > received_at + self.max_future:
-                effective = received_at
-            candidates.append((report, body.decode("utf-8"), digest, observed, effective))
-        if not candidates:
-            return IngestResult(0, duplicates, conflicts, 0)
-        rows = sorted(
-            (
-                (r.id, r.site, r.agent_id, r.seq, obs, eff, received_at, digest, text)
-                for r, text, digest, obs, eff in candidates
-            ),
-            key=lambda row: row[0],
+        stored = await conn.fetch(
+            "SELECT id, content_hash FROM reports WHERE id = ANY($1::text[])", ids
         )
+        found = triage(batch, {r[0]: r[1] for r in stored}, received_at, self.max_future)
+        if not found.accepted:
+            return IngestResult(0, found.duplicates, found.conflicts, 0)
+        rows = sorted((a.row(received_at) for a in found.accepted), key=lambda row: row[0])
         inserted = {
             row[0]
             for row in await conn.fetch(
@@ -509,75 +381,36 @@ class PostgresStore:
                 *_columns(rows, 9),
             )
         }
-        accepted: list[tuple[Report, float, float]] = []
-        lost: list[tuple[str, str]] = []
-        for report, _text, digest, observed, effective in candidates:
-            if report.id in inserted:
-                accepted.append((report, observed, effective))
-            else:
-                lost.append((report.id, digest))
+        accepted = [a for a in found.accepted if a.report.id in inserted]
+        lost = [a for a in found.accepted if a.report.id not in inserted]
         if lost:  # another replica stored these ids between our check and our insert
-            stored = {
-                row[0]: row[1]
-                for row in await conn.fetch(
-                    "SELECT id, content_hash FROM reports WHERE id = ANY($1::text[])",
-                    [i for i, _ in lost],
-                )
-            }
-            for report_id, digest in lost:
-                if stored.get(report_id) == digest:
-                    duplicates += 1
-                else:
-                    conflicts += 1
-        skewed = sum(1 for _r, observed, effective in accepted if effective != observed)
-        if accepted:
-            await self._update_agents(conn, accepted, received_at)
-            await self._update_sections(conn, accepted)
-            await self._update_buckets(conn, accepted)
-        return IngestResult(len(accepted), duplicates, conflicts, skewed)
-
-    async def _update_agents(
-        self, conn: Connection, accepted: list[tuple[Report, float, float]], received_at: float
-    ) -> None:
-        agents: dict[tuple[str, str], _AgentRow] = {}
-        for report, observed, effective in accepted:
-            key = (report.site, report.agent_id)
-            row = agents.get(key)
-            if row is None:
-                agents[key] = _AgentRow(
-                    *key,
-                    report.role,
-                    float(report.interval_seconds),
-                    received_at,
-                    effective,
-                    observed,
-                    received_at,
-                    1,
-                    report.spool_dropped,
-                    report.id,
-                )
-                continue
-            row.reports_received += 1
-            if effective >= row.last_effective_at:
-                row.role, row.interval_seconds = report.role, float(report.interval_seconds)
-                row.last_effective_at, row.last_observed_at = effective, observed
-                row.spool_dropped, row.latest_report_id = report.spool_dropped, report.id
-        rows = [
-            (
-                r.site,
-                r.agent_id,
-                r.role,
-                r.interval_seconds,
-                r.first_seen,
-                r.last_effective_at,
-                r.last_observed_at,
-                r.last_received_at,
-                r.reports_received,
-                r.spool_dropped,
-                r.latest_report_id,
+            stored = await conn.fetch(
+                "SELECT id, content_hash FROM reports WHERE id = ANY($1::text[])",
+                [a.report.id for a in lost],
             )
-            for _, r in sorted(agents.items())
-        ]
+            hashes = {r[0]: r[1] for r in stored}
+            for a in lost:
+                found.count_stored(a.digest, hashes.get(a.report.id))
+        skewed = sum(a.skewed for a in accepted)
+        if accepted:
+            await self._update_agents(conn, [r.values() for r in agent_rows(accepted, received_at)])
+            sections = section_rows(accepted)
+            if sections:
+                await conn.execute(
+                    "INSERT INTO agent_sections (site, agent_id, section, effective_at, body)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[],"
+                    " $5::text[]) ON CONFLICT (site, agent_id, section) DO UPDATE SET"
+                    " effective_at = excluded.effective_at, body = excluded.body"
+                    " WHERE excluded.effective_at >= agent_sections.effective_at",
+                    *_columns(sections, 5),
+                )
+            await self._update_rollups(conn, rollups(accepted, self.bucket, self.rollup_offset))
+        return IngestResult(len(accepted), found.duplicates, found.conflicts, skewed)
+
+    @staticmethod
+    async def _update_agents(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        # The merge of ``AgentRow.merged_into``, done by the upsert so that replicas
+        # writing the same agent at once cannot lose each other's counts.
         newer = "excluded.last_effective_at >= agents.last_effective_at"
         latest = ", ".join(
             f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE agents.{c} END"
@@ -603,82 +436,25 @@ class PostgresStore:
             *_columns(rows, 11),
         )
 
-    async def _update_sections(
-        self, conn: Connection, accepted: list[tuple[Report, float, float]]
-    ) -> None:
-        newest: dict[tuple[str, str, str], tuple[float, Any]] = {}
-        for report, _observed, effective in accepted:
-            for name in _SECTIONS:
-                value = getattr(report, name)
-                if value is None:
-                    continue
-                key = (report.site, report.agent_id, name)
-                held = newest.get(key)
-                if held is None or effective >= held[0]:
-                    newest[key] = (effective, value)
-        rows = [
-            (site, agent_id, name, effective, _encoder.encode(value).decode())
-            for (site, agent_id, name), (effective, value) in sorted(
-                newest.items(), key=lambda item: item[0]
-            )
-        ]
-        if rows:
-            await conn.execute(
-                "INSERT INTO agent_sections (site, agent_id, section, effective_at, body)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[],"
-                " $5::text[]) ON CONFLICT (site, agent_id, section) DO UPDATE SET"
-                " effective_at = excluded.effective_at, body = excluded.body"
-                " WHERE excluded.effective_at >= agent_sections.effective_at",
-                *_columns(rows, 5),
-            )
-
-    async def _update_buckets(
-        self, conn: Connection, accepted: list[tuple[Report, float, float]]
-    ) -> None:
-        hourly: dict[tuple[str, str, str, int], list[int]] = {}
-        reports_hourly: dict[tuple[str, str, int], int] = {}
-        daily: dict[tuple[str, str, str, str], list[float]] = {}
-        hosts: dict[tuple[str, str, str], _HostDay] = {}
-        for report, _observed, effective in accepted:
-            hour = self._bucket(effective)
-            day = self._day(effective)
-            key_r = (report.site, report.agent_id, hour)
-            reports_hourly[key_r] = reports_hourly.get(key_r, 0) + 1
-            for network in NETWORK_CLASSES:
-                status = report.networks.get(network)
-                if not status.configured or status.up is None:
-                    continue
-                up = 1 if status.up else 0
-                bucket = hourly.setdefault((report.site, report.agent_id, network, hour), [0, 0])
-                bucket[0] += 1
-                bucket[1] += up
-                d = daily.setdefault((day, report.site, report.agent_id, network), [0, 0, 0.0])
-                d[0] += 1
-                d[1] += up
-                d[2] += report.interval_seconds * up
-            host = hosts.setdefault((day, report.site, report.agent_id), _HostDay())
-            host.reports += 1
-            if report.host is not None and effective >= host._hostname_at:
-                host.hostname, host._hostname_at = report.host.hostname, effective
-            if report.antivirus is not None and (host.av_at is None or effective >= host.av_at):
-                host.av_state, host.av_at = report.antivirus.state, effective
-        if hourly:
+    @staticmethod
+    async def _update_rollups(conn: Connection, add: Rollups) -> None:
+        if add.network_hourly:
             await conn.execute(
                 "INSERT INTO network_hourly (site, agent_id, network, hour, checks, up_checks)"
                 " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],"
                 " $5::int8[], $6::int8[]) ON CONFLICT (site, agent_id, network, hour)"
                 " DO UPDATE SET checks = network_hourly.checks + excluded.checks,"
                 " up_checks = network_hourly.up_checks + excluded.up_checks",
-                *_columns([(*k, v[0], v[1]) for k, v in sorted(hourly.items())], 6),
+                *_columns(add.network_hourly, 6),
             )
         await conn.execute(
             "INSERT INTO agent_hourly (site, agent_id, hour, reports)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])"
             " ON CONFLICT (site, agent_id, hour) DO UPDATE"
             " SET reports = agent_hourly.reports + excluded.reports",
-            *_columns([(*k, v) for k, v in sorted(reports_hourly.items())], 4),
+            *_columns(add.agent_hourly, 4),
         )
-        if daily:
+        if add.network_daily:
             await conn.execute(
                 "INSERT INTO network_daily (day, site, agent_id, network, checks, up_checks,"
                 " seconds_up) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
@@ -687,13 +463,7 @@ class PostgresStore:
                 " SET checks = network_daily.checks + excluded.checks,"
                 " up_checks = network_daily.up_checks + excluded.up_checks,"
                 " seconds_up = LEAST(network_daily.seconds_up + excluded.seconds_up, 86400)",
-                *_columns(
-                    [
-                        (*k, int(v[0]), int(v[1]), min(float(v[2]), 86400.0))
-                        for k, v in sorted(daily.items())
-                    ],
-                    7,
-                ),
+                *_columns(add.network_daily, 7),
             )
         # The newest antivirus state of the day wins; a batch without one keeps the stored.
         av_newer = (
@@ -713,10 +483,7 @@ class PostgresStore:
             f" antivirus_effective_at = CASE WHEN {av_newer} THEN excluded.antivirus_effective_at"
             " ELSE host_daily.antivirus_effective_at END",
             *_columns(
-                [
-                    (*k, h.hostname, h.reports, h.av_state, h.av_at)
-                    for k, h in sorted(hosts.items(), key=lambda item: item[0])
-                ],
+                [(*k, h.hostname, h.reports, h.av_state, h.av_at) for k, h in add.host_daily],
                 7,
             ),
         )
@@ -742,18 +509,8 @@ class PostgresStore:
                 if created is not None:
                     return token_id, token
 
-        return await self._write(apply)
-
-    @staticmethod
-    def _token(row: Sequence[Any]) -> TokenRecord:
-        return TokenRecord(
-            token_id=row[0],
-            site=row[1],
-            created_at=_dt_req(row[2]),
-            revoked_at=_dt(row[3]),
-            last_used_at=_dt(row[4]),
-            note=row[5],
-        )
+        made: tuple[str, str] = await self._write(apply)
+        return made
 
     async def lookup_token(self, token: str) -> TokenRecord | None:
         """Find a token by its hash (revoked ones too: the caller tells 401 from 403)."""
@@ -765,17 +522,7 @@ class PostgresStore:
                 digest,
             )
         )
-        return None if row is None else self._token(row)
-
-    async def list_tokens(self) -> list[TokenRecord]:
-        """Every token, oldest first (never the secret: it is not stored)."""
-        rows = await self._read(
-            lambda c: c.fetch(
-                "SELECT token_id, site, created_at, revoked_at, last_used_at, note"
-                ' FROM tokens ORDER BY created_at, token_id COLLATE "C"'
-            )
-        )
-        return [self._token(r) for r in rows]
+        return None if row is None else token_record(row)
 
     async def revoke_token(self, token_id: str) -> bool:
         """Revoke a token; False when no token has that id. Revoking twice is harmless."""
@@ -788,12 +535,13 @@ class PostgresStore:
             )
             return bool(status != "UPDATE 0")
 
-        return await self._write(apply)
+        found: bool = await self._write(apply)
+        return found
 
     async def touch_tokens(self, last_used: dict[str, dt.datetime]) -> None:
         """Record last use of tokens (moves only forward)."""
         ids = sorted(last_used)
-        times = [_ts(last_used[i]) for i in ids]
+        times = [to_unix(last_used[i]) for i in ids]
 
         async def apply(conn: Connection) -> None:
             await conn.execute(
@@ -809,108 +557,18 @@ class PostgresStore:
 
     # -- reads for indicators, metrics and evidence ------------------------------------
 
-    async def agent_states(self) -> AgentStates:
-        """The latest state of every agent, sections filled from their newest reports
-        (rows that do not decode are logged and skipped, see ``assemble_agent_states``)."""
-
-        async def read(conn: Connection) -> tuple[list[Any], list[Any]]:
-            agents = await conn.fetch(
-                "SELECT a.site, a.agent_id, a.role, a.interval_seconds, a.first_seen,"
-                " a.last_observed_at, a.last_received_at, a.reports_received, a.spool_dropped,"
-                " r.body FROM agents a JOIN reports r ON r.id = a.latest_report_id"
-                ' ORDER BY a.site COLLATE "C", a.agent_id COLLATE "C"'
-            )
-            sections = await conn.fetch("SELECT site, agent_id, section, body FROM agent_sections")
-            return [tuple(r) for r in agents], [tuple(r) for r in sections]
-
-        agents, sections = await self._read(read)
-        return assemble_agent_states(agents, sections, _SECTIONS)
-
-    async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]:
-        """Checks per (site, network) since ``since`` (bucket-aligned, see the Protocol)."""
-        hour = self._bucket(_ts(since))
-        rows = await self._read(
-            lambda c: c.fetch(
-                "SELECT site, network, SUM(checks), SUM(up_checks) FROM network_hourly"
-                " WHERE hour >= $1 GROUP BY site, network"
-                ' ORDER BY site COLLATE "C", network COLLATE "C"',
-                hour,
-            )
-        )
-        return [NetworkWindow(s, n, int(c), int(u)) for s, n, c, u in (tuple(r) for r in rows)]
-
-    async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]:
-        """Checks per (site, agent, network) since ``since`` (bucket-aligned)."""
-        hour = self._bucket(_ts(since))
-        rows = await self._read(
-            lambda c: c.fetch(
-                "SELECT site, agent_id, network, SUM(checks), SUM(up_checks) FROM network_hourly"
-                " WHERE hour >= $1 GROUP BY site, agent_id, network"
-                ' ORDER BY site COLLATE "C", agent_id COLLATE "C", network COLLATE "C"',
-                hour,
-            )
-        )
-        return [
-            AgentNetworkWindow(s, a, n, int(c), int(u))
-            for s, a, n, c, u in (tuple(r) for r in rows)
-        ]
-
-    async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]:
-        """Reports per (site, agent_id) observed since ``since`` (late ones included)."""
-        hour = self._bucket(_ts(since))
-        rows = await self._read(
-            lambda c: c.fetch(
-                "SELECT site, agent_id, SUM(reports) FROM agent_hourly WHERE hour >= $1"
-                " GROUP BY site, agent_id",
-                hour,
-            )
-        )
-        return {(s, a): int(n) for s, a, n in (tuple(r) for r in rows)}
-
-    async def daily_networks(self, start: dt.date, end: dt.date) -> list[DailyNetwork]:
-        """Daily network roll-ups with ``start <= day < end``."""
-        rows = await self._read(
-            lambda c: c.fetch(
-                "SELECT day, site, agent_id, network, checks, up_checks, seconds_up"
-                ' FROM network_daily WHERE day >= $1 AND day < $2 ORDER BY day COLLATE "C",'
-                ' site COLLATE "C", agent_id COLLATE "C", network COLLATE "C"',
-                start.isoformat(),
-                end.isoformat(),
-            )
-        )
-        return [
-            DailyNetwork(dt.date.fromisoformat(d), s, a, n, int(c), int(u), float(sec))
-            for d, s, a, n, c, u, sec in (tuple(r) for r in rows)
-        ]
-
-    async def daily_hosts(self, start: dt.date, end: dt.date) -> list[DailyHost]:
-        """Daily per-host roll-ups with ``start <= day < end``."""
-        rows = await self._read(
-            lambda c: c.fetch(
-                "SELECT day, site, agent_id, hostname, reports, antivirus_state"
-                " FROM host_daily WHERE day >= $1 AND day < $2"
-                ' ORDER BY day COLLATE "C", site COLLATE "C", agent_id COLLATE "C"',
-                start.isoformat(),
-                end.isoformat(),
-            )
-        )
-        return [
-            DailyHost(dt.date.fromisoformat(d), s, a, h, int(n), av)
-            for d, s, a, h, n, av in (tuple(r) for r in rows)
-        ]
-
     async def reports(
         self, site: str | None, start: dt.datetime, end: dt.datetime
     ) -> AsyncIterator[Report]:
         """Stored reports with ``start <= observed_at < end``, oldest first, paged."""
-        after: tuple[float, str] = (_ts(start), "")
-        end_ts = _ts(end)
+        after: tuple[float, str] = (to_unix(start), "")
+        end_ts = to_unix(end)
         site_clause = "" if site is None else " AND site = $4"
         sql = (
             "SELECT observed_at, id, body FROM reports"  # noqa: S608 - fixed clauses only
             ' WHERE (observed_at > $1 OR (observed_at = $1 AND id COLLATE "C" > $2))'
             f" AND observed_at < $3{site_clause}"
-            ' ORDER BY observed_at, id COLLATE "C" LIMIT 500'
+            f' ORDER BY observed_at, id COLLATE "C" LIMIT {PAGE_SIZE}'
         )
         while True:
             params: list[Any] = [after[0], after[1], end_ts]
@@ -923,14 +581,9 @@ class PostgresStore:
             rows = await self._read(page)
             for row in rows:
                 yield decode_report(row[2].encode("utf-8"))
-            if len(rows) < 500:
+            if len(rows) < PAGE_SIZE:
                 return
             after = (rows[-1][0], rows[-1][1])
-
-    async def report_count(self) -> int:
-        """How many reports are stored."""
-        count = await self._read(lambda c: c.fetchval("SELECT COUNT(*) FROM reports"))
-        return int(count)
 
     async def record_rejections(self, counts: dict[str, int]) -> None:
         """Add to the persistent rejected-request counters."""
@@ -947,60 +600,26 @@ class PostgresStore:
         if rows:
             await self._write(apply)
 
-    async def rejection_counts(self) -> dict[str, int]:
-        """Rejected requests by reason since the store was created."""
-        rows = await self._read(lambda c: c.fetch("SELECT reason, count FROM rejections"))
-        return {r: int(n) for r, n in (tuple(x) for x in rows)}
-
     async def digest(self) -> str:
         """SHA-256 over every stored row except operational bookkeeping."""
         return await self._read(_digest)
 
 
-# What ``digest`` covers: the same rows, columns and order as the SQLite store, so equal
-# content gives an equal digest on both backends.
-_DIGEST_TABLES: Final = {
-    "reports": "SELECT id, site, agent_id, seq, observed_at, effective_at, received_at,"
-    ' content_hash FROM reports ORDER BY id COLLATE "C"',
-    "agents": 'SELECT * FROM agents ORDER BY site COLLATE "C", agent_id COLLATE "C"',
-    "agent_sections": 'SELECT * FROM agent_sections ORDER BY site COLLATE "C",'
-    ' agent_id COLLATE "C", section COLLATE "C"',
-    "network_hourly": 'SELECT * FROM network_hourly ORDER BY site COLLATE "C",'
-    ' agent_id COLLATE "C", network COLLATE "C", hour',
-    "agent_hourly": 'SELECT * FROM agent_hourly ORDER BY site COLLATE "C",'
-    ' agent_id COLLATE "C", hour',
-    "network_daily": 'SELECT * FROM network_daily ORDER BY day COLLATE "C", site COLLATE "C",'
-    ' agent_id COLLATE "C", network COLLATE "C"',
-    "host_daily": 'SELECT * FROM host_daily ORDER BY day COLLATE "C", site COLLATE "C",'
-    ' agent_id COLLATE "C"',
-    "tokens": "SELECT token_id, token_hash, site, created_at, revoked_at, note"
-    ' FROM tokens ORDER BY token_id COLLATE "C"',
-}
+# The same rows, columns and order as the SQLite store, so equal content gives an equal
+# digest on both backends.
+_DIGEST_QUERIES: Final = digest_queries(' COLLATE "C"')
 
 
 async def _digest(conn: Connection) -> str:
-    h = hashlib.sha256()
-    for name, sql in _DIGEST_TABLES.items():
-        h.update(f"\x00{name}\x00".encode())
+    digest = ContentDigest()
+    for name, sql in _DIGEST_QUERIES.items():
+        digest.table(name)
         async for row in conn.cursor(sql, prefetch=1000):
-            h.update(repr(tuple(row)).encode())
-            h.update(b"\n")
-    return h.hexdigest()
+            digest.row(row)
+    return digest.hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class DatabaseCheck:
-    """What ``hatang-collector store verify`` found in a PostgreSQL database."""
-
-    url: str  # redacted
-    problems: list[str]
-    schema_version: int | None = None
-    reports: int | None = None
-    digest: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+DatabaseCheck = Check  # what ``verify_database`` answers (``where``: the redacted url)
 
 
 async def verify_database(url: str, *, connect_timeout: float = 10.0) -> DatabaseCheck:
@@ -1023,7 +642,7 @@ async def verify_database(url: str, *, connect_timeout: float = 10.0) -> Databas
                     " WHERE table_schema = current_schema()"
                 )
             }
-            missing = sorted({"schema_version", *_DIGEST_TABLES} - tables)
+            missing = sorted({"schema_version", *DIGEST_TABLE_NAMES} - tables)
             if missing:
                 return DatabaseCheck(
                     shown, [f"not a hatang store: missing tables {', '.join(missing)}"]

@@ -16,79 +16,57 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, TypeVar
-
-import msgspec
+from typing import Any, ClassVar, Final, TypeVar
 
 from agent.log import event
-from agent.report import (
-    NETWORK_CLASSES,
-    AntivirusStatus,
-    FirewallStatus,
-    HostInventory,
-    LanHosts,
-    Report,
-    SnmpDevice,
-    decode_report,
-)
+from agent.report import Report, decode_report
 from collector.store import (
-    AgentNetworkWindow,
-    AgentStates,
-    DailyHost,
-    DailyNetwork,
     IngestResult,
-    NetworkWindow,
     StoreError,
     StoreUnavailable,
     TokenRecord,
-    assemble_agent_states,
     hash_token,
     new_token,
+    to_unix,
+    token_record,
+)
+from collector.store.base import (
+    DIGEST_TABLE_NAMES,
+    PAGE_SIZE,
+    Check,
+    ContentDigest,
+    GroupCommitStore,
+    Op,
+    digest_queries,
+)
+from collector.store.ingest import (
+    AgentRow,
+    HostDay,
+    Rollups,
+    agent_rows,
+    rollups,
+    section_rows,
+    triage,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_GROUP_REPORTS: Final = 20_000  # one transaction never grows beyond this many reports
-PRUNE_EVERY: Final = 3600.0
 CHECKPOINT_EVERY: Final = 1.0  # seconds between background WAL checkpoints (after commits)
 WRITER_CHECKPOINT_PAGES: Final = 16384  # the writer checkpoints itself past this WAL size
 WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a reset
 WRITER_CACHE_KIB: Final = 16384  # page cache of the writer connection (indexes stay hot)
 TOKENS_MAX_AGE: Final = 60.0  # reload the token table at least this often (edits by hand)
-_SECTIONS: Final[dict[str, Any]] = {
-    "host": HostInventory,
-    "antivirus": AntivirusStatus,
-    "firewall": FirewallStatus,
-    "lan_hosts": LanHosts,
-    "snmp": list[SnmpDevice],
-}
-_encoder = msgspec.json.Encoder()
-
-
-def _ts(value: dt.datetime) -> float:
-    if value.tzinfo is None:  # reports are always aware; be safe for callers
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
-
-
-def _dt(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
-
-
-def _dt_req(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.UTC)
+StoreCheck = Check  # what ``verify_file`` answers (``where`` is the file's path)
 
 
 def _tokens_changed(conn: sqlite3.Connection) -> None:
@@ -125,45 +103,34 @@ def _statements(sql: str) -> Iterable[str]:
         yield buffer.strip()
 
 
-@dataclass(slots=True)
-class _Op:
-    """One queued write: a function of the writer connection, and who waits for it."""
-
-    apply: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future[Any]
-    size: int = 1
-
-
-@dataclass(slots=True)
-class _AgentRow:
-    site: str
-    agent_id: str
-    role: str
-    interval_seconds: float
-    first_seen: float
-    last_effective_at: float
-    last_observed_at: float
-    last_received_at: float
-    reports_received: int
-    spool_dropped: int
-    latest_report_id: str
-
-
-@dataclass(slots=True)
-class _HostDay:
-    hostname: str | None = None
-    reports: int = 0
-    av_state: str | None = None
-    av_at: float | None = None
-    _hostname_at: float = field(default=-1.0)
-
-
-class SQLiteStore:
+class SQLiteStore(GroupCommitStore):
     """The default store (see the module docstring for the concurrency design)."""
 
     # Reads run in the store's own threads, so any event loop may await them (the
     # snapshot is refreshed from a loop in a thread of its own, see collector.app).
     reads_from_any_loop: Final = True
+    SQL: ClassVar = {
+        "agent_states.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
+        " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
+        " a.spool_dropped, r.body FROM agents a JOIN reports r ON r.id = a.latest_report_id"
+        " ORDER BY a.site, a.agent_id",
+        "agent_states.sections": "SELECT site, agent_id, section, body FROM agent_sections",
+        "network_windows": "SELECT site, network, SUM(checks), SUM(up_checks)"
+        " FROM network_hourly WHERE hour >= ? GROUP BY site, network ORDER BY site, network",
+        "agent_network_windows": "SELECT site, agent_id, network, SUM(checks),"
+        " SUM(up_checks) FROM network_hourly WHERE hour >= ?"
+        " GROUP BY site, agent_id, network ORDER BY site, agent_id, network",
+        "received_counts": "SELECT site, agent_id, SUM(reports) FROM agent_hourly"
+        " WHERE hour >= ? GROUP BY site, agent_id",
+        "daily_networks": "SELECT day, site, agent_id, network, checks, up_checks, seconds_up"
+        " FROM network_daily WHERE day >= ? AND day < ? ORDER BY day, site, agent_id, network",
+        "daily_hosts": "SELECT day, site, agent_id, hostname, reports, antivirus_state"
+        " FROM host_daily WHERE day >= ? AND day < ? ORDER BY day, site, agent_id",
+        "list_tokens": "SELECT token_id, site, created_at, revoked_at, last_used_at, note"
+        " FROM tokens ORDER BY created_at, token_id",
+        "report_count": "SELECT COUNT(*) FROM reports",
+        "rejection_counts": "SELECT reason, count FROM rejections",
+    }
 
     def __init__(
         self,
@@ -176,30 +143,21 @@ class SQLiteStore:
         clock: Callable[[], float] = time.time,
         bucket_seconds: float = 3600.0,
     ) -> None:
-        if not 1 <= bucket_seconds <= 3600 or 3600 % bucket_seconds:
-            raise ValueError(f"bucket_seconds must divide 3600, got {bucket_seconds}")
+        super().__init__(
+            busy_timeout=busy_timeout,
+            max_future=max_future,
+            hourly_retention=hourly_retention,
+            rollup_utc_offset_hours=rollup_utc_offset_hours,
+            clock=clock,
+            bucket_seconds=bucket_seconds,
+        )
         self.path = Path(path)
-        # Width of the window buckets (the ``hour`` columns hold each bucket's start).
-        # Widths dividing an hour keep every bucket inside one hour, so a store whose
-        # width was changed still sums windows correctly.
-        self.bucket = int(bucket_seconds)
-        self.busy_timeout = busy_timeout
-        self.max_future = max_future
-        self.hourly_retention = hourly_retention
-        self.rollup_offset = rollup_utc_offset_hours * 3600.0
-        self.clock = clock
-        # Called on the event loop after each group commit with (seconds, reports).
-        self.on_commit: Callable[[float, int], None] | None = None
-        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
         self._writer_exec: ThreadPoolExecutor | None = None
         self._reader_exec: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._closed = True
-        self._last_prune = 0.0
         # Tokens, by SHA-256: checked on the event loop without a thread hop. The table is
         # reloaded when the tokens-changed counter (``PRAGMA user_version``, bumped in the
         # same transaction as every token change, by any process) differs from the one it
@@ -296,9 +254,7 @@ class SQLiteStore:
         except BaseException:
             self._shutdown_executors()
             raise
-        self._closed = False
-        self._queue = asyncio.Queue()
-        self._writer_task = asyncio.create_task(self._writer_loop(), name="hatang-store-writer")
+        self._start_writer()
 
     def _shutdown_executors(self) -> None:
         for executor in (self._writer_exec, self._reader_exec, self._checkpoint_exec):
@@ -308,12 +264,8 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
-        if self._closed:
+        if not await self._stop_writer():
             return
-        self._closed = True
-        self._queue.put_nowait(None)
-        if self._writer_task is not None:
-            await self._writer_task
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown_executors)
         with self._lock:
@@ -326,7 +278,7 @@ class SQLiteStore:
 
     async def healthy(self) -> bool:
         """True when the writer runs and the database answers a read."""
-        if self._closed or self._writer_task is None or self._writer_task.done():
+        if not self._writer_running():
             return False
         try:
             await self._read(lambda c: c.execute("SELECT MAX(version) FROM schema_version"))
@@ -363,56 +315,15 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
 
-    async def _write(self, apply: Callable[[sqlite3.Connection], T], size: int = 1) -> T:
-        if self._closed:
-            raise StoreUnavailable("the store is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(apply, future, size))
-        # Shielded: a caller that goes away must not cancel a write that may commit.
-        return await asyncio.shield(future)
+    async def _fetch(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        return await self._read(lambda c: [c.execute(sql, p).fetchall() for sql, p in queries])
 
-    async def _writer_loop(self) -> None:
+    async def _run_group(self, ops: list[Op]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            ops, size = [first], first.size
-            while size < MAX_GROUP_REPORTS and not self._queue.empty():
-                op = self._queue.get_nowait()
-                if op is None:
-                    stopping = True
-                    break
-                ops.append(op)
-                size += op.size
-            now = self.clock()
-            if now - self._last_prune >= PRUNE_EVERY:
-                self._last_prune = now
-                prune: asyncio.Future[Any] = loop.create_future()
-                ops.append(_Op(self._prune, prune, 0))
-            started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._writer_exec, self._write_group, ops)
-            except Exception as exc:
-                error = exc if isinstance(exc, StoreError) else StoreUnavailable(str(exc))
-                event(log, logging.ERROR, "store.write_failed", ops=len(ops), error=str(exc))
-                for op in ops:
-                    if not op.future.done():
-                        op.future.set_exception(error)
-                        op.future.exception()  # mark retrieved: callers may be gone
-                continue
-            if self.on_commit is not None:
-                self.on_commit(time.perf_counter() - started, size)
-            self._maybe_checkpoint(loop)
-            for op, result in zip(ops, results, strict=True):
-                if op.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    op.future.set_exception(result)
-                    op.future.exception()
-                else:
-                    op.future.set_result(result)
+        return await loop.run_in_executor(self._writer_exec, self._write_group, ops)
+
+    def _after_commit(self) -> None:
+        self._maybe_checkpoint(asyncio.get_running_loop())
 
     def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start a background checkpoint after commits, at most every CHECKPOINT_EVERY."""
@@ -440,7 +351,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:  # the writer's own checkpoint is the fallback
             event(log, logging.WARNING, "store.checkpoint_failed", error=str(exc)[:300])
 
-    def _write_group(self, ops: list[_Op]) -> list[Any]:
+    def _write_group(self, ops: list[Op]) -> list[Any]:
         conn = self._writer
         if conn is None:
             raise StoreUnavailable("the store is closed")
@@ -480,123 +391,53 @@ class SQLiteStore:
         conn.execute("DELETE FROM network_hourly WHERE hour < ?", (cutoff,))
         conn.execute("DELETE FROM agent_hourly WHERE hour < ?", (cutoff,))
 
-    def _bucket(self, ts: float) -> int:
-        """Start of the window bucket holding ``ts``."""
-        return int(ts // self.bucket * self.bucket)
-
-    def _day(self, ts: float) -> str:
-        return dt.datetime.fromtimestamp(ts + self.rollup_offset, dt.UTC).date().isoformat()
-
     # -- ingest -----------------------------------------------------------------------
-
-    async def ingest(self, site: str, reports: Sequence[tuple[Report, bytes]]) -> IngestResult:
-        """Store a batch atomically; return once it is committed with synchronous=FULL."""
-        batch = list(reports)
-        result: IngestResult = await self._write(
-            lambda conn: self._apply_ingest(conn, batch), size=max(1, len(batch))
-        )
-        return result
 
     def _apply_ingest(
         self, conn: sqlite3.Connection, batch: list[tuple[Report, bytes]]
     ) -> IngestResult:
         received_at = self.clock()
-        hashes: dict[str, str] = {}
+        stored: dict[str, str] = {}
         ids = list({r.id for r, _ in batch})
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            hashes.update(
+            stored.update(
                 conn.execute(
                     f"SELECT id, content_hash FROM reports WHERE id IN ({marks})",  # noqa: S608
                     chunk,
                 ).fetchall()
             )
-        accepted: list[tuple[Report, str, float, float]] = []
-        duplicates = conflicts = skewed = 0
-        rows = []
-        for report, body in batch:
-            text = body.decode("utf-8")
-            digest = hashlib.sha256(body).hexdigest()
-            known = hashes.get(report.id)
-            if known is not None:
-                if known == digest:
-                    duplicates += 1
-                else:
-                    conflicts += 1
-                continue
-            hashes[report.id] = digest
-            observed = _ts(report.observed_at)
-            effective = observed
-            if observed > received_at + self.max_future:
-                effective, skewed = received_at, skewed + 1
-            accepted.append((report, text, observed, effective))
-            rows.append(
-                (
-                    report.id,
-                    report.site,
-                    report.agent_id,
-                    report.seq,
-                    observed,
-                    effective,
-                    received_at,
-                    digest,
-                    text,
-                )
-            )
-        if rows:
+        found = triage(batch, stored, received_at, self.max_future)
+        accepted = found.accepted
+        if accepted:
             conn.executemany(
                 "INSERT INTO reports (id, site, agent_id, seq, observed_at, effective_at,"
                 " received_at, content_hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                [a.row(received_at) for a in accepted],
             )
-            self._update_agents(conn, accepted, received_at)
-            self._update_sections(conn, accepted)
-            self._update_buckets(conn, accepted)
-        return IngestResult(len(rows), duplicates, conflicts, skewed)
+            self._update_agents(conn, agent_rows(accepted, received_at))
+            self._update_sections(conn, section_rows(accepted))
+            self._update_rollups(conn, rollups(accepted, self.bucket, self.rollup_offset))
+        skewed = sum(a.skewed for a in accepted)
+        return IngestResult(len(accepted), found.duplicates, found.conflicts, skewed)
 
-    def _update_agents(
-        self,
-        conn: sqlite3.Connection,
-        accepted: list[tuple[Report, str, float, float]],
-        received_at: float,
-    ) -> None:
-        agents: dict[tuple[str, str], _AgentRow] = {}
-        for report, _text, observed, effective in accepted:
-            key = (report.site, report.agent_id)
-            row = agents.get(key)
-            if row is None:
-                found = conn.execute(
-                    "SELECT role, interval_seconds, first_seen, last_effective_at,"
-                    " last_observed_at, last_received_at, reports_received, spool_dropped,"
-                    " latest_report_id FROM agents WHERE site = ? AND agent_id = ?",
-                    key,
-                ).fetchone()
-                if found is None:
-                    row = _AgentRow(
-                        *key,
-                        report.role,
-                        report.interval_seconds,
-                        received_at,
-                        effective,
-                        observed,
-                        received_at,
-                        0,
-                        report.spool_dropped,
-                        report.id,
-                    )
-                else:
-                    row = _AgentRow(*key, *found)
-                agents[key] = row
-                if found is None:
-                    row.reports_received = 1
-                    continue
-            row.reports_received += 1
-            row.last_received_at = received_at
-            if effective >= row.last_effective_at:
-                row.role, row.interval_seconds = report.role, report.interval_seconds
-                row.last_effective_at, row.last_observed_at = effective, observed
-                row.spool_dropped, row.latest_report_id = report.spool_dropped, report.id
+    @staticmethod
+    def _update_agents(conn: sqlite3.Connection, batch: list[AgentRow]) -> None:
+        rows = []
+        for row in batch:
+            stored = conn.execute(
+                "SELECT role, interval_seconds, first_seen, last_effective_at,"
+                " last_observed_at, last_received_at, reports_received, spool_dropped,"
+                " latest_report_id FROM agents WHERE site = ? AND agent_id = ?",
+                (row.site, row.agent_id),
+            ).fetchone()
+            merged = (
+                row
+                if stored is None
+                else row.merged_into(AgentRow(row.site, row.agent_id, *stored))
+            )
+            rows.append(merged.values())
         conn.executemany(
             "INSERT INTO agents (site, agent_id, role, interval_seconds, first_seen,"
             " last_effective_at, last_observed_at, last_received_at, reports_received,"
@@ -609,46 +450,22 @@ class SQLiteStore:
             " reports_received = excluded.reports_received,"
             " spool_dropped = excluded.spool_dropped,"
             " latest_report_id = excluded.latest_report_id",
-            [
-                (
-                    r.site,
-                    r.agent_id,
-                    r.role,
-                    r.interval_seconds,
-                    r.first_seen,
-                    r.last_effective_at,
-                    r.last_observed_at,
-                    r.last_received_at,
-                    r.reports_received,
-                    r.spool_dropped,
-                    r.latest_report_id,
-                )
-                for r in agents.values()
-            ],
+            rows,
         )
 
+    @staticmethod
     def _update_sections(
-        self, conn: sqlite3.Connection, accepted: list[tuple[Report, str, float, float]]
+        conn: sqlite3.Connection, batch: list[tuple[str, str, str, float, str]]
     ) -> None:
-        newest: dict[tuple[str, str, str], tuple[float, Any]] = {}
-        for report, _text, _observed, effective in accepted:
-            for name in _SECTIONS:
-                value = getattr(report, name)
-                if value is None:
-                    continue
-                key = (report.site, report.agent_id, name)
-                held = newest.get(key)
-                if held is None or effective >= held[0]:
-                    newest[key] = (effective, value)
         rows = []
-        for (site, agent_id, name), (effective, value) in newest.items():
-            found = conn.execute(
+        for row in batch:
+            stored = conn.execute(
                 "SELECT effective_at FROM agent_sections"
                 " WHERE site = ? AND agent_id = ? AND section = ?",
-                (site, agent_id, name),
+                row[:3],
             ).fetchone()
-            if found is None or effective >= found[0]:
-                rows.append((site, agent_id, name, effective, _encoder.encode(value).decode()))
+            if stored is None or row[3] >= stored[0]:
+                rows.append(row)
         conn.executemany(
             "INSERT INTO agent_sections (site, agent_id, section, effective_at, body)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, agent_id, section) DO UPDATE SET"
@@ -656,48 +473,20 @@ class SQLiteStore:
             rows,
         )
 
-    def _update_buckets(
-        self, conn: sqlite3.Connection, accepted: list[tuple[Report, str, float, float]]
-    ) -> None:
-        hourly: dict[tuple[str, str, str, int], list[int]] = {}
-        reports_hourly: dict[tuple[str, str, int], int] = {}
-        daily: dict[tuple[str, str, str, str], list[float]] = {}
-        hosts: dict[tuple[str, str, str], _HostDay] = {}
-        for report, _text, _observed, effective in accepted:
-            hour = self._bucket(effective)
-            day = self._day(effective)
-            key_r = (report.site, report.agent_id, hour)
-            reports_hourly[key_r] = reports_hourly.get(key_r, 0) + 1
-            for network in NETWORK_CLASSES:
-                status = report.networks.get(network)
-                if not status.configured or status.up is None:
-                    continue
-                up = 1 if status.up else 0
-                bucket = hourly.setdefault((report.site, report.agent_id, network, hour), [0, 0])
-                bucket[0] += 1
-                bucket[1] += up
-                d = daily.setdefault((day, report.site, report.agent_id, network), [0, 0, 0.0])
-                d[0] += 1
-                d[1] += up
-                d[2] += report.interval_seconds * up
-            host = hosts.setdefault((day, report.site, report.agent_id), _HostDay())
-            host.reports += 1
-            if report.host is not None and effective >= host._hostname_at:
-                host.hostname, host._hostname_at = report.host.hostname, effective
-            if report.antivirus is not None and (host.av_at is None or effective >= host.av_at):
-                host.av_state, host.av_at = report.antivirus.state, effective
+    @staticmethod
+    def _update_rollups(conn: sqlite3.Connection, add: Rollups) -> None:
         conn.executemany(
             "INSERT INTO network_hourly (site, agent_id, network, hour, checks, up_checks)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site, agent_id, network, hour) DO UPDATE"
             " SET checks = network_hourly.checks + excluded.checks,"
             " up_checks = network_hourly.up_checks + excluded.up_checks",
-            [(*k, v[0], v[1]) for k, v in hourly.items()],
+            add.network_hourly,
         )
         conn.executemany(
             "INSERT INTO agent_hourly (site, agent_id, hour, reports) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (site, agent_id, hour) DO UPDATE"
             " SET reports = agent_hourly.reports + excluded.reports",
-            [(*k, v) for k, v in reports_hourly.items()],
+            add.agent_hourly,
         )
         conn.executemany(
             "INSERT INTO network_daily (day, site, agent_id, network, checks, up_checks,"
@@ -707,27 +496,17 @@ class SQLiteStore:
             " up_checks = network_daily.up_checks + excluded.up_checks,"
             " seconds_up = CASE WHEN network_daily.seconds_up + excluded.seconds_up > 86400"
             " THEN 86400 ELSE network_daily.seconds_up + excluded.seconds_up END",
-            [(*k, v[0], v[1], min(v[2], 86400.0)) for k, v in daily.items()],
+            add.network_daily,
         )
-        for (day, site, agent_id), host in hosts.items():
-            found = conn.execute(
-                "SELECT hostname, reports, antivirus_state, antivirus_effective_at"
-                " FROM host_daily WHERE day = ? AND site = ? AND agent_id = ?",
-                (day, site, agent_id),
-            ).fetchone()
-            if found is not None:
-                hostname, reports, av_state, av_at = found
-                host.reports += reports
-                host.hostname = host.hostname or hostname
-                if av_at is not None and (host.av_at is None or av_at > host.av_at):
-                    host.av_state, host.av_at = av_state, av_at
+        for key, host in add.host_daily:
+            _merge_host_day(conn, key, host)
             conn.execute(
                 "INSERT INTO host_daily (day, site, agent_id, hostname, reports,"
                 " antivirus_state, antivirus_effective_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (day, site, agent_id) DO UPDATE SET hostname = excluded.hostname,"
                 " reports = excluded.reports, antivirus_state = excluded.antivirus_state,"
                 " antivirus_effective_at = excluded.antivirus_effective_at",
-                (day, site, agent_id, host.hostname, host.reports, host.av_state, host.av_at),
+                (*key, host.hostname, host.reports, host.av_state, host.av_at),
             )
 
     # -- tokens -----------------------------------------------------------------------
@@ -751,18 +530,8 @@ class SQLiteStore:
             _tokens_changed(conn)
             return token_id, token
 
-        return await self._write(apply)
-
-    @staticmethod
-    def _token(row: Sequence[Any]) -> TokenRecord:
-        return TokenRecord(
-            token_id=row[0],
-            site=row[1],
-            created_at=_dt_req(row[2]),
-            revoked_at=_dt(row[3]),
-            last_used_at=_dt(row[4]),
-            note=row[5],
-        )
+        created: tuple[str, str] = await self._write(apply)
+        return created
 
     async def lookup_token(self, token: str) -> TokenRecord | None:
         """Find a token by its hash (revoked ones too: the caller tells 401 from 403).
@@ -809,20 +578,10 @@ class SQLiteStore:
                 "SELECT token_hash, token_id, site, created_at, revoked_at, last_used_at, note"
                 " FROM tokens"
             ).fetchall()
-            return int(version), {row[0]: self._token(row[1:]) for row in rows}
+            return int(version), {row[0]: token_record(row[1:]) for row in rows}
 
         self._tokens_version, self._tokens = await self._read(read)
         self._tokens_loaded_at = time.monotonic()
-
-    async def list_tokens(self) -> list[TokenRecord]:
-        """Every token, oldest first (never the secret: it is not stored)."""
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT token_id, site, created_at, revoked_at, last_used_at, note"
-                " FROM tokens ORDER BY created_at, token_id"
-            ).fetchall()
-        )
-        return [self._token(r) for r in rows]
 
     async def revoke_token(self, token_id: str) -> bool:
         """Revoke a token; False when no token has that id. Revoking twice is harmless."""
@@ -837,11 +596,12 @@ class SQLiteStore:
                 return True
             return False
 
-        return await self._write(apply)
+        found: bool = await self._write(apply)
+        return found
 
     async def touch_tokens(self, last_used: dict[str, dt.datetime]) -> None:
         """Record last use of tokens (moves only forward)."""
-        rows = [(_ts(when), token_id, _ts(when)) for token_id, when in last_used.items()]
+        rows = [(to_unix(when), token_id, to_unix(when)) for token_id, when in last_used.items()]
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -865,96 +625,12 @@ class SQLiteStore:
 
     # -- reads for indicators, metrics and evidence ------------------------------------
 
-    async def agent_states(self) -> AgentStates:
-        """The latest state of every agent, sections filled from their newest reports
-        (rows that do not decode are logged and skipped, see ``assemble_agent_states``)."""
-
-        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            agents = conn.execute(
-                "SELECT a.site, a.agent_id, a.role, a.interval_seconds, a.first_seen,"
-                " a.last_observed_at, a.last_received_at, a.reports_received, a.spool_dropped,"
-                " r.body FROM agents a JOIN reports r ON r.id = a.latest_report_id"
-                " ORDER BY a.site, a.agent_id"
-            ).fetchall()
-            sections = conn.execute(
-                "SELECT site, agent_id, section, body FROM agent_sections"
-            ).fetchall()
-            return agents, sections
-
-        agents, sections = await self._read(read)
-        return assemble_agent_states(agents, sections, _SECTIONS)
-
-    async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]:
-        """Checks per (site, network) since ``since`` (bucket-aligned, see the Protocol)."""
-        hour = self._bucket(_ts(since))
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT site, network, SUM(checks), SUM(up_checks) FROM network_hourly"
-                " WHERE hour >= ? GROUP BY site, network ORDER BY site, network",
-                (hour,),
-            ).fetchall()
-        )
-        return [NetworkWindow(s, n, int(c), int(u)) for s, n, c, u in rows]
-
-    async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]:
-        """Checks per (site, agent, network) since ``since`` (bucket-aligned)."""
-        hour = self._bucket(_ts(since))
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT site, agent_id, network, SUM(checks), SUM(up_checks) FROM network_hourly"
-                " WHERE hour >= ? GROUP BY site, agent_id, network"
-                " ORDER BY site, agent_id, network",
-                (hour,),
-            ).fetchall()
-        )
-        return [AgentNetworkWindow(s, a, n, int(c), int(u)) for s, a, n, c, u in rows]
-
-    async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]:
-        """Reports per (site, agent_id) observed since ``since`` (late ones included)."""
-        hour = self._bucket(_ts(since))
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT site, agent_id, SUM(reports) FROM agent_hourly WHERE hour >= ?"
-                " GROUP BY site, agent_id",
-                (hour,),
-            ).fetchall()
-        )
-        return {(s, a): int(n) for s, a, n in rows}
-
-    async def daily_networks(self, start: dt.date, end: dt.date) -> list[DailyNetwork]:
-        """Daily network roll-ups with ``start <= day < end``."""
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT day, site, agent_id, network, checks, up_checks, seconds_up"
-                " FROM network_daily WHERE day >= ? AND day < ?"
-                " ORDER BY day, site, agent_id, network",
-                (start.isoformat(), end.isoformat()),
-            ).fetchall()
-        )
-        return [
-            DailyNetwork(dt.date.fromisoformat(d), s, a, n, int(c), int(u), float(sec))
-            for d, s, a, n, c, u, sec in rows
-        ]
-
-    async def daily_hosts(self, start: dt.date, end: dt.date) -> list[DailyHost]:
-        """Daily per-host roll-ups with ``start <= day < end``."""
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT day, site, agent_id, hostname, reports, antivirus_state"
-                " FROM host_daily WHERE day >= ? AND day < ? ORDER BY day, site, agent_id",
-                (start.isoformat(), end.isoformat()),
-            ).fetchall()
-        )
-        return [
-            DailyHost(dt.date.fromisoformat(d), s, a, h, int(n), av) for d, s, a, h, n, av in rows
-        ]
-
     async def reports(
         self, site: str | None, start: dt.datetime, end: dt.datetime
     ) -> AsyncIterator[Report]:
         """Stored reports with ``start <= observed_at < end``, oldest first, paged."""
-        after: tuple[float, str] = (_ts(start), "")
-        end_ts = _ts(end)
+        after: tuple[float, str] = (to_unix(start), "")
+        end_ts = to_unix(end)
         site_clause = "" if site is None else " AND site = ?"
         while True:
             params: list[Any] = [after[0], after[0], after[1], end_ts]
@@ -963,7 +639,7 @@ class SQLiteStore:
             sql = (
                 "SELECT observed_at, id, body FROM reports"  # noqa: S608 - fixed clauses only
                 " WHERE (observed_at > ? OR (observed_at = ? AND id > ?)) AND observed_at < ?"
-                f"{site_clause} ORDER BY observed_at, id LIMIT 500"
+                f"{site_clause} ORDER BY observed_at, id LIMIT {PAGE_SIZE}"
             )
 
             def page(conn: sqlite3.Connection, q: str = sql, p: list[Any] = params) -> list[Any]:
@@ -972,14 +648,9 @@ class SQLiteStore:
             rows = await self._read(page)
             for _observed, _id, body in rows:
                 yield decode_report(body)
-            if len(rows) < 500:
+            if len(rows) < PAGE_SIZE:
                 return
             after = (rows[-1][0], rows[-1][1])
-
-    async def report_count(self) -> int:
-        """How many reports are stored."""
-        row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM reports").fetchone())
-        return int(row[0])
 
     async def record_rejections(self, counts: dict[str, int]) -> None:
         """Add to the persistent rejected-request counters."""
@@ -995,57 +666,37 @@ class SQLiteStore:
         if rows:
             await self._write(apply)
 
-    async def rejection_counts(self) -> dict[str, int]:
-        """Rejected requests by reason since the store was created."""
-        rows = await self._read(
-            lambda c: c.execute("SELECT reason, count FROM rejections").fetchall()
-        )
-        return {r: int(n) for r, n in rows}
-
     async def digest(self) -> str:
         """SHA-256 over every stored row except operational bookkeeping."""
         return await self._read(_digest)
 
 
-# What ``digest`` covers: every stored row except operational bookkeeping (token
-# ``last_used_at``, rejection counters), in a fixed order.
-_DIGEST_TABLES: Final = {
-    "reports": "SELECT id, site, agent_id, seq, observed_at, effective_at, received_at,"
-    " content_hash FROM reports ORDER BY id",
-    "agents": "SELECT * FROM agents ORDER BY site, agent_id",
-    "agent_sections": "SELECT * FROM agent_sections ORDER BY site, agent_id, section",
-    "network_hourly": "SELECT * FROM network_hourly ORDER BY site, agent_id, network, hour",
-    "agent_hourly": "SELECT * FROM agent_hourly ORDER BY site, agent_id, hour",
-    "network_daily": "SELECT * FROM network_daily ORDER BY day, site, agent_id, network",
-    "host_daily": "SELECT * FROM host_daily ORDER BY day, site, agent_id",
-    "tokens": "SELECT token_id, token_hash, site, created_at, revoked_at, note"
-    " FROM tokens ORDER BY token_id",
-}
+_DIGEST_QUERIES: Final = digest_queries()
 
 
 def _digest(conn: sqlite3.Connection) -> str:
-    h = hashlib.sha256()
-    for name, sql in _DIGEST_TABLES.items():
-        h.update(f"\x00{name}\x00".encode())
+    digest = ContentDigest()
+    for name, sql in _DIGEST_QUERIES.items():
+        digest.table(name)
         for row in conn.execute(sql):
-            h.update(repr(tuple(row)).encode())
-            h.update(b"\n")
-    return h.hexdigest()
+            digest.row(row)
+    return digest.hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class StoreCheck:
-    """What ``hatang-collector store verify`` found."""
-
-    path: Path
-    problems: list[str]  # empty when the file is sound
-    schema_version: int | None = None
-    reports: int | None = None
-    digest: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+def _merge_host_day(conn: sqlite3.Connection, key: tuple[str, str, str], host: HostDay) -> None:
+    """Add the stored day to the batch's: counts add up, a known hostname stays when the
+    batch has none, the newer antivirus state wins (a tie goes to the batch)."""
+    stored = conn.execute(
+        "SELECT hostname, reports, antivirus_state, antivirus_effective_at"
+        " FROM host_daily WHERE day = ? AND site = ? AND agent_id = ?",
+        key,
+    ).fetchone()
+    if stored is not None:
+        hostname, reports, av_state, av_at = stored
+        host.reports += reports
+        host.hostname = host.hostname or hostname
+        if av_at is not None and (host.av_at is None or av_at > host.av_at):
+            host.av_state, host.av_at = av_state, av_at
 
 
 def verify_file(path: str | Path, *, max_problems: int = 100) -> StoreCheck:
@@ -1055,27 +706,28 @@ def verify_file(path: str | Path, *, max_problems: int = 100) -> StoreCheck:
     against the database of a running collector or against a copy from a backup.
     """
     path = Path(path)
+    where = str(path)
     if not path.is_file():
-        return StoreCheck(path, [f"{path}: no such file"])
+        return StoreCheck(where, [f"{path}: no such file"])
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, isolation_level=None)
     except sqlite3.Error as exc:
-        return StoreCheck(path, [f"{path}: cannot open: {exc}"])
+        return StoreCheck(where, [f"{path}: cannot open: {exc}"])
     try:
         conn.execute("PRAGMA query_only = ON")
         rows = conn.execute(f"PRAGMA integrity_check({int(max_problems)})").fetchall()
         problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
         if problems:
-            return StoreCheck(path, problems)
+            return StoreCheck(where, problems)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        missing = sorted({"schema_version", *_DIGEST_TABLES} - tables)
+        missing = sorted({"schema_version", *DIGEST_TABLE_NAMES} - tables)
         if missing:
-            return StoreCheck(path, [f"not a hatang store: missing tables {', '.join(missing)}"])
+            return StoreCheck(where, [f"not a hatang store: missing tables {', '.join(missing)}"])
         conn.execute("BEGIN")  # one snapshot for the counts and the digest
         version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         count = conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
-        return StoreCheck(path, [], int(version or 0), int(count), _digest(conn))
+        return StoreCheck(where, [], int(version or 0), int(count), _digest(conn))
     except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed" ...
-        return StoreCheck(path, [str(exc)])
+        return StoreCheck(where, [str(exc)])
     finally:
         conn.close()

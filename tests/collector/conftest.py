@@ -3,6 +3,7 @@ tokens, and reports built by the agent's own code (``agent.sections.make_report`
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import os
@@ -363,6 +364,20 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         timeout=timeout,
         cwd=REPO,
     )
+
+
+async def promtool_check_metrics(promtool: str, text: str) -> None:
+    """Assert ``promtool check metrics`` accepts an exposition without a remark."""
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
 
 
 def now_minus(seconds: float) -> dt.datetime:

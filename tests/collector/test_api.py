@@ -14,7 +14,6 @@ import json
 import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from tests.collector.conftest import (
     agent_report,
     collector_config,
     new_token,
+    promtool_check_metrics,
     store_of,
 )
 
@@ -481,16 +481,7 @@ async def test_metrics_exposition_passes_promtool(client: Client) -> None:
         "hatang_reports_clock_skew_total",
     ):
         assert name in text
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [promtool, "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
+    await promtool_check_metrics(promtool, text)
 
 
 def _report_components() -> tuple[Any, dict[str, Any]]:

@@ -19,7 +19,6 @@ import shutil
 import socket
 import sqlite3
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +45,7 @@ from tests.collector.conftest import (
     agent_report,
     collector_config,
     new_token,
+    promtool_check_metrics,
     run_cli,
     store_of,
     write_config,
@@ -358,16 +358,7 @@ async def test_hostile_label_values_keep_metrics_clean_for_promtool(client: Clie
     assert "hatang_fake" not in families
     targets = {s.labels["target"] for s in families["hatang_probe_rtt_seconds"].samples}
     assert NASTY[-1][:40] in "".join(targets)  # present (possibly shortened by the label bound)
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [promtool, "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
+    await promtool_check_metrics(promtool, text)
 
 
 # -- headers --------------------------------------------------------------------------------

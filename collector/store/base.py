@@ -1,0 +1,322 @@
+"""What the SQLite and PostgreSQL stores share besides the batch computation (``ingest``).
+
+Both write through ONE writer task with group commit (everything queued goes into one
+transaction, each operation in its own savepoint), answer the window and roll-up reads
+with the same queries but for the engine's SQL dialect, and hash the same rows in the
+same order for ``digest()``. The engine-specific parts are small: how a group of writes
+is applied (``_run_group``), how rows are read (``_fetch``) and the SQL text (``SQL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from agent.log import event
+from agent.report import Report
+from collector.store import (
+    AgentNetworkWindow,
+    AgentStates,
+    DailyHost,
+    DailyNetwork,
+    IngestResult,
+    NetworkWindow,
+    StoreError,
+    StoreUnavailable,
+    TokenRecord,
+    assemble_agent_states,
+    to_unix,
+    token_record,
+)
+from collector.store.ingest import SECTIONS, bucket_start
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP_REPORTS: Final = 20_000  # one transaction never grows beyond this many reports
+PRUNE_EVERY: Final = 3600.0
+PAGE_SIZE: Final = 500  # reports per read when exporting
+
+# The queries of the shared reads; each backend fills them in its dialect.
+READ_QUERIES: Final = (
+    "agent_states.agents",  # (site, agent_id, role, interval, first_seen, ..., latest body)
+    "agent_states.sections",  # (site, agent_id, section, body)
+    "network_windows",  # since bucket → (site, network, checks, up_checks)
+    "agent_network_windows",  # since bucket → (site, agent_id, network, checks, up)
+    "received_counts",  # since bucket → (site, agent_id, reports)
+    "daily_networks",  # start, end → (day, site, agent_id, network, checks, up, seconds_up)
+    "daily_hosts",  # start, end → (day, site, agent_id, hostname, reports, av_state)
+    "list_tokens",  # → tokens rows, oldest first
+    "report_count",  # → (count,)
+    "rejection_counts",  # → (reason, count)
+)
+
+
+@dataclass(slots=True)
+class Op:
+    """One queued write: a function of the writer connection, and who waits for it."""
+
+    apply: Callable[[Any], Any]  # returns the result (SQLite) or an awaitable (PostgreSQL)
+    future: asyncio.Future[Any]
+    size: int = 1
+
+
+# What ``digest`` covers: every stored row except operational bookkeeping (token
+# ``last_used_at``, rejection counters), in a fixed order: (table, columns, order keys).
+_DIGEST_TABLES: Final = (
+    (
+        "reports",
+        "id, site, agent_id, seq, observed_at, effective_at, received_at, content_hash",
+        ("id",),
+    ),
+    ("agents", "*", ("site", "agent_id")),
+    ("agent_sections", "*", ("site", "agent_id", "section")),
+    ("network_hourly", "*", ("site", "agent_id", "network", "hour")),
+    ("agent_hourly", "*", ("site", "agent_id", "hour")),
+    ("network_daily", "*", ("day", "site", "agent_id", "network")),
+    ("host_daily", "*", ("day", "site", "agent_id")),
+    ("tokens", "token_id, token_hash, site, created_at, revoked_at, note", ("token_id",)),
+)
+_NUMERIC_KEYS: Final = frozenset({"hour"})
+DIGEST_TABLE_NAMES: Final = frozenset(name for name, _, _ in _DIGEST_TABLES)
+
+
+def digest_queries(collate: str = "") -> dict[str, str]:
+    """The digest's query per table; ``collate`` (e.g. ``' COLLATE "C"'``) makes text
+    order byte order, so both engines hash the same content to the same value."""
+    queries = {}
+    for name, columns, keys in _DIGEST_TABLES:
+        order = ", ".join(k if k in _NUMERIC_KEYS else f"{k}{collate}" for k in keys)
+        queries[name] = f"SELECT {columns} FROM {name} ORDER BY {order}"  # noqa: S608
+    return queries
+
+
+class ContentDigest:
+    """SHA-256 over tables of rows, fed in ``digest_queries`` order."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def table(self, name: str) -> None:
+        self._hash.update(f"\x00{name}\x00".encode())
+
+    def row(self, row: Iterable[Any]) -> None:
+        self._hash.update(repr(tuple(row)).encode())
+        self._hash.update(b"\n")
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What ``hatang-collector store verify`` found (``where``: file or redacted url)."""
+
+    where: str
+    problems: list[str]  # empty when the store is sound
+    schema_version: int | None = None
+    reports: int | None = None
+    digest: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class GroupCommitStore:
+    """The backend-independent half of a store: settings, writer task, shared reads."""
+
+    SQL: ClassVar[Mapping[str, str]]  # READ_QUERIES in the engine's dialect
+
+    def __init__(
+        self,
+        *,
+        busy_timeout: float,
+        max_future: float,
+        hourly_retention: float,
+        rollup_utc_offset_hours: float,
+        clock: Callable[[], float],
+        bucket_seconds: float,
+    ) -> None:
+        if not 1 <= bucket_seconds <= 3600 or 3600 % bucket_seconds:
+            raise ValueError(f"bucket_seconds must divide 3600, got {bucket_seconds}")
+        # Width of the window buckets (the ``hour`` columns hold each bucket's start).
+        # Widths dividing an hour keep every bucket inside one hour, so a store whose
+        # width was changed still sums windows correctly.
+        self.bucket = int(bucket_seconds)
+        self.busy_timeout = busy_timeout
+        self.max_future = max_future
+        self.hourly_retention = hourly_retention
+        self.rollup_offset = rollup_utc_offset_hours * 3600.0
+        self.clock = clock
+        # Called on the event loop after each group commit with (seconds, reports).
+        self.on_commit: Callable[[float, int], None] | None = None
+        self._queue: asyncio.Queue[Op | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = True
+        self._last_prune = 0.0
+
+    # -- what each backend provides ---------------------------------------------------
+
+    async def _run_group(self, ops: list[Op]) -> list[Any]:
+        """Apply ``ops`` in one transaction; a result per op (an exception if it failed)."""
+        raise NotImplementedError
+
+    def _prune(self, conn: Any) -> Any:
+        """Delete buckets older than the hourly retention (queued with a group)."""
+        raise NotImplementedError
+
+    def _apply_ingest(self, conn: Any, batch: list[tuple[Report, bytes]]) -> Any:
+        """Write one batch with the writer connection; the IngestResult (or awaitable)."""
+        raise NotImplementedError
+
+    async def _fetch(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """Rows (as tuples) of each (sql, params), all from one consistent snapshot."""
+        raise NotImplementedError
+
+    def _after_commit(self) -> None:
+        """Called on the loop after each group commit."""
+
+    # -- writes -----------------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        self._closed = False
+        self._queue = asyncio.Queue()
+        self._writer_task = asyncio.create_task(self._writer_loop(), name="hatang-store-writer")
+
+    async def _stop_writer(self) -> bool:
+        """Finish queued writes; False when the store was not open."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._queue.put_nowait(None)
+        if self._writer_task is not None:
+            await self._writer_task
+        return True
+
+    def _writer_running(self) -> bool:
+        return not (self._closed or self._writer_task is None or self._writer_task.done())
+
+    async def _write(self, apply: Callable[[Any], Any], size: int = 1) -> Any:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(Op(apply, future, size))
+        # Shielded: a caller that goes away must not cancel a write that may commit.
+        return await asyncio.shield(future)
+
+    async def _writer_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            ops, size = [first], first.size
+            while size < MAX_GROUP_REPORTS and not self._queue.empty():
+                op = self._queue.get_nowait()
+                if op is None:
+                    stopping = True
+                    break
+                ops.append(op)
+                size += op.size
+            now = self.clock()
+            if now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = now
+                prune: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                ops.append(Op(self._prune, prune, 0))
+            started = time.perf_counter()
+            try:
+                results = await self._run_group(ops)
+            except Exception as exc:
+                error = exc if isinstance(exc, StoreError) else StoreUnavailable(str(exc))
+                event(log, logging.ERROR, "store.write_failed", ops=len(ops), error=str(exc))
+                for op in ops:
+                    if not op.future.done():
+                        op.future.set_exception(error)
+                        op.future.exception()  # mark retrieved: callers may be gone
+                continue
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started, size)
+            self._after_commit()
+            for op, result in zip(ops, results, strict=True):
+                if op.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    op.future.set_exception(result)
+                    op.future.exception()
+                else:
+                    op.future.set_result(result)
+
+    async def ingest(self, site: str, reports: Sequence[tuple[Report, bytes]]) -> IngestResult:
+        """Store a batch atomically; return once it is committed (durable)."""
+        batch = list(reports)
+        result: IngestResult = await self._write(
+            lambda conn: self._apply_ingest(conn, batch), size=max(1, len(batch))
+        )
+        return result
+
+    # -- reads for indicators, metrics and evidence ------------------------------------
+
+    async def _rows(self, name: str, *params: Any) -> list[Any]:
+        (rows,) = await self._fetch([(self.SQL[name], params)])
+        return rows
+
+    def _bucket(self, ts: float) -> int:
+        """Start of the window bucket holding ``ts``."""
+        return bucket_start(ts, self.bucket)
+
+    async def agent_states(self) -> AgentStates:
+        """The latest state of every agent, sections filled from their newest reports
+        (rows that do not decode are logged and skipped, see ``assemble_agent_states``)."""
+        agents, sections = await self._fetch(
+            [(self.SQL["agent_states.agents"], ()), (self.SQL["agent_states.sections"], ())]
+        )
+        return assemble_agent_states(agents, sections, SECTIONS)
+
+    async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]:
+        """Checks per (site, network) since ``since`` (bucket-aligned, see the Protocol)."""
+        rows = await self._rows("network_windows", self._bucket(to_unix(since)))
+        return [NetworkWindow(s, n, int(c), int(u)) for s, n, c, u in rows]
+
+    async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]:
+        """Checks per (site, agent, network) since ``since`` (bucket-aligned)."""
+        rows = await self._rows("agent_network_windows", self._bucket(to_unix(since)))
+        return [AgentNetworkWindow(s, a, n, int(c), int(u)) for s, a, n, c, u in rows]
+
+    async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]:
+        """Reports per (site, agent_id) observed since ``since`` (late ones included)."""
+        rows = await self._rows("received_counts", self._bucket(to_unix(since)))
+        return {(s, a): int(n) for s, a, n in rows}
+
+    async def daily_networks(self, start: dt.date, end: dt.date) -> list[DailyNetwork]:
+        """Daily network roll-ups with ``start <= day < end``."""
+        rows = await self._rows("daily_networks", start.isoformat(), end.isoformat())
+        return [
+            DailyNetwork(dt.date.fromisoformat(d), s, a, n, int(c), int(u), float(sec))
+            for d, s, a, n, c, u, sec in rows
+        ]
+
+    async def daily_hosts(self, start: dt.date, end: dt.date) -> list[DailyHost]:
+        """Daily per-host roll-ups with ``start <= day < end``."""
+        rows = await self._rows("daily_hosts", start.isoformat(), end.isoformat())
+        return [
+            DailyHost(dt.date.fromisoformat(d), s, a, h, int(n), av) for d, s, a, h, n, av in rows
+        ]
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first (never the secret: it is not stored)."""
+        return [token_record(r) for r in await self._rows("list_tokens")]
+
+    async def report_count(self) -> int:
+        """How many reports are stored."""
+        ((count,),) = await self._rows("report_count")
+        return int(count)
+
+    async def rejection_counts(self) -> dict[str, int]:
+        """Rejected requests by reason since the store was created."""
+        return {r: int(n) for r, n in await self._rows("rejection_counts")}

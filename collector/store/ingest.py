@@ -1,0 +1,285 @@
+"""What one ingested batch changes, computed once for every store backend.
+
+Deciding which reports are new, duplicate or conflicting, which time each is filed
+under (the clock-skew rule in ``collector.store``), and which agent rows, sections,
+buckets and daily roll-ups the batch adds to is the same for SQLite and PostgreSQL.
+This module does it in plain Python and hands back plain rows (sorted by key, so
+concurrent writers lock rows in the same order); each backend only merges them into
+its tables with its own SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+
+from agent.report import (
+    NETWORK_CLASSES,
+    AntivirusStatus,
+    FirewallStatus,
+    HostInventory,
+    LanHosts,
+    Report,
+    SnmpDevice,
+)
+from collector.store import to_unix
+
+# The report sections kept per agent (newest wins), with the type each decodes to.
+SECTIONS: Final[dict[str, Any]] = {
+    "host": HostInventory,
+    "antivirus": AntivirusStatus,
+    "firewall": FirewallStatus,
+    "lan_hosts": LanHosts,
+    "snmp": list[SnmpDevice],
+}
+SECONDS_PER_DAY: Final = 86400.0  # cap of a day's ``seconds_up``
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A report of the batch not stored before, with the times it is filed under."""
+
+    report: Report
+    text: str  # canonical JSON, as stored
+    digest: str  # SHA-256 of the canonical JSON: tells a replay from a conflict
+    observed: float
+    effective: float  # observed, or received_at when observed is too far in the future
+
+    @property
+    def skewed(self) -> bool:
+        return self.effective != self.observed
+
+    def row(self, received_at: float) -> tuple[Any, ...]:
+        """The ``reports`` row: id, site, agent_id, seq, observed_at, effective_at,
+        received_at, content_hash, body."""
+        r = self.report
+        return (
+            r.id,
+            r.site,
+            r.agent_id,
+            r.seq,
+            self.observed,
+            self.effective,
+            received_at,
+            self.digest,
+            self.text,
+        )
+
+
+@dataclass(slots=True)
+class Triage:
+    """A batch sorted against what the store already holds."""
+
+    accepted: list[Accepted]
+    duplicates: int = 0  # the same id with the same content: an exact replay
+    conflicts: int = 0  # the same id with other content: rejected
+
+    def count_stored(self, digest: str, stored: str | None) -> None:
+        """Count a report whose id turned out to be stored already (e.g. by another
+        replica between the check and the insert)."""
+        if stored == digest:
+            self.duplicates += 1
+        else:
+            self.conflicts += 1
+
+
+def triage(
+    batch: Iterable[tuple[Report, bytes]],
+    stored: Mapping[str, str],
+    received_at: float,
+    max_future: float,
+) -> Triage:
+    """Split a batch into new reports and replays/conflicts (``stored``: id → content hash).
+
+    A report id repeated within the batch counts like one already stored.
+    """
+    hashes = dict(stored)
+    result = Triage([])
+    for report, body in batch:
+        digest = hashlib.sha256(body).hexdigest()
+        known = hashes.get(report.id)
+        if known is not None:
+            result.count_stored(digest, known)
+            continue
+        hashes[report.id] = digest
+        observed = to_unix(report.observed_at)
+        effective = observed if observed <= received_at + max_future else received_at
+        result.accepted.append(Accepted(report, body.decode("utf-8"), digest, observed, effective))
+    return result
+
+
+@dataclass(slots=True)
+class AgentRow:
+    """An ``agents`` row (column order)."""
+
+    site: str
+    agent_id: str
+    role: str
+    interval_seconds: float
+    first_seen: float
+    last_effective_at: float
+    last_observed_at: float
+    last_received_at: float
+    reports_received: int
+    spool_dropped: int
+    latest_report_id: str
+
+    def values(self) -> tuple[Any, ...]:
+        return (
+            self.site,
+            self.agent_id,
+            self.role,
+            self.interval_seconds,
+            self.first_seen,
+            self.last_effective_at,
+            self.last_observed_at,
+            self.last_received_at,
+            self.reports_received,
+            self.spool_dropped,
+            self.latest_report_id,
+        )
+
+    def merged_into(self, stored: AgentRow) -> AgentRow:
+        """This batch's row on top of the stored one: counts add up, first_seen stays,
+        and the newer "latest" (by effective time; a tie goes to the batch) wins."""
+        newer = self.last_effective_at >= stored.last_effective_at
+        latest = self if newer else stored
+        return AgentRow(
+            self.site,
+            self.agent_id,
+            latest.role,
+            latest.interval_seconds,
+            stored.first_seen,
+            latest.last_effective_at,
+            latest.last_observed_at,
+            self.last_received_at,
+            stored.reports_received + self.reports_received,
+            latest.spool_dropped,
+            latest.latest_report_id,
+        )
+
+
+def agent_rows(accepted: Sequence[Accepted], received_at: float) -> list[AgentRow]:
+    """One row per agent of the batch, as if the agent were new (merge: ``merged_into``)."""
+    agents: dict[tuple[str, str], AgentRow] = {}
+    for a in accepted:
+        report = a.report
+        key = (report.site, report.agent_id)
+        row = agents.get(key)
+        if row is None:
+            agents[key] = AgentRow(
+                *key,
+                report.role,
+                float(report.interval_seconds),
+                received_at,
+                a.effective,
+                a.observed,
+                received_at,
+                1,
+                report.spool_dropped,
+                report.id,
+            )
+            continue
+        row.reports_received += 1
+        if a.effective >= row.last_effective_at:
+            row.role, row.interval_seconds = report.role, float(report.interval_seconds)
+            row.last_effective_at, row.last_observed_at = a.effective, a.observed
+            row.spool_dropped, row.latest_report_id = report.spool_dropped, report.id
+    return [agents[key] for key in sorted(agents)]
+
+
+def section_rows(accepted: Sequence[Accepted]) -> list[tuple[str, str, str, float, str]]:
+    """(site, agent_id, section, effective_at, body) of the newest of each section in the
+    batch; the store keeps a row only where it is not older than the stored one."""
+    newest: dict[tuple[str, str, str], tuple[float, Any]] = {}
+    for a in accepted:
+        for name in SECTIONS:
+            value = getattr(a.report, name)
+            if value is None:
+                continue
+            key = (a.report.site, a.report.agent_id, name)
+            held = newest.get(key)
+            if held is None or a.effective >= held[0]:
+                newest[key] = (a.effective, value)
+    return [
+        (*key, effective, _encoder.encode(value).decode())
+        for key, (effective, value) in sorted(newest.items(), key=lambda item: item[0])
+    ]
+
+
+@dataclass(slots=True)
+class HostDay:
+    """One agent's day in ``host_daily``: reports, hostname, newest antivirus state."""
+
+    hostname: str | None = None
+    reports: int = 0
+    av_state: str | None = None
+    av_at: float | None = None
+    _hostname_at: float = field(default=-1.0)
+
+
+@dataclass(slots=True)
+class Rollups:
+    """What the batch adds to the window buckets and the daily roll-ups (rows to add)."""
+
+    network_hourly: list[tuple[str, str, str, int, int, int]]  # ..., hour, checks, up_checks
+    agent_hourly: list[tuple[str, str, int, int]]  # site, agent_id, hour, reports
+    network_daily: list[tuple[str, str, str, str, int, int, float]]  # day, ..., seconds_up
+    host_daily: list[tuple[tuple[str, str, str], HostDay]]  # (day, site, agent_id), day
+
+
+def bucket_start(ts: float, width: int) -> int:
+    """Start of the window bucket of ``width`` seconds that holds ``ts``."""
+    return int(ts // width * width)
+
+
+def rollup_day(ts: float, offset: float) -> str:
+    """The ISO day of ``ts`` in the roll-up time zone (``offset`` seconds east of UTC)."""
+    return dt.datetime.fromtimestamp(ts + offset, dt.UTC).date().isoformat()
+
+
+def rollups(accepted: Sequence[Accepted], bucket: int, day_offset: float) -> Rollups:
+    """Count the batch's configured checks and reports into buckets and days."""
+    hourly: dict[tuple[str, str, str, int], list[int]] = {}
+    reports_hourly: dict[tuple[str, str, int], int] = {}
+    daily: dict[tuple[str, str, str, str], list[float]] = {}
+    hosts: dict[tuple[str, str, str], HostDay] = {}
+    for a in accepted:
+        report, effective = a.report, a.effective
+        hour = bucket_start(effective, bucket)
+        day = rollup_day(effective, day_offset)
+        key_r = (report.site, report.agent_id, hour)
+        reports_hourly[key_r] = reports_hourly.get(key_r, 0) + 1
+        for network in NETWORK_CLASSES:
+            status = report.networks.get(network)
+            if not status.configured or status.up is None:
+                continue
+            up = 1 if status.up else 0
+            counts = hourly.setdefault((report.site, report.agent_id, network, hour), [0, 0])
+            counts[0] += 1
+            counts[1] += up
+            d = daily.setdefault((day, report.site, report.agent_id, network), [0, 0, 0.0])
+            d[0] += 1
+            d[1] += up
+            d[2] += report.interval_seconds * up
+        host = hosts.setdefault((day, report.site, report.agent_id), HostDay())
+        host.reports += 1
+        if report.host is not None and effective >= host._hostname_at:
+            host.hostname, host._hostname_at = report.host.hostname, effective
+        if report.antivirus is not None and (host.av_at is None or effective >= host.av_at):
+            host.av_state, host.av_at = report.antivirus.state, effective
+    return Rollups(
+        network_hourly=[(*k, v[0], v[1]) for k, v in sorted(hourly.items())],
+        agent_hourly=[(*k, v) for k, v in sorted(reports_hourly.items())],
+        network_daily=[
+            (*k, int(v[0]), int(v[1]), min(float(v[2]), SECONDS_PER_DAY))
+            for k, v in sorted(daily.items())
+        ],
+        host_daily=sorted(hosts.items(), key=lambda item: item[0]),
+    )
