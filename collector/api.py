@@ -436,6 +436,15 @@ async def _authenticate(request: web.Request) -> str:
     )
 
 
+def clock_offset(batch: Batch, received_at: float, tolerance: float) -> float:
+    """The sending agent's clock error (collector − agent, seconds) from the batch's
+    ``sent_at``; 0 when unknown or within ``tolerance`` (network delay, NTP drift)."""
+    if batch.sent_at is None:
+        return 0.0
+    offset = received_at - batch.sent_at.timestamp()
+    return offset if abs(offset) > tolerance else 0.0
+
+
 def _check_sites(reports: list[Report], token_site: str) -> None:
     """403 for any report of another site than the token's (whose site is in the org tree)."""
     for index, report in enumerate(reports):
@@ -536,8 +545,11 @@ async def _ingest(
             field="$.reports",
         )
     _check_sites(batch.reports, site)
+    offset = clock_offset(batch, time.time(), app[CONFIG].clock_skew.max_offset)
     try:
-        result = await store.ingest(site, list(zip(batch.reports, bodies, strict=True)))
+        result = await store.ingest(
+            site, list(zip(batch.reports, bodies, strict=True)), clock_offset=offset
+        )
     except StoreUnavailable as exc:
         raise _store_unavailable(exc) from None
     except StoreError as exc:
@@ -551,6 +563,8 @@ async def _ingest(
         event(log, logging.WARNING, "ingest.conflict", site=site, conflicts=result.conflicts)
     if result.clock_skewed:
         metrics.clock_skew.inc(result.clock_skewed)
+    if offset:
+        event(log, logging.WARNING, "ingest.clock_offset", site=site, seconds=round(offset, 1))
     now = time.time()
     for report in batch.reports:
         metrics.lag.observe(max(0.0, now - report.observed_at.timestamp()))

@@ -130,10 +130,13 @@ class LimitsConfig(_Section, frozen=True):
 
 
 class ClockSkewConfig(_Section, frozen=True):
-    """Reports observed further than ``max_future`` ahead of the collector's clock are kept
-    (nothing is lost) but filed under their arrival time for windows, and counted."""
+    """The clock rule. An agent whose clock (the batch's ``sent_at``) differs from the
+    collector's by more than ``max_offset`` has its observation times moved onto the
+    collector's clock for windows; reports still more than ``max_future`` ahead are filed
+    under their arrival time. Both are counted; stored ``observed_at`` is kept as sent."""
 
     max_future: Duration = Duration(300.0)
+    max_offset: Duration = Duration(120.0)
 
 
 class AuthConfig(_Section, frozen=True):

@@ -398,8 +398,16 @@ def site_view(
         computers=computers,
         completeness=completeness(agents, received, since, now),
         spool_dropped=sum(a.spool_dropped for a in agents),
-        clock_skew_agents=sum(1 for a in agents if a.last_observed_at > now + skew),
+        clock_skew_agents=sum(1 for a in agents if _clock_skewed(a, now, skew)),
     )
+
+
+def _clock_skewed(agent: AgentState, now: dt.datetime, skew: dt.timedelta) -> bool:
+    """The agent's clock is off: its newest report had to be moved onto the collector's
+    clock (a clock behind or ahead, measured from ``sent_at``) or is still in the future."""
+    effective = agent.last_effective_at or agent.last_observed_at
+    moved = abs((agent.last_observed_at - effective).total_seconds()) > 1.0
+    return moved or agent.last_observed_at > now + skew
 
 
 def window_start(now: dt.datetime, settings: IndicatorSettings) -> dt.datetime:

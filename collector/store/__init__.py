@@ -107,7 +107,7 @@ class AgentState:
     role: str
     interval_seconds: float
     first_seen: dt.datetime  # received_at of its first report
-    last_observed_at: dt.datetime  # observed_at of its newest report
+    last_observed_at: dt.datetime  # observed_at of its newest report (the agent's clock)
     last_received_at: dt.datetime
     reports_received: int
     spool_dropped: int
@@ -117,6 +117,7 @@ class AgentState:
     firewall: object | None  # agent.report.FirewallStatus
     lan_hosts: object | None  # agent.report.LanHosts
     snmp: object | None  # list[agent.report.SnmpDevice]
+    last_effective_at: dt.datetime | None = None  # the same on the collector's clock
 
 
 class AgentStates(list[AgentState]):
@@ -134,7 +135,8 @@ def assemble_agent_states(
     """Build ``AgentState``s from the rows every backend reads the same way.
 
     ``agents`` rows are (site, agent_id, role, interval_seconds, first_seen,
-    last_observed_at, last_received_at, reports_received, spool_dropped, latest body);
+    last_observed_at, last_received_at, reports_received, spool_dropped, latest body,
+    last_effective_at);
     ``sections`` rows are (site, agent_id, section, body); times are Unix seconds, bodies
     JSON text or bytes. A row that does not decode or validate (written by an older
     version, edited by hand, damaged) is logged and skipped: an undecodable section leaves
@@ -154,7 +156,19 @@ def assemble_agent_states(
             continue
         by_agent.setdefault((site, agent_id), {})[name] = value
     for row in agents:
-        site, agent_id, role, interval, first, observed, received, count, dropped, body = row
+        (
+            site,
+            agent_id,
+            role,
+            interval,
+            first,
+            observed,
+            received,
+            count,
+            dropped,
+            body,
+            effective,
+        ) = row
         try:
             parts = by_agent.get((site, agent_id), {})
             state = AgentState(
@@ -173,6 +187,7 @@ def assemble_agent_states(
                 firewall=parts.get("firewall"),
                 lan_hosts=parts.get("lan_hosts"),
                 snmp=parts.get("snmp"),
+                last_effective_at=dt.datetime.fromtimestamp(effective, dt.UTC),
             )
         except (msgspec.DecodeError, ValueError, TypeError, OverflowError, OSError) as exc:
             states.skipped += 1
@@ -264,9 +279,13 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def healthy(self) -> bool: ...
 
-    async def ingest(self, site: str, reports: Sequence[tuple[Report, bytes]]) -> IngestResult:
+    async def ingest(
+        self, site: str, reports: Sequence[tuple[Report, bytes]], clock_offset: float = 0.0
+    ) -> IngestResult:
         """Store a batch atomically (``bytes`` is the report's canonical JSON); return
-        only after it is durable. Each report id is stored once."""
+        only after it is durable. Each report id is stored once. ``clock_offset``: the
+        sending agent's clock error in seconds (collector − agent), see
+        ``collector.store.ingest.triage``."""
         ...
 
     async def create_token(self, site: str, note: str | None = None) -> tuple[str, str]:

@@ -171,7 +171,9 @@ class GroupCommitStore:
         """Delete buckets older than the hourly retention (queued with a group)."""
         raise NotImplementedError
 
-    def _apply_ingest(self, conn: Any, batch: list[tuple[Report, bytes]]) -> Any:
+    def _apply_ingest(
+        self, conn: Any, batch: list[tuple[Report, bytes]], clock_offset: float
+    ) -> Any:
         """Write one batch with the writer connection; the IngestResult (or awaitable)."""
         raise NotImplementedError
 
@@ -252,11 +254,13 @@ class GroupCommitStore:
                 else:
                     op.future.set_result(result)
 
-    async def ingest(self, site: str, reports: Sequence[tuple[Report, bytes]]) -> IngestResult:
+    async def ingest(
+        self, site: str, reports: Sequence[tuple[Report, bytes]], clock_offset: float = 0.0
+    ) -> IngestResult:
         """Store a batch atomically; return once it is committed (durable)."""
         batch = list(reports)
         result: IngestResult = await self._write(
-            lambda conn: self._apply_ingest(conn, batch), size=max(1, len(batch))
+            lambda conn: self._apply_ingest(conn, batch, clock_offset), size=max(1, len(batch))
         )
         return result
 

@@ -49,7 +49,7 @@ class Accepted:
     text: str  # canonical JSON, as stored
     digest: str  # SHA-256 of the canonical JSON: tells a replay from a conflict
     observed: float
-    effective: float  # observed, or received_at when observed is too far in the future
+    effective: float  # observed on the collector's clock (see ``triage``), or received_at
 
     @property
     def skewed(self) -> bool:
@@ -94,10 +94,16 @@ def triage(
     stored: Mapping[str, str],
     received_at: float,
     max_future: float,
+    clock_offset: float = 0.0,
 ) -> Triage:
     """Split a batch into new reports and replays/conflicts (``stored``: id → content hash).
 
-    A report id repeated within the batch counts like one already stored.
+    A report id repeated within the batch counts like one already stored. The clock rule:
+    ``clock_offset`` (collector clock − agent clock, measured by the API from the batch's
+    ``sent_at``; 0 when within tolerance) moves each observation onto the collector's
+    clock, so a clock that is behind is not mistaken for a late replay; whatever is still
+    more than ``max_future`` ahead is filed at its arrival. Stored ``observed_at`` stays
+    as the agent sent it (evidence); windows use the effective time.
     """
     hashes = dict(stored)
     result = Triage([])
@@ -109,7 +115,8 @@ def triage(
             continue
         hashes[report.id] = digest
         observed = to_unix(report.observed_at)
-        effective = observed if observed <= received_at + max_future else received_at
+        corrected = observed + clock_offset
+        effective = corrected if corrected <= received_at + max_future else received_at
         result.accepted.append(Accepted(report, body.decode("utf-8"), digest, observed, effective))
     return result
 

@@ -123,7 +123,8 @@ class PostgresStore(GroupCommitStore):
     SQL: ClassVar = {
         "agent_states.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
         " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
-        " a.spool_dropped, r.body FROM agents a JOIN reports r ON r.id = a.latest_report_id"
+        " a.spool_dropped, r.body, a.last_effective_at"
+        " FROM agents a JOIN reports r ON r.id = a.latest_report_id"
         ' ORDER BY a.site COLLATE "C", a.agent_id COLLATE "C"',
         "agent_states.sections": "SELECT site, agent_id, section, body FROM agent_sections",
         "network_windows": "SELECT site, network, SUM(checks), SUM(up_checks)"
@@ -360,14 +361,16 @@ class PostgresStore(GroupCommitStore):
     # -- ingest -----------------------------------------------------------------------
 
     async def _apply_ingest(
-        self, conn: Connection, batch: list[tuple[Report, bytes]]
+        self, conn: Connection, batch: list[tuple[Report, bytes]], clock_offset: float
     ) -> IngestResult:
         received_at = float(self.clock())
         ids = sorted({r.id for r, _ in batch})
         stored = await conn.fetch(
             "SELECT id, content_hash FROM reports WHERE id = ANY($1::text[])", ids
         )
-        found = triage(batch, {r[0]: r[1] for r in stored}, received_at, self.max_future)
+        found = triage(
+            batch, {r[0]: r[1] for r in stored}, received_at, self.max_future, clock_offset
+        )
         if not found.accepted:
             return IngestResult(0, found.duplicates, found.conflicts, 0)
         rows = sorted((a.row(received_at) for a in found.accepted), key=lambda row: row[0])

@@ -112,7 +112,8 @@ class SQLiteStore(GroupCommitStore):
     SQL: ClassVar = {
         "agent_states.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
         " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
-        " a.spool_dropped, r.body FROM agents a JOIN reports r ON r.id = a.latest_report_id"
+        " a.spool_dropped, r.body, a.last_effective_at"
+        " FROM agents a JOIN reports r ON r.id = a.latest_report_id"
         " ORDER BY a.site, a.agent_id",
         "agent_states.sections": "SELECT site, agent_id, section, body FROM agent_sections",
         "network_windows": "SELECT site, network, SUM(checks), SUM(up_checks)"
@@ -394,7 +395,7 @@ class SQLiteStore(GroupCommitStore):
     # -- ingest -----------------------------------------------------------------------
 
     def _apply_ingest(
-        self, conn: sqlite3.Connection, batch: list[tuple[Report, bytes]]
+        self, conn: sqlite3.Connection, batch: list[tuple[Report, bytes]], clock_offset: float
     ) -> IngestResult:
         received_at = self.clock()
         stored: dict[str, str] = {}
@@ -408,7 +409,7 @@ class SQLiteStore(GroupCommitStore):
                     chunk,
                 ).fetchall()
             )
-        found = triage(batch, stored, received_at, self.max_future)
+        found = triage(batch, stored, received_at, self.max_future, clock_offset)
         accepted = found.accepted
         if accepted:
             conn.executemany(

@@ -128,6 +128,47 @@ async def test_same_id_different_content_is_a_conflict_and_the_first_wins(client
     assert await metric_value(client, "hatang_reports_rejected_total", reason="conflict") == 1
 
 
+@pytest.mark.parametrize("hours", [-3, 3], ids=["clock-behind", "clock-ahead"])
+async def test_a_wrong_agent_clock_is_measured_by_sent_at_and_moved_onto_ours(
+    client: Client, hours: int
+) -> None:
+    """An agent whose clock is hours off: its reports keep what it said, but windows and
+    the site view use the collector's clock, and the skew is counted and shown."""
+    token = await new_token(client)
+    off = dt.timedelta(hours=hours)
+    now = dt.datetime.now(dt.UTC)
+    report = agent_report(observed_at=now + off - dt.timedelta(seconds=5))
+    body = encode(Batch(reports=[report], sent_at=now + off))
+    resp = await client.post("/api/v1/reports", data=body, headers=auth(token))
+    assert resp.status == 200
+    assert await metric_value(client, "hatang_reports_clock_skew_total") == 1
+    store = store_of(client)
+    windows = await store.network_windows(now - dt.timedelta(minutes=30))
+    assert {(w.network, w.checks) for w in windows} == {("lan", 1), ("internet", 1)}
+    [state] = await store.agent_states()
+    assert state.last_observed_at == report.observed_at
+    assert state.last_effective_at is not None
+    assert abs((state.last_effective_at - (now - dt.timedelta(seconds=5))).total_seconds()) < 60
+    # The site view follows once the snapshot is rebuilt after the ingest.
+    for _ in range(200):
+        if await metric_value(client, "hatang_site_clock_skew_agents", site=report.site) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await metric_value(client, "hatang_site_clock_skew_agents", site=report.site) == 1
+
+
+async def test_a_small_clock_difference_is_left_alone(client: Client) -> None:
+    token = await new_token(client)
+    now = dt.datetime.now(dt.UTC)
+    report = agent_report(observed_at=now - dt.timedelta(seconds=70))
+    body = encode(Batch(reports=[report], sent_at=now - dt.timedelta(seconds=60)))
+    resp = await client.post("/api/v1/reports", data=body, headers=auth(token))
+    assert resp.status == 200
+    assert await metric_value(client, "hatang_reports_clock_skew_total") == 0
+    [state] = await store_of(client).agent_states()
+    assert state.last_effective_at == state.last_observed_at == report.observed_at
+
+
 async def test_observed_at_in_the_future_is_kept_counted_and_filed_at_arrival(
     client: Client,
 ) -> None:
