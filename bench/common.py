@@ -386,3 +386,16 @@ def run_json(args: Sequence[str], timeout: float = 600) -> dict[str, Any]:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr[-1500:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
+
+
+# blackbox_exporter modules equivalent to hatang's four probe kinds (footprint, probes).
+BLACKBOX_YML = """modules:
+  icmp: {prober: icmp, timeout: 5s, icmp: {preferred_ip_protocol: ip4}}
+  tcp: {prober: tcp, timeout: 5s, tcp: {preferred_ip_protocol: ip4}}
+  dns:
+    prober: dns
+    timeout: 5s
+    dns: {query_name: dichvucong.gov.vn, query_type: A, transport_protocol: udp,
+          preferred_ip_protocol: ip4}
+  http: {prober: http, timeout: 5s, http: {preferred_ip_protocol: ip4}}
+"""

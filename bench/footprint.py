@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
+    BLACKBOX_YML,
     REPO,
     Row,
     Sampler,
@@ -153,17 +154,6 @@ def spooled(path: Path) -> int:
 
 
 # --- references ---------------------------------------------------------------------------
-
-BLACKBOX_YML = """modules:
-  icmp: {prober: icmp, timeout: 5s, icmp: {preferred_ip_protocol: ip4}}
-  tcp: {prober: tcp, timeout: 5s, tcp: {preferred_ip_protocol: ip4}}
-  dns:
-    prober: dns
-    timeout: 5s
-    dns: {query_name: dichvucong.gov.vn, query_type: A, transport_protocol: udp,
-          preferred_ip_protocol: ip4}
-  http: {prober: http, timeout: 5s, http: {preferred_ip_protocol: ip4}}
-"""
 
 
 def blackbox_targets(t: Targets) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ import sys
 import time
 from subprocess import DEVNULL
 
-from common import REPO, Row, ensure_tools, finish, need_root, parser, ratio, verdict
+from common import BLACKBOX_YML, REPO, Row, ensure_tools, finish, need_root, parser, ratio, verdict
 
 from tests import netns
 
@@ -88,17 +88,6 @@ with concurrent.futures.ThreadPoolExecutor(4) as pool:
         inner.append(max(durations))
 print(json.dumps({"hatang": hatang, "hatang_default": hatang_default,
                   "blackbox": blackbox, "blackbox_inner": inner}))
-"""
-
-BLACKBOX_YML = """modules:
-  icmp: {prober: icmp, timeout: 5s, icmp: {preferred_ip_protocol: ip4}}
-  tcp: {prober: tcp, timeout: 5s, tcp: {preferred_ip_protocol: ip4}}
-  dns:
-    prober: dns
-    timeout: 5s
-    dns: {query_name: dichvucong.gov.vn, query_type: A, transport_protocol: udp,
-          preferred_ip_protocol: ip4}
-  http: {prober: http, timeout: 5s, http: {preferred_ip_protocol: ip4}}
 """
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,12 +22,6 @@ from tests.netns import wait_for
 from tests.receiver import Receiver, agent_config, free_port, write_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with socket.create_server(("127.0.0.1", 0), backlog=128) as server:
-        yield server.getsockname()[1]
 
 
 class Agent:

@@ -16,7 +16,6 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +64,6 @@ def drive(args: list[str], spool: str = "", ns: netns.Namespace | None = None) -
     outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     assert "Traceback" not in result.stderr, result.stderr
     return outcome
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield sock.getsockname()[1]
 
 
 def _config(tmp_path: Path, port: int, extra: str = "") -> Path:

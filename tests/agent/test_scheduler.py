@@ -10,9 +10,7 @@ import asyncio
 import datetime as dt
 import itertools
 import logging
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,6 @@ from agent.scheduler import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Daemon
 from agent.sections import Section, enabled_sections, make_report
 from agent.spool import Spool
 from tests.receiver import Receiver, agent_config, free_port
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A TCP port on 127.0.0.1 that accepts connections (the networks check target)."""
-    with socket.create_server(("127.0.0.1", 0), backlog=128) as server:
-        yield server.getsockname()[1]
 
 
 async def until(predicate: Any, seconds: float = 30.0) -> Any:

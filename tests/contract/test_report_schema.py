@@ -8,10 +8,9 @@ against; ``agent.report`` is what both programs decode with. The JSON that
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +27,6 @@ def test_schema_file_is_generated_from_the_structs() -> None:
     assert SCHEMA_PATH.read_text(encoding="utf-8") == render_schema(), (
         "agent/report.schema.json is out of date: run `python3 -m agent.report`"
     )
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _validator() -> jsonschema.protocols.Validator:

@@ -131,13 +131,6 @@ def processes() -> Iterator[list[Collector | Agent]]:
             proc.stop()
 
 
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A TCP port on loopback for the agents' network checks (they only connect)."""
-    with socket.create_server(("127.0.0.1", 0), backlog=128) as server:
-        yield server.getsockname()[1]
-
-
 def start_agent(
     workdir: Path, name: str, url: str, token: str, site: str, listener: int, **collector: Any
 ) -> tuple[Agent, Path]:
