@@ -22,7 +22,6 @@ from tests.collector.conftest import SITE
 from tests.e2e.test_hostile import (  # the fixtures are shared with the access tests
     Collector,
     events,
-    listener,  # noqa: F401
     processes,  # noqa: F401
     start_agent,
 )
@@ -36,7 +35,7 @@ def write(path: Path, data: bytes) -> str:
 
 def test_agents_trust_only_the_collector_certificate_of_their_ca(
     tmp_path: Path,
-    listener: int,  # noqa: F811 - the fixture imported above
+    listener: int,
     processes: list[Collector | Agent],  # noqa: F811
 ) -> None:
     ca, other_ca = trustme.CA(), trustme.CA()
