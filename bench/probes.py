@@ -20,6 +20,7 @@ import json
 import re
 import statistics
 import sys
+import tempfile
 import time
 from subprocess import DEVNULL
 
@@ -135,7 +136,7 @@ def main() -> None:
     runs = 5
     count, interval = (50, 0.02) if args.quick else (100, 0.02)
     rows: list[Row] = []
-    with netns.topology("-probes") as topo:
+    with netns.topology("-probes") as topo, tempfile.TemporaryDirectory() as tmp:
         client, target = topo.add("cli"), topo.add("tgt")
         topo.link(client, target, f"{CLIENT}/24", f"{TARGET}/24")
         py = sys.executable
@@ -149,7 +150,7 @@ def main() -> None:
              "--local=/gov.vn/", "--address=/dichvucong.gov.vn/10.93.0.80", "--user=root"],
             stdout=DEVNULL, stderr=DEVNULL,
         )  # fmt: skip
-        conf = f"/tmp/hatang-bench-blackbox-{topo.prefix}.yml"
+        conf = f"{tmp}/blackbox.yml"
         with open(conf, "w", encoding="utf-8") as f:
             f.write(BLACKBOX_YML)
         client.popen([BLACKBOX, f"--config.file={conf}", "--web.listen-address=127.0.0.1:9115"],
