@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from agent.config import ConfigError, _humanise, read_yaml
 from agent.units import Duration, Size, dec_hook
+from collector.period import Period, WindowDef, parse_period
 
 __all__ = ["CollectorConfig", "ConfigError", "load_config", "parse_config", "sqlite_path"]
 
@@ -154,6 +156,45 @@ class MetricsConfig(_Section, frozen=True):
     min_refresh_interval: Duration = Duration(1.0)  # after ingests, at most this often
 
 
+class ReportingWindowConfig(_Section, frozen=True):
+    """A named reporting window (``--period NAME-YYYY``); see collector/period.py."""
+
+    start: str  # MM-DD, e.g. 12-15
+    year_offset: Annotated[int, msgspec.Meta(ge=-1, le=1)] = 0
+    months: Annotated[int, msgspec.Meta(ge=1, le=24)] = 12
+    title: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+    def __post_init__(self) -> None:
+        self.window()  # the one validation of a window lives in collector/period.py
+
+    def window(self) -> WindowDef:
+        """The period module's view of this window."""
+        return WindowDef(self.start, self.year_offset, self.months, self.title)
+
+
+class ReportingConfig(_Section, frozen=True):
+    """Reporting periods for evidence and attainment reports: local calendar days."""
+
+    timezone: str = "Asia/Ho_Chi_Minh"
+    windows: Annotated[
+        dict[Annotated[str, msgspec.Meta(pattern=r"\A[a-z][a-z0-9_]*\Z")], ReportingWindowConfig],
+        msgspec.Meta(max_length=32),
+    ] = {}
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"timezone: unknown time zone {self.timezone!r} (e.g. Asia/Ho_Chi_Minh)"
+            ) from None
+
+    def period(self, text: str) -> Period:
+        """Parse ``--period`` with this config's zone and named windows (PeriodError)."""
+        windows = {name: w.window() for name, w in self.windows.items()}
+        return parse_period(text, tz=ZoneInfo(self.timezone), windows=windows)
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     file: str | None = None  # default: standard error
@@ -172,6 +213,7 @@ class CollectorConfig(_Section, frozen=True):
     clock_skew: ClockSkewConfig = ClockSkewConfig()
     auth: AuthConfig = AuthConfig()
     metrics: MetricsConfig = MetricsConfig()
+    reporting: ReportingConfig = ReportingConfig()
     log: LogConfig = LogConfig()
 
 

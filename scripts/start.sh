@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-bash scripts/env.sh
+HATANG_EXTRAS=collector bash scripts/env.sh
 PY="$ROOT/.venv/bin/python"
 PORT=${HATANG_PORT:-8080}
 WEB_PORT=$((PORT + 1))
