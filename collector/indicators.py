@@ -17,7 +17,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol, get_args
 
 from agent.report import (
     NETWORK_CLASSES,
@@ -41,6 +41,10 @@ UNIT_INDICATORS: Final[Mapping[Indicator, NetworkClass]] = {
     "dedicated_network": "dedicated",
 }
 AV_STATES: Final = ("protected", "outdated", "disabled", "missing", "unknown")
+# No data is not down (issue 13): a unit that never had an agent, a site whose agents
+# went silent, and a reporting site (whose networks may be down) are told apart.
+SiteState = Literal["reporting", "silent", "never_reported"]
+SITE_STATES: Final[tuple[SiteState, ...]] = get_args(SiteState)
 LAN_SOURCES: Final = ("arp", "snmp", "agent")
 
 
@@ -145,6 +149,9 @@ class SiteView:
     completeness: Completeness
     spool_dropped: int
     clock_skew_agents: int
+    # reporting: some agent on time; silent: reported before (perhaps longer ago than the
+    # inventory horizon), none on time now; never_reported: no report ever.
+    state: SiteState = "never_reported"
 
     @property
     def agent_coverage(self) -> float | None:
@@ -360,8 +367,14 @@ def site_view(
     received: Mapping[tuple[str, str], int],
     settings: IndicatorSettings,
     now: dt.datetime,
+    last_heard: dt.datetime | None = None,
 ) -> SiteView:
-    """Everything about one unit from its (active) agents."""
+    """Everything about one unit from its (active) agents.
+
+    ``last_heard`` is the newest arrival from any agent the site ever had, retired ones
+    included: a site silent for longer than the inventory horizon is still silent, and
+    its last report time stays visible.
+    """
     since = window_start(now, settings)
     latest = latest_agent(agents, now)
     networks: dict[NetworkClass, bool] = {}
@@ -384,13 +397,16 @@ def site_view(
         for a in agents
     )
     skew = dt.timedelta(seconds=settings.clock_skew_tolerance_seconds)
+    heard = [a.last_received_at for a in agents]
+    if last_heard is not None:
+        heard.append(last_heard)
+    state: SiteState = "reporting" if up else ("silent" if heard else "never_reported")
     return SiteView(
         unit=unit,
         agents=len(agents),
         up=up,
-        last_report_timestamp=(
-            max(a.last_received_at for a in agents).timestamp() if agents else None
-        ),
+        state=state,
+        last_report_timestamp=max(heard).timestamp() if heard else None,
         networks=networks,
         windows=dict(windows),
         targets=tuple(targets),
@@ -523,8 +539,12 @@ def build_snapshot(
         seconds=max(settings.inventory_window_seconds, settings.window_seconds)
     )
     by_site: dict[str, list[AgentState]] = defaultdict(list)
+    last_heard: dict[str, dt.datetime] = {}
     unknown = 0
     for agent in agents:
+        heard = last_heard.get(agent.site)
+        if heard is None or agent.last_received_at > heard:
+            last_heard[agent.site] = agent.last_received_at
         if agent.last_received_at < horizon:
             continue  # not heard of for longer than the inventory horizon: retired
         if agent.site in org:
@@ -552,7 +572,14 @@ def build_snapshot(
         site_agents = by_site.get(unit.id, [])
         try:
             view = site_view(
-                unit, site_agents, site_windows.get(unit.id, {}), agent_up, received, settings, now
+                unit,
+                site_agents,
+                site_windows.get(unit.id, {}),
+                agent_up,
+                received,
+                settings,
+                now,
+                last_heard.get(unit.id),
             )
         except Exception as exc:
             skipped_rows += len(site_agents)
@@ -561,7 +588,9 @@ def build_snapshot(
                 extra={"site": unit.id, "agents": len(site_agents), "error": type(exc).__name__},
                 exc_info=True,
             )
-            view = site_view(unit, [], {}, agent_up, received, settings, now)
+            view = site_view(
+                unit, [], {}, agent_up, received, settings, now, last_heard.get(unit.id)
+            )
         views_list.append(view)
     views = tuple(views_list)
     levels: list[GoalLevel] = [lvl for lvl in LEVELS if any(u.level == lvl for u in org.units)]

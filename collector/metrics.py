@@ -33,7 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from collector.indicators import AV_STATES, UNIT_INDICATORS, Snapshot
+from collector.indicators import AV_STATES, SITE_STATES, UNIT_INDICATORS, Snapshot
 
 MAX_LABEL_LENGTH: Final = 128
 MAX_TARGETS_PER_NETWORK: Final = 16
@@ -67,6 +67,13 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "0 otherwise and for units without agents.",
         ("site",),
         design=True,
+    ),
+    MetricSpec(
+        "hatang_site_state",
+        "gauge",
+        "1 for the unit's one current state, 0 for the others: reporting (some agent on "
+        "time), silent (reported before, none on time now), never_reported (no report ever).",
+        ("site", "state"),
     ),
     MetricSpec(
         "hatang_site_last_report_timestamp_seconds",
@@ -315,6 +322,8 @@ def emit(source: SnapshotSource, add: Add) -> None:
             1,
         )
         add("hatang_site_up", one, 1 if view.up else 0)
+        for state in SITE_STATES:
+            add("hatang_site_state", (site, state), 1 if view.state == state else 0)
         add("hatang_site_agents", one, view.agents)
         if view.last_report_timestamp is not None:
             add("hatang_site_last_report_timestamp_seconds", one, view.last_report_timestamp)

@@ -368,6 +368,29 @@ def test_site_up_within_intervals() -> None:
     assert not site(snapshot(BAC_KAN, [stale]), BANG_LUNG).up
 
 
+def test_no_data_is_not_down_three_site_states() -> None:
+    """A unit without agents, a silent site and a site whose network is down differ."""
+    boc_bo = "bac-kan/pac-nam/boc-bo"
+    down = make_agent(BANG_LUNG, "a", up={"lan": True, "dedicated": False})
+    silent = make_agent(boc_bo, "b", last=NOW - dt.timedelta(hours=2))
+    snap = snapshot(BAC_KAN, [down, silent])
+    reporting = site(snap, BANG_LUNG)
+    assert reporting.state == "reporting" and reporting.networks["dedicated"] is False
+    assert site(snap, boc_bo).state == "silent"
+    assert site(snap, "bac-kan/so-tttt").state == "never_reported"
+    assert site(snap, "bac-kan/so-tttt").last_report_timestamp is None
+
+
+def test_a_site_silent_beyond_the_inventory_horizon_stays_silent() -> None:
+    """Its agent is retired from counts, but the site did report once: silent, with the
+    time of its last report, never 'never reported'."""
+    gone = NOW - dt.timedelta(days=90)
+    view = site(snapshot(BAC_KAN, [make_agent(BANG_LUNG, "a", last=gone)]), BANG_LUNG)
+    assert view.agents == 0 and not view.up
+    assert view.state == "silent"
+    assert view.last_report_timestamp == gone.timestamp()
+
+
 def test_latest_observation_prefers_the_site_probe() -> None:
     probe = make_agent(
         BANG_LUNG,

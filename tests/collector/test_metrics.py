@@ -63,6 +63,14 @@ def test_units_without_agents_have_site_up_zero_and_info() -> None:
     labels = {"site": "demo/xa-an-binh", "name": "Xã An Bình", "level": "commune", "parent": "demo"}
     assert registry.get_sample_value("hatang_site_info", labels) == 1
     assert registry.get_sample_value("hatang_site_up", {"site": "demo/xa-an-binh"}) == 0
+    # No data is not down: one state of three, all three series present.
+    states = {
+        state: registry.get_sample_value(
+            "hatang_site_state", {"site": "demo/xa-an-binh", "state": state}
+        )
+        for state in ("reporting", "silent", "never_reported")
+    }
+    assert states == {"reporting": 0, "silent": 0, "never_reported": 1}
     province = {"site": "demo", "name": "Tỉnh Demo", "level": "province", "parent": ""}
     assert registry.get_sample_value("hatang_site_info", province) == 1
     # Unknown is absent, not zero.
