@@ -322,8 +322,8 @@ def emit(source: SnapshotSource, add: Add) -> None:
             1,
         )
         add("hatang_site_up", one, 1 if view.up else 0)
-        for state in SITE_STATES:
-            add("hatang_site_state", (site, state), 1 if view.state == state else 0)
+        for site_state in SITE_STATES:
+            add("hatang_site_state", (site, site_state), 1 if view.state == site_state else 0)
         add("hatang_site_agents", one, view.agents)
         if view.last_report_timestamp is not None:
             add("hatang_site_last_report_timestamp_seconds", one, view.last_report_timestamp)
