@@ -1,4 +1,5 @@
-"""``hatang-collector``: ``serve``, ``token create|list|revoke``, ``store verify``, ``--version``.
+"""``hatang-collector``: ``serve``, ``token create|list|revoke``, ``store verify``,
+``declare template|import|list``, ``--version``.
 
 Exit codes: 0 success, 1 a runtime failure (store cannot open, unknown token id, a
 corrupt store for ``store verify``), 2 a
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import getpass
 import json
 import logging
 import os
@@ -19,12 +21,14 @@ import signal
 import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from agent import __version__
 from agent.log import event, setup
 from collector.config import CollectorConfig, ConfigError, load_config
-from collector.org import Org, OrgError, load_org
+from collector.org import Org, OrgError, Unit, load_org
+from collector.period import PeriodError
 from collector.store import Store, StoreError
 from collector.targets import TargetsError
 
@@ -65,6 +69,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--config", required=True, metavar="FILE")
     verify.add_argument("--json", action="store_true", help="one JSON object")
+
+    declare = commands.add_parser("declare", help="facts units declare (officials, security)")
+    declares = declare.add_subparsers(dest="declare_command", required=True, parser_class=_Parser)
+    template = declares.add_parser("template", help="write the XLSX form units fill in")
+    template.add_argument("--config", required=True, metavar="FILE")
+    template.add_argument("--period", required=True, metavar="P", help="2026, 2026-H1, 2026-Q3")
+    template.add_argument("--unit", metavar="ID", help="this unit and every unit under it")
+    template.add_argument("--layout", choices=("per-unit", "per-row"), default="per-unit")
+    template.add_argument("--out", required=True, metavar="FILE", help="the .xlsx to write")
+    imports = declares.add_parser("import", help="read a filled form (all or nothing)")
+    imports.add_argument("--config", required=True, metavar="FILE")
+    imports.add_argument("form", metavar="FORM.xlsx")
+    imports.add_argument("--by", metavar="NAME", help="who declares (default: the form's column)")
+    imports.add_argument("--attach", metavar="DIR", help="folder holding the attached files")
+    listing = declares.add_parser("list", help="declarations in force")
+    listing.add_argument("--config", required=True, metavar="FILE")
+    listing.add_argument("--period", metavar="P", help="declarations overlapping this period")
+    listing.add_argument("--unit", metavar="ID", help="this unit and every unit under it")
+    listing.add_argument("--history", action="store_true", help="superseded revisions too")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
 
@@ -126,10 +150,7 @@ async def _token_list(config: CollectorConfig, as_json: bool) -> int:
         )
         for r in records
     ]
-    widths = [max(len(x) for x in col) for col in zip(header, *table, strict=True)]
-    for line in (header, *table):
-        cells = (x.ljust(w) for x, w in zip(line, widths, strict=True))
-        sys.stdout.write("  ".join(cells).rstrip() + "\n")
+    _print_table(header, table)
     return 0
 
 
@@ -187,6 +208,127 @@ def _print_check(where: str, check: Any, as_json: bool) -> int:
             "restore the store from a backup; the agents resend what their spools still hold\n"
         )
     return 0 if check.ok else 1
+
+
+class _UnknownUnit(Exception):
+    pass
+
+
+def _units(config: CollectorConfig, org: Org, unit: str | None) -> list[Unit]:
+    """``--unit``: the unit and everything under it; without it, the whole province."""
+    if unit is None:
+        return list(org.units)
+    found = org.subtree(unit)
+    if not found:
+        raise _UnknownUnit(f"--unit: unknown unit {unit!r}: not a unit in {config.org}")
+    return found
+
+
+def _declare_template(config: CollectorConfig, org: Org, args: argparse.Namespace) -> int:
+    from collector.declaration_form import write_template
+
+    period = config.reporting.period(args.period)
+    units = _units(config, org, args.unit)
+    out = Path(args.out)
+    try:
+        write_template(out, org, units, period, args.layout)
+    except OSError as exc:
+        return _fail(f"--out: cannot write {out}: {exc.strerror or exc}", 1)
+    sys.stdout.write(f"form for {len(units)} units, period {period.name} ({args.layout}):\n")
+    sys.stdout.write(f"{out}\n")
+    return 0
+
+
+async def _declare_import(config: CollectorConfig, org: Org, args: argparse.Namespace) -> int:
+    from collector.declaration_form import FormError, read_form
+
+    attach = Path(args.attach) if args.attach else None
+    if attach is not None and not attach.is_dir():
+        return _fail(f"--attach: {attach}: not a folder")
+    try:
+        contents = read_form(
+            Path(args.form),
+            org,
+            config.reporting.period,
+            attach_dir=attach,
+            declared_by=args.by or getpass.getuser(),
+        )
+    except FormError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"hatang-collector: {problem}\n")
+        sys.stderr.write("hatang-collector: nothing imported; fix the form and import it again\n")
+        return 2
+    store = _store(config)
+    await store.open()
+    try:
+        stored = await store.declare(contents.declarations, contents.files)
+    finally:
+        await store.close()
+    unchanged = len(contents.declarations) - stored
+    sys.stdout.write(
+        f"period {contents.period.name}: {len(contents.units)} units, "
+        f"{stored} declarations stored, {unchanged} unchanged\n"
+    )
+    sys.stdout.write(f"{stored}\n")
+    return 0
+
+
+async def _declare_list(config: CollectorConfig, org: Org, args: argparse.Namespace) -> int:
+    from collector.declarations import declarations_for
+    from collector.period import Period
+
+    ids = None if args.unit is None else [u.id for u in _units(config, org, args.unit)]
+    if args.period is not None:
+        period = config.reporting.period(args.period)
+    else:
+        forever = dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+        period = Period("all", *forever, "mọi kỳ", "every period")
+    store = _store(config)
+    await store.open()
+    try:
+        rows = await declarations_for(store, org, ids, period, history=args.history)
+    finally:
+        await store.close()
+    if args.json:
+        for r in rows:
+            item = {
+                "unit": r.unit,
+                "unit_name": r.unit_name,
+                "period": r.period,
+                "key": r.key,
+                "value": r.value,
+                "revision": r.revision,
+                "declared_by": r.declared_by,
+                "declared_at": _when(r.declared_at),
+                "attachment_name": r.attachment_name,
+                "attachment_sha256": r.attachment_sha256,
+                "source": r.source,
+            }
+            sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+        return 0
+    header = ("UNIT", "PERIOD", "KEY", "VALUE", "REV", "BY", "AT", "FILE")
+    table = [
+        (
+            r.unit,
+            r.period,
+            r.key,
+            r.display,
+            str(r.revision),
+            r.declared_by,
+            _when(r.declared_at),
+            r.attachment_name or "",
+        )
+        for r in rows
+    ]
+    _print_table(header, table)
+    return 0
+
+
+def _print_table(header: tuple[str, ...], table: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(x) for x in col) for col in zip(header, *table, strict=True)]
+    for line in (header, *table):
+        cells = (x.ljust(w) for x, w in zip(line, widths, strict=True))
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
 
 
 async def _serve(config: CollectorConfig) -> int:
@@ -249,12 +391,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(config))
         if args.command == "store":
             return _store_verify(config, args.json)
+        if args.command == "declare":
+            org = load_org(config.org)
+            if args.declare_command == "template":
+                return _declare_template(config, org, args)
+            if args.declare_command == "import":
+                return asyncio.run(_declare_import(config, org, args))
+            return asyncio.run(_declare_list(config, org, args))
         if args.token_command == "create":  # noqa: S105 - a sub-command name
             return asyncio.run(_token_create(config, load_org(config.org), args.site, args.note))
         if args.token_command == "list":  # noqa: S105
             return asyncio.run(_token_list(config, args.json))
         return asyncio.run(_token_revoke(config, args.token_id))
-    except (OrgError, TargetsError) as exc:
+    except (OrgError, TargetsError, PeriodError, _UnknownUnit) as exc:
         return _fail(str(exc))
     except StoreError as exc:
         return _fail(f"store: {exc}", 1)

@@ -114,6 +114,20 @@ class Org:
         """Return the units whose parent is ``unit_id``."""
         return [unit for unit in self.units if unit.parent == unit_id]
 
+    def subtree(self, unit_id: str) -> list[Unit]:
+        """The unit and every unit under it, in file order (empty for an unknown id)."""
+        if unit_id not in self._by_id:
+            return []
+        inside = {unit_id}
+        changed = True
+        while changed:  # file order need not put parents first
+            changed = False
+            for unit in self.units:
+                if unit.parent in inside and unit.id not in inside:
+                    inside.add(unit.id)
+                    changed = True
+        return [unit for unit in self.units if unit.id in inside]
+
     def successors(self, old_id: str) -> tuple[str, ...]:
         """Return the ids of the units that absorbed a pre-2025 unit (empty if unmapped)."""
         for entry in self.mapping:

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the real-parts tests use; installed only when missing.
-packages=(iproute2 iputils-ping snmpd snmp prometheus postgresql clamav clamav-daemon nftables iptables dnsmasq-base openssl faketime curl)
+packages=(iproute2 iputils-ping snmpd snmp prometheus postgresql clamav clamav-daemon nftables iptables dnsmasq-base openssl faketime curl libreoffice-calc)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${packages[@]}"; do

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -263,6 +263,106 @@ class DailyHost:
     antivirus_state: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class NewDeclaration:
+    """One fact a unit declares for a period (``value`` is canonical JSON, see
+    ``collector.declarations``); the store adds the revision and the time."""
+
+    unit: str
+    period: str
+    period_start: float  # unix seconds
+    period_end: float
+    key: str
+    value: str
+    declared_by: str
+    source: str  # where it came from, e.g. 'form.xlsx: sheet "Sở TTTT", row 7'
+    attachment_name: str | None = None
+    attachment_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeclaration:
+    """A stored revision of one declaration; the highest revision is the one in force."""
+
+    unit: str
+    period: str
+    period_start: float
+    period_end: float
+    key: str
+    revision: int
+    value: str
+    declared_by: str
+    declared_at: dt.datetime
+    source: str
+    attachment_name: str | None
+    attachment_sha256: str | None
+
+
+def stored_declaration(row: Sequence[Any]) -> StoredDeclaration:
+    """A ``declarations`` row in ``DECLARATION_COLUMNS`` order."""
+    unit, period, key, revision, start, end, value, by, at, source, name, sha = row
+    return StoredDeclaration(
+        unit=str(unit),
+        period=str(period),
+        period_start=float(start),
+        period_end=float(end),
+        key=str(key),
+        revision=int(revision),
+        value=str(value),
+        declared_by=str(by),
+        declared_at=from_unix(at),
+        source=str(source),
+        attachment_name=name,
+        attachment_sha256=sha,
+    )
+
+
+DECLARATION_COLUMNS = (
+    "unit, period, fact, revision, period_start, period_end, value, declared_by,"
+    " declared_at, source, attachment_name, attachment_sha256"
+)
+
+
+def new_revisions(
+    new: Sequence[NewDeclaration],
+    stored: Iterable[Sequence[Any]],
+    declared_at: float,
+) -> list[tuple[Any, ...]]:
+    """The rows to insert for ``new`` given the stored ``(unit, period, fact, revision,
+    value, attachment_sha256)`` rows: only what differs from the revision in force, each
+    as the next revision. Both backends decide here, so re-importing a form is a no-op
+    on either."""
+    newest: dict[tuple[str, str, str], tuple[int, str, str | None]] = {}
+    for unit, period, key, revision, value, sha in stored:
+        held = newest.get((unit, period, key))
+        if held is None or int(revision) > held[0]:
+            newest[(unit, period, key)] = (int(revision), str(value), sha)
+    rows: list[tuple[Any, ...]] = []
+    for d in new:
+        held = newest.get((d.unit, d.period, d.key))
+        if held is not None and (held[1], held[2]) == (d.value, d.attachment_sha256):
+            continue
+        revision = 1 if held is None else held[0] + 1
+        newest[(d.unit, d.period, d.key)] = (revision, d.value, d.attachment_sha256)
+        rows.append(
+            (
+                d.unit,
+                d.period,
+                d.key,
+                revision,
+                d.period_start,
+                d.period_end,
+                d.value,
+                d.declared_by,
+                declared_at,
+                d.source,
+                d.attachment_name,
+                d.attachment_sha256,
+            )
+        )
+    return rows
+
+
 class Store(Protocol):
     """Durable storage of reports, tokens, latest state and roll-ups.
 
@@ -327,6 +427,24 @@ class Store(Protocol):
         ...
 
     async def rejection_counts(self) -> dict[str, int]: ...
+
+    async def declare(
+        self, declarations: Sequence[NewDeclaration], files: Mapping[str, bytes]
+    ) -> int:
+        """Store declarations and their attached files (by SHA-256) in one transaction;
+        return how many new revisions were stored (0 when nothing changed)."""
+        ...
+
+    async def declarations(
+        self, since: float, until: float, units: Collection[str] | None = None
+    ) -> list[StoredDeclaration]:
+        """Every revision of the declarations whose period overlaps ``(since, until)``
+        (unix seconds), by unit, period, key and revision."""
+        ...
+
+    async def declaration_file(self, sha256: str) -> bytes | None:
+        """An attached file by its SHA-256 (hex), or None."""
+        ...
 
     async def digest(self) -> str:
         """A hash over all stored content: equal before and after a rejected request.

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -27,10 +27,12 @@ from collector.store import (
     DailyNetwork,
     IngestResult,
     NetworkWindow,
+    StoredDeclaration,
     StoreError,
     StoreUnavailable,
     TokenRecord,
     assemble_agent_states,
+    stored_declaration,
     to_unix,
     token_record,
 )
@@ -54,6 +56,8 @@ READ_QUERIES: Final = (
     "list_tokens",  # → tokens rows, oldest first
     "report_count",  # → (count,)
     "rejection_counts",  # → (reason, count)
+    "declarations",  # until, since → DECLARATION_COLUMNS rows whose period overlaps
+    "declaration_file",  # sha256 → (content,)
 )
 
 
@@ -81,8 +85,10 @@ _DIGEST_TABLES: Final = (
     ("network_daily", "*", ("day", "site", "agent_id", "network")),
     ("host_daily", "*", ("day", "site", "agent_id")),
     ("tokens", "token_id, token_hash, site, created_at, revoked_at, note", ("token_id",)),
+    ("declarations", "*", ("unit", "period", "fact", "revision")),
+    ("declaration_files", "*", ("sha256",)),
 )
-_NUMERIC_KEYS: Final = frozenset({"hour"})
+_NUMERIC_KEYS: Final = frozenset({"hour", "revision"})
 DIGEST_TABLE_NAMES: Final = frozenset(name for name, _, _ in _DIGEST_TABLES)
 
 
@@ -324,3 +330,19 @@ class GroupCommitStore:
     async def rejection_counts(self) -> dict[str, int]:
         """Rejected requests by reason since the store was created."""
         return {r: int(n) for r, n in await self._rows("rejection_counts")}
+
+    async def declarations(
+        self, since: float, until: float, units: Collection[str] | None = None
+    ) -> list[StoredDeclaration]:
+        """Every revision of the declarations whose period overlaps ``(since, until)``."""
+        wanted = None if units is None else set(units)
+        return [
+            stored_declaration(row)
+            for row in await self._rows("declarations", float(until), float(since))
+            if wanted is None or row[0] in wanted
+        ]
+
+    async def declaration_file(self, sha256: str) -> bytes | None:
+        """An attached file by its SHA-256 (hex), or None."""
+        rows = await self._rows("declaration_file", sha256)
+        return bytes(rows[0][0]) if rows else None

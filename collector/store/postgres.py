@@ -24,7 +24,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -34,11 +34,14 @@ import asyncpg
 from agent.log import event
 from agent.report import Report, decode_report
 from collector.store import (
+    DECLARATION_COLUMNS,
     IngestResult,
+    NewDeclaration,
     StoreError,
     StoreUnavailable,
     TokenRecord,
     hash_token,
+    new_revisions,
     new_token,
     to_unix,
     token_record,
@@ -146,6 +149,10 @@ class PostgresStore(GroupCommitStore):
         ' FROM tokens ORDER BY created_at, token_id COLLATE "C"',
         "report_count": "SELECT COUNT(*) FROM reports",
         "rejection_counts": "SELECT reason, count FROM rejections",
+        "declarations": f"SELECT {DECLARATION_COLUMNS} FROM declarations"  # noqa: S608
+        ' WHERE period_start < $1 AND period_end > $2 ORDER BY unit COLLATE "C",'
+        ' period COLLATE "C", fact COLLATE "C", revision',
+        "declaration_file": "SELECT content FROM declaration_files WHERE sha256 = $1",
     }
 
     def __init__(
@@ -602,6 +609,49 @@ class PostgresStore(GroupCommitStore):
 
         if rows:
             await self._write(apply)
+
+    # -- declarations -----------------------------------------------------------------
+
+    async def declare(
+        self, declarations: Sequence[NewDeclaration], files: Mapping[str, bytes]
+    ) -> int:
+        """Store new revisions and attached files in one transaction; how many revisions.
+
+        Two replicas importing at once may pick the same next revision: the primary key
+        refuses the second, whose whole import fails (nothing stored) and can be re-run.
+        """
+        new = list(declarations)
+        blobs = sorted(files.items())
+
+        async def apply(conn: Connection) -> int:
+            now = float(self.clock())
+            stored = await conn.fetch(
+                "SELECT unit, period, fact, revision, value, attachment_sha256"
+                " FROM declarations WHERE period = ANY($1::text[])",
+                sorted({d.period for d in new}),
+            )
+            if blobs:
+                await conn.execute(
+                    "INSERT INTO declaration_files (sha256, size, content, stored_at)"
+                    " SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::float8[])"
+                    " ON CONFLICT (sha256) DO NOTHING",
+                    *_columns([(sha, len(body), body, now) for sha, body in blobs], 4),
+                )
+            rows = new_revisions(new, [tuple(r) for r in stored], now)
+            if rows:
+                await conn.execute(
+                    f"INSERT INTO declarations ({DECLARATION_COLUMNS})"  # noqa: S608 - fixed text
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],"
+                    " $5::float8[], $6::float8[], $7::text[], $8::text[], $9::float8[],"
+                    " $10::text[], $11::text[], $12::text[])",
+                    *_columns(rows, 12),
+                )
+            return len(rows)
+
+        if not new:
+            return 0
+        stored: int = await self._write(apply)
+        return stored
 
     async def digest(self) -> str:
         """SHA-256 over every stored row except operational bookkeeping."""

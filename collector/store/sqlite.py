@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -29,11 +29,14 @@ from typing import Any, ClassVar, Final, TypeVar
 from agent.log import event
 from agent.report import Report, decode_report
 from collector.store import (
+    DECLARATION_COLUMNS,
     IngestResult,
+    NewDeclaration,
     StoreError,
     StoreUnavailable,
     TokenRecord,
     hash_token,
+    new_revisions,
     new_token,
     to_unix,
     token_record,
@@ -131,6 +134,9 @@ class SQLiteStore(GroupCommitStore):
         " FROM tokens ORDER BY created_at, token_id",
         "report_count": "SELECT COUNT(*) FROM reports",
         "rejection_counts": "SELECT reason, count FROM rejections",
+        "declarations": f"SELECT {DECLARATION_COLUMNS} FROM declarations"  # noqa: S608
+        " WHERE period_start < ? AND period_end > ? ORDER BY unit, period, fact, revision",
+        "declaration_file": "SELECT content FROM declaration_files WHERE sha256 = ?",
     }
 
     def __init__(
@@ -666,6 +672,44 @@ class SQLiteStore(GroupCommitStore):
 
         if rows:
             await self._write(apply)
+
+    # -- declarations -----------------------------------------------------------------
+
+    async def declare(
+        self, declarations: Sequence[NewDeclaration], files: Mapping[str, bytes]
+    ) -> int:
+        """Store new revisions and attached files in one transaction; how many revisions."""
+        new = list(declarations)
+        blobs = sorted(files.items())
+
+        def apply(conn: sqlite3.Connection) -> int:
+            now = self.clock()
+            stored = [
+                row
+                for period in sorted({d.period for d in new})
+                for row in conn.execute(
+                    "SELECT unit, period, fact, revision, value, attachment_sha256"
+                    " FROM declarations WHERE period = ?",
+                    (period,),
+                )
+            ]
+            conn.executemany(
+                "INSERT INTO declaration_files (sha256, size, content, stored_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                [(sha, len(body), body, now) for sha, body in blobs],
+            )
+            rows = new_revisions(new, stored, now)
+            conn.executemany(
+                f"INSERT INTO declarations ({DECLARATION_COLUMNS})"  # noqa: S608 - fixed text
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return len(rows)
+
+        if not new:
+            return 0
+        stored: int = await self._write(apply)
+        return stored
 
     async def digest(self) -> str:
         """SHA-256 over every stored row except operational bookkeeping."""
