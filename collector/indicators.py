@@ -15,20 +15,28 @@ import datetime as dt
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, get_args
 
 from agent.report import (
     NETWORK_CLASSES,
     AntivirusStatus,
+    FirewallStatus,
     HostInventory,
     LanHosts,
     NetworkClass,
     Report,
 )
+from collector.declarations import Value, in_force
 from collector.org import LEVELS, Org, Unit
-from collector.store import AgentNetworkWindow, AgentState, AgentStates, NetworkWindow
+from collector.store import (
+    AgentNetworkWindow,
+    AgentState,
+    AgentStates,
+    NetworkWindow,
+    StoredDeclaration,
+)
 from collector.targets import INDICATORS, GoalLevel, Indicator, Plan
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,16 @@ AV_STATES: Final = ("protected", "outdated", "disabled", "missing", "unknown")
 # went silent, and a reporting site (whose networks may be down) are told apart.
 SiteState = Literal["reporting", "silent", "never_reported"]
 SITE_STATES: Final[tuple[SiteState, ...]] = get_args(SiteState)
+# Unprotected: the agent saw the antivirus outdated, disabled or missing ("unknown" is no
+# data, neither protected nor unprotected).
+AV_UNPROTECTED: Final = frozenset({"outdated", "disabled", "missing"})
+# hatang_antivirus_unprotected_hosts{over}: unprotected for longer than each of these.
+UNPROTECTED_OVER: Final[tuple[tuple[str, float], ...]] = (
+    ("1d", 86400.0),
+    ("7d", 7 * 86400.0),
+    ("30d", 30 * 86400.0),
+)
+FIREWALL_STATES: Final = ("enabled", "disabled", "unknown")
 LAN_SOURCES: Final = ("arp", "snmp", "agent")
 
 
@@ -79,6 +97,12 @@ class SnapshotStore(Protocol):
     async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]: ...
     async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]: ...
     async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]: ...
+    async def declarations(
+        self, since: float, until: float, units: Collection[str] | None = None
+    ) -> list[StoredDeclaration]: ...
+    async def protected_until(
+        self, agents: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], float]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +137,9 @@ class Computers:
     av_reported: int  # with agent and an antivirus state
     av_states: Mapping[str, int] = field(default_factory=dict)
     discovered: bool = False  # a site probe reported its LAN hosts
+    firewall_states: Mapping[str, int] = field(default_factory=dict)  # with a firewall report
+    # Per unprotected computer: since when (unix seconds; day precision, see the store).
+    unprotected_since: tuple[float, ...] = ()
 
     @property
     def protected(self) -> int:
@@ -134,6 +161,23 @@ class Completeness:
 
 
 @dataclass(frozen=True, slots=True)
+class Declared:
+    """What a unit declared that is in force now (see ``collector.declarations``)."""
+
+    facts: Mapping[str, Value] = field(default_factory=dict)
+
+    @property
+    def officials(self) -> int | None:
+        value = self.facts.get("officials")
+        return value if isinstance(value, int) else None
+
+    @property
+    def officials_basis(self) -> str | None:
+        value = self.facts.get("officials_basis")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
 class SiteView:
     """Everything the metrics show about one unit (a unit without agents included)."""
 
@@ -152,6 +196,20 @@ class SiteView:
     # reporting: some agent on time; silent: reported before (perhaps longer ago than the
     # inventory horizon), none on time now; never_reported: no report ever.
     state: SiteState = "never_reported"
+    declared: Declared = field(default_factory=Declared)
+
+    @property
+    def officials(self) -> int | None:
+        """The denominator in force: the unit's declaration for now, else the org file."""
+        declared = self.declared.officials
+        return declared if declared is not None else self.unit.officials
+
+    @property
+    def officials_source(self) -> str | None:
+        """Where ``officials`` comes from: ``declaration``, ``org_file`` or None."""
+        if self.declared.officials is not None:
+            return "declaration"
+        return "org_file" if self.unit.officials is not None else None
 
     @property
     def agent_coverage(self) -> float | None:
@@ -252,14 +310,20 @@ class _UnionFind:
         self.parent[self.find(a)] = self.find(b)
 
 
-def count_computers(agents: Sequence[AgentState], agent_up: Mapping[str, bool]) -> Computers | None:
+def count_computers(
+    agents: Sequence[AgentState],
+    agent_up: Mapping[str, bool],
+    protected_until: Mapping[tuple[str, str], float] | None = None,
+) -> Computers | None:
     """Reconcile one site's agents and discovered hosts by MAC into computers.
 
     An agent is a computer; agents sharing a MAC (a reinstall) are one computer, judged
     by the one that reported last. A discovered host is the same computer as an agent
     whose interfaces carry its MAC; otherwise it counts only if classified ``computer``.
     ``agent_up`` says, per agent id, whether its own LAN and internet were up over the
-    window. Returns None when the site has neither agents nor discovered hosts.
+    window. ``protected_until`` says, per (site, agent id), when its antivirus was last
+    protected (absent: never, so unprotected since its first report). Returns None when
+    the site has neither agents nor discovered hosts.
     """
     probes = [a for a in agents if isinstance(a.lan_hosts, LanHosts)]
     if not agents:
@@ -292,12 +356,21 @@ def count_computers(agents: Sequence[AgentState], agent_up: Mapping[str, bool]) 
 
     connected = 0
     av_states: Counter[str] = Counter()
+    firewall_states: Counter[str] = Counter()
+    unprotected: list[float] = []
+    until = protected_until or {}
     for members in by_root.values():
         newest = max(members, key=lambda a: a.last_received_at)
         connected += agent_up.get(newest.agent_id, False)
         antivirus = newest.antivirus
         if isinstance(antivirus, AntivirusStatus):
             av_states[antivirus.state] += 1
+            if antivirus.state in AV_UNPROTECTED:
+                since = until.get((newest.site, newest.agent_id), newest.first_seen.timestamp())
+                unprotected.append(since)
+        firewall = newest.firewall
+        if isinstance(firewall, FirewallStatus):
+            firewall_states[firewall_state(firewall)] += 1
     return Computers(
         total=len(by_root) + len(discovered_roots),
         with_agent=len(by_root),
@@ -305,7 +378,16 @@ def count_computers(agents: Sequence[AgentState], agent_up: Mapping[str, bool]) 
         av_reported=sum(av_states.values()),
         av_states=dict(av_states),
         discovered=bool(probes),
+        firewall_states=dict(firewall_states),
+        unprotected_since=tuple(sorted(unprotected)),
     )
+
+
+def firewall_state(status: FirewallStatus) -> str:
+    """``enabled``, ``disabled`` or ``unknown`` (the agent could not tell)."""
+    if status.enabled is None:
+        return "unknown"
+    return "enabled" if status.enabled else "disabled"
 
 
 def latest_agent(agents: Sequence[AgentState], now: dt.datetime) -> AgentState | None:
@@ -368,8 +450,11 @@ def site_view(
     settings: IndicatorSettings,
     now: dt.datetime,
     last_heard: dt.datetime | None = None,
+    *,
+    declared: Declared | None = None,
+    protected_until: Mapping[tuple[str, str], float] | None = None,
 ) -> SiteView:
-    """Everything about one unit from its (active) agents.
+    """Everything about one unit from its (active) agents and its declarations.
 
     ``last_heard`` is the newest arrival from any agent the site ever had, retired ones
     included: a site silent for longer than the inventory horizon is still silent, and
@@ -382,7 +467,7 @@ def site_view(
     if latest is not None:
         networks, targets = observe_targets(latest.latest)
     lan_hosts: dict[str, int] = {}
-    computers = count_computers(agents, agent_up)
+    computers = count_computers(agents, agent_up, protected_until)
     probes = [a for a in agents if isinstance(a.lan_hosts, LanHosts)]
     if probes:
         newest = max(probes, key=lambda a: a.last_received_at)
@@ -415,6 +500,7 @@ def site_view(
         completeness=completeness(agents, received, since, now),
         spool_dropped=sum(a.spool_dropped for a in agents),
         clock_skew_agents=sum(1 for a in agents if _clock_skewed(a, now, skew)),
+        declared=declared or Declared(),
     )
 
 
@@ -464,7 +550,7 @@ def indicator_value(
     selection = list(views)
     if indicator == "computers_per_official":
         # Units that declare no officials are outside this ratio altogether.
-        selection = [v for v in selection if v.unit.officials is not None]
+        selection = [v for v in selection if v.officials is not None]
     for view in selection:
         computers = view.computers
         if indicator in UNIT_INDICATORS:
@@ -475,8 +561,8 @@ def indicator_value(
                 attaining += 1
                 numerator += 1
         elif indicator == "computers_per_official":
-            assert view.unit.officials is not None
-            denominator += view.unit.officials
+            assert view.officials is not None
+            denominator += view.officials
             if computers is None:
                 no_data += 1
             else:
@@ -505,6 +591,14 @@ def indicator_value(
     )
 
 
+def counts_for(view: SiteView, basis: str | None) -> bool:
+    """Whether a unit's officials count answers a goal that names its denominator
+    (``officials_basis``): a count declared on another basis does not; a count whose basis
+    is not said (the org file, or a declaration without one) does."""
+    declared = view.declared.officials_basis if view.declared.officials is not None else None
+    return basis is None or declared is None or declared == basis
+
+
 def select_units(
     views: Sequence[SiteView], level: GoalLevel, sectors: Iterable[str] | None = None
 ) -> list[SiteView]:
@@ -527,8 +621,14 @@ def build_snapshot(
     received: Mapping[tuple[str, str], int],
     agent_windows: Sequence[AgentNetworkWindow],
     skipped_rows: int = 0,
+    *,
+    declarations: Iterable[StoredDeclaration] = (),
+    protected_until: Mapping[tuple[str, str], float] | None = None,
 ) -> Snapshot:
     """Compute the whole Snapshot from store values; pure, so tests give exact inputs.
+
+    ``declarations`` are the stored ones whose period contains ``now``; what each unit
+    declared that is in force now overrides the org file (``officials``).
 
     ``skipped_rows`` counts store rows the read already left out. A unit whose agents make
     the arithmetic fail is shown without agents and its agents are added to that count
@@ -567,6 +667,9 @@ def build_snapshot(
         for agent_id, nets in per_agent.items()
     }
 
+    declared = {
+        unit: Declared(facts) for unit, facts in in_force(declarations, now.timestamp()).items()
+    }
     views_list: list[SiteView] = []
     for unit in org.units:
         site_agents = by_site.get(unit.id, [])
@@ -580,6 +683,8 @@ def build_snapshot(
                 settings,
                 now,
                 last_heard.get(unit.id),
+                declared=declared.get(unit.id),
+                protected_until=protected_until,
             )
         except Exception as exc:
             skipped_rows += len(site_agents)
@@ -589,7 +694,15 @@ def build_snapshot(
                 exc_info=True,
             )
             view = site_view(
-                unit, [], {}, agent_up, received, settings, now, last_heard.get(unit.id)
+                unit,
+                [],
+                {},
+                agent_up,
+                received,
+                settings,
+                now,
+                last_heard.get(unit.id),
+                declared=declared.get(unit.id),
             )
         views_list.append(view)
     views = tuple(views_list)
@@ -610,7 +723,13 @@ def build_snapshot(
             measured=indicator_value(
                 goal.indicator,
                 goal.level,
-                select_units(views, goal.level, goal.sectors),
+                [
+                    v
+                    for v in select_units(views, goal.level, goal.sectors)
+                    if counts_for(v, goal.officials_basis)
+                ]
+                if goal.indicator == "computers_per_official"
+                else select_units(views, goal.level, goal.sectors),
                 settings.up_ratio,
             ),
         )
@@ -696,6 +815,25 @@ class SnapshotBuilder:
         windows = await self.store.network_windows(since)
         received = await self.store.received_counts(since)
         agent_windows = await self.store.agent_network_windows(since)
+        at = now.timestamp()
+        # Periods start and end at local midnight: a millisecond is "now" for the overlap.
+        declarations = await self.store.declarations(at, at + 0.001)
+        unprotected = [
+            (a.site, a.agent_id)
+            for a in agents
+            if isinstance(a.antivirus, AntivirusStatus) and a.antivirus.state in AV_UNPROTECTED
+        ]
+        protected_until = await self.store.protected_until(unprotected)
         return build_snapshot(
-            self.org, self.plans, settings, now, agents, windows, received, agent_windows, skipped
+            self.org,
+            self.plans,
+            settings,
+            now,
+            agents,
+            windows,
+            received,
+            agent_windows,
+            skipped,
+            declarations=declarations,
+            protected_until=protected_until,
         )

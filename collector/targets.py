@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from agent.config import ConfigError, read_yaml
+from collector import declarations
 from collector.org import LEVELS, SECTORS, Sector
 
 Indicator = Literal[
@@ -49,8 +50,20 @@ _TOP_KEYS: Final = frozenset(
     {"plan", "title", "title_en", "reference", "province", "example", "note", "goals", "untracked"}
 )
 _GOAL_KEYS: Final = frozenset(
-    {"indicator", "level", "goal", "deadline", "denominator", "sectors", "note", "text"}
+    {
+        "indicator",
+        "level",
+        "goal",
+        "deadline",
+        "denominator",
+        "officials_basis",
+        "sectors",
+        "note",
+        "text",
+    }
 )
+# Who a computers_per_official goal counts: the choices a unit declares its count on.
+OFFICIALS_BASES: Final = tuple(choice.id for choice in declarations.OFFICIALS_BASES)
 _GOAL_REQUIRED: Final = ("indicator", "level", "goal", "deadline")
 _UNTRACKED_KEYS: Final = frozenset({"text", "level", "goal", "deadline", "reason"})
 MAX_FILE_BYTES: Final = 1_000_000
@@ -69,6 +82,9 @@ class Goal:
     goal: float | None
     deadline: int
     denominator: str | None = None
+    # computers_per_official: which officials count (a unit declaring another basis is
+    # outside this goal's ratio); None: any count.
+    officials_basis: str | None = None
     sectors: tuple[Sector, ...] | None = None  # None: every sector
     note: str | None = None
     text: str | None = None  # the plan's own wording (Vietnamese)
@@ -210,6 +226,16 @@ def _parse_goal(raw: Any, index: int, file: str) -> Goal:
     deadline = raw["deadline"]
     if isinstance(deadline, bool) or not isinstance(deadline, int) or not 1990 <= deadline <= 2100:
         raise TargetsError(file, f"{at}.deadline", f"must be a year, got {deadline!r}")
+    basis = raw.get("officials_basis")
+    if basis is not None and (
+        indicator != "computers_per_official" or basis not in OFFICIALS_BASES
+    ):
+        raise TargetsError(
+            file,
+            f"{at}.officials_basis",
+            f"{basis!r}: for computers_per_official goals only, one of "
+            f"{', '.join(OFFICIALS_BASES)}",
+        )
     sectors = raw.get("sectors")
     if sectors is not None:
         if not isinstance(sectors, list) or not sectors:
@@ -227,6 +253,7 @@ def _parse_goal(raw: Any, index: int, file: str) -> Goal:
         goal=ratio,
         deadline=deadline,
         denominator=_optional_text(raw, "denominator", file, at),
+        officials_basis=basis,
         sectors=tuple(sectors) if sectors is not None else None,
         note=_optional_text(raw, "note", file, at),
         text=_optional_text(raw, "text", file, at),

@@ -428,6 +428,14 @@ class Store(Protocol):
 
     async def rejection_counts(self) -> dict[str, int]: ...
 
+    async def protected_until(
+        self, agents: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], float]:
+        """For (site, agent_id) pairs: the end of the last day (store roll-up days) whose
+        last antivirus state was ``protected``, unix seconds; agents never protected are
+        left out. Day precision: the unprotected stretch is known to the day."""
+        ...
+
     async def declare(
         self, declarations: Sequence[NewDeclaration], files: Mapping[str, bytes]
     ) -> int:

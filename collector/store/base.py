@@ -58,7 +58,9 @@ READ_QUERIES: Final = (
     "rejection_counts",  # → (reason, count)
     "declarations",  # until, since → DECLARATION_COLUMNS rows whose period overlaps
     "declaration_file",  # sha256 → (content,)
+    "last_protected_day",  # site, agent_id → (day,) newest day whose last AV state was protected
 )
+MAX_PROTECTED_LOOKUPS: Final = 5000  # unprotected computers looked up per refresh
 
 
 @dataclass(slots=True)
@@ -346,3 +348,20 @@ class GroupCommitStore:
         """An attached file by its SHA-256 (hex), or None."""
         rows = await self._rows("declaration_file", sha256)
         return bytes(rows[0][0]) if rows else None
+
+    async def protected_until(
+        self, agents: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], float]:
+        """End of the last day each agent's antivirus was protected (see the Protocol)."""
+        wanted = list(dict.fromkeys(agents))[:MAX_PROTECTED_LOOKUPS]
+        if not wanted:
+            return {}
+        sql = self.SQL["last_protected_day"]
+        answers = await self._fetch([(sql, pair) for pair in wanted])
+        until: dict[tuple[str, str], float] = {}
+        for pair, rows in zip(wanted, answers, strict=True):
+            if rows and rows[0][0] is not None:
+                day = dt.date.fromisoformat(str(rows[0][0])) + dt.timedelta(days=1)
+                midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+                until[pair] = midnight.timestamp() - self.rollup_offset
+        return until

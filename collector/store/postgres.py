@@ -153,6 +153,8 @@ class PostgresStore(GroupCommitStore):
         ' WHERE period_start < $1 AND period_end > $2 ORDER BY unit COLLATE "C",'
         ' period COLLATE "C", fact COLLATE "C", revision',
         "declaration_file": "SELECT content FROM declaration_files WHERE sha256 = $1",
+        "last_protected_day": "SELECT MAX(day) FROM host_daily WHERE site = $1 AND agent_id = $2"
+        " AND antivirus_state = 'protected'",
     }
 
     def __init__(

@@ -137,6 +137,8 @@ class SQLiteStore(GroupCommitStore):
         "declarations": f"SELECT {DECLARATION_COLUMNS} FROM declarations"  # noqa: S608
         " WHERE period_start < ? AND period_end > ? ORDER BY unit, period, fact, revision",
         "declaration_file": "SELECT content FROM declaration_files WHERE sha256 = ?",
+        "last_protected_day": "SELECT MAX(day) FROM host_daily WHERE site = ? AND agent_id = ?"
+        " AND antivirus_state = 'protected'",
     }
 
     def __init__(

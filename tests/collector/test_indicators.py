@@ -492,6 +492,12 @@ class _BrokenStore:
     async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]:
         return {}
 
+    async def declarations(self, since: float, until: float, units: object = None) -> list[object]:
+        return []
+
+    async def protected_until(self, agents: object) -> dict[tuple[str, str], float]:
+        return {}
+
 
 async def test_a_failed_refresh_keeps_the_previous_snapshot() -> None:
     builder = SnapshotBuilder(DEMO, [], _BrokenStore())

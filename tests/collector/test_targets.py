@@ -130,7 +130,13 @@ INVALID = [
     (
         "invalid-targets-unknown-key.yaml",
         "invalid-targets-unknown-key.yaml: goals[0].target: unknown key (allowed: deadline,"
-        " denominator, goal, indicator, level, note, sectors, text)",
+        " denominator, goal, indicator, level, note, officials_basis, sectors, text)",
+    ),
+    (
+        "invalid-targets-officials-basis.yaml",
+        "invalid-targets-officials-basis.yaml: goals[0].officials_basis: 'everyone': for"
+        " computers_per_official goals only, one of professional_work, officials_and_employees,"
+        " all_officials",
     ),
     (
         "invalid-targets-unknown-level.yaml",

@@ -29,3 +29,9 @@ CREATE TABLE declaration_files (
     content    BYTEA NOT NULL,
     stored_at  DOUBLE PRECISION NOT NULL
 );
+
+-- For "unprotected since when": the last day each computer's antivirus was protected,
+-- looked up only for computers that are unprotected now (few), so a year of history is
+-- never scanned on a snapshot refresh.
+CREATE INDEX host_daily_protected ON host_daily (site, agent_id, day)
+    WHERE antivirus_state = 'protected';
