@@ -266,6 +266,8 @@ class Snapshot:
     goals: tuple[GoalView, ...]
     unknown_site_agents: int
     skipped_rows: int = 0  # store rows left out because they could not be read or used
+    # Per level (and "all"): units with some declaration in force now, and units without.
+    declaration_units: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -736,6 +738,11 @@ def build_snapshot(
         for plan in plans
         for goal in plan.goals
     )
+    coverage: dict[str, tuple[int, int]] = {}
+    for level in levels:
+        chosen = select_units(views, level)
+        with_facts = sum(1 for v in chosen if v.declared.facts)
+        coverage[level] = (with_facts, len(chosen) - with_facts)
     return Snapshot(
         generated_at=now.timestamp(),
         settings=settings,
@@ -744,6 +751,7 @@ def build_snapshot(
         goals=goals,
         unknown_site_agents=unknown,
         skipped_rows=skipped_rows,
+        declaration_units=coverage,
     )
 
 

@@ -33,7 +33,14 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from collector.indicators import AV_STATES, SITE_STATES, UNIT_INDICATORS, Snapshot
+from collector.indicators import (
+    AV_STATES,
+    FIREWALL_STATES,
+    SITE_STATES,
+    UNIT_INDICATORS,
+    UNPROTECTED_OVER,
+    Snapshot,
+)
 
 MAX_LABEL_LENGTH: Final = 128
 MAX_TARGETS_PER_NETWORK: Final = 16
@@ -135,6 +142,49 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         design=True,
     ),
     # --- additions: how the numbers were reached, and whether they can be trusted
+    # --- security and evidence: firewall, how long computers stay unprotected, declarations
+    MetricSpec(
+        "hatang_firewall_hosts",
+        "gauge",
+        "Computers with agent at the site by firewall state (enabled, disabled, unknown), "
+        "counted where the agent reported its firewall.",
+        ("site", "state"),
+    ),
+    MetricSpec(
+        "hatang_antivirus_unprotected_hosts",
+        "gauge",
+        "Computers at the site whose antivirus is outdated, disabled or missing and has not "
+        "been protected for longer than `over` (1d, 7d, 30d; day precision).",
+        ("site", "over"),
+    ),
+    MetricSpec(
+        "hatang_antivirus_unprotected_since_timestamp_seconds",
+        "gauge",
+        "Since when the site's longest-unprotected computer has been without protection "
+        "(Unix time, day precision); absent when no computer is unprotected.",
+        ("site",),
+    ),
+    MetricSpec(
+        "hatang_site_officials",
+        "gauge",
+        "Officials count in force for the unit (the computers_per_official denominator) and "
+        "where it comes from: declaration (for the period containing now) or org_file.",
+        ("site", "source"),
+    ),
+    MetricSpec(
+        "hatang_site_declared_facts",
+        "gauge",
+        "Facts the unit has declared that are in force now (declarations whose period "
+        "contains now).",
+        ("site",),
+    ),
+    MetricSpec(
+        "hatang_declarations_units",
+        "gauge",
+        "Units of a level with some declaration in force now (declared) and without "
+        "(not_declared).",
+        ("level", "state"),
+    ),
     MetricSpec(
         "hatang_indicator_goal_measured_ratio",
         "gauge",
@@ -354,6 +404,19 @@ def emit(source: SnapshotSource, add: Add) -> None:
             if computers.av_reported:
                 for state in AV_STATES:
                     add("hatang_antivirus_hosts", (site, state), computers.av_states.get(state, 0))
+                since = computers.unprotected_since
+                for over, seconds in UNPROTECTED_OVER:
+                    longer = sum(1 for t in since if snapshot.generated_at - t > seconds)
+                    add("hatang_antivirus_unprotected_hosts", (site, over), longer)
+                if since:
+                    add("hatang_antivirus_unprotected_since_timestamp_seconds", one, since[0])
+            if computers.firewall_states:
+                for state in FIREWALL_STATES:
+                    count = computers.firewall_states.get(state, 0)
+                    add("hatang_firewall_hosts", (site, state), count)
+        if view.officials_source is not None and view.officials is not None:
+            add("hatang_site_officials", (site, view.officials_source), view.officials)
+        add("hatang_site_declared_facts", one, len(view.declared.facts))
         coverage = view.agent_coverage
         if coverage is not None:
             add("hatang_site_agent_coverage_ratio", one, coverage)
@@ -386,6 +449,10 @@ def emit(source: SnapshotSource, add: Add) -> None:
             }
         for state, count in states.items():
             add("hatang_indicator_units", (*labels, state), count)
+
+    for level, (declared, missing) in snapshot.declaration_units.items():
+        add("hatang_declarations_units", (level, "declared"), declared)
+        add("hatang_declarations_units", (level, "not_declared"), missing)
 
     for goal in snapshot.goals:
         goal_labels = (goal.indicator, goal.level, label_value(goal.plan))

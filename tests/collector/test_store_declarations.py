@@ -1,18 +1,21 @@
 """Declarations in the store suite, on every backend (SQLite file, throwaway PostgreSQL):
 revisions with history, a re-import that stores nothing, attached files kept once by
-hash, periods found by overlap, and a failed declare that leaves nothing behind."""
+hash, periods found by overlap, a failed declare that leaves nothing behind; and the
+antivirus history the snapshot reads to tell how long a computer has been unprotected."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 
 import pytest
 
+from agent.report import encode
 from collector.declarations import in_force, newest
 from collector.period import parse_period
 from collector.store import NewDeclaration, Store, StoreError
-from tests.collector.conftest import OTHER_SITE, SITE, StoreBackend
+from tests.collector.conftest import OTHER_SITE, SITE, StoreBackend, agent_report
 
 YEAR = parse_period("2026")
 Q3 = parse_period("2026-Q3")
@@ -124,3 +127,20 @@ async def test_a_declare_that_fails_stores_nothing(
     assert await store.declaration_file(SCAN_SHA) is None
     [(count,)] = await store_backend.query("SELECT COUNT(*) FROM declarations")
     assert count == 1
+
+
+async def test_protected_until_is_the_end_of_the_last_protected_day(store: Store) -> None:
+    """Day precision in the roll-up zone (UTC+7): the last day whose last state was
+    protected ends at local midnight; a computer never protected is left out."""
+    day = dt.datetime(2025, 3, 10, 2, 0, tzinfo=dt.UTC)  # 09:00 on 10 March in Viet Nam
+    reports = [
+        agent_report(observed_at=day, antivirus="protected"),
+        agent_report(observed_at=day + dt.timedelta(days=1), antivirus="protected"),
+        agent_report(observed_at=day + dt.timedelta(days=2), antivirus="outdated"),
+        agent_report(agent_id="pc-02", observed_at=day, antivirus="missing"),
+    ]
+    await store.ingest(SITE, [(r, encode(r)) for r in reports])
+    until = await store.protected_until([(SITE, "pc-01"), (SITE, "pc-02"), (OTHER_SITE, "x")])
+    end_of_11_march = dt.datetime(2025, 3, 12, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    assert until == {(SITE, "pc-01"): end_of_11_march.timestamp()}
+    assert await store.protected_until([]) == {}
