@@ -48,8 +48,12 @@ def known_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     return exposed_names(registry) | recorded_names() | PROMETHEUS_BUILTIN
 
 
-def test_both_dashboards_are_shipped() -> None:
-    assert {p.name for p in DASHBOARDS} == {"hatang-province.json", "hatang-site.json"}
+def test_the_dashboards_are_shipped() -> None:
+    assert {p.name for p in DASHBOARDS} == {
+        "hatang-province.json",
+        "hatang-security.json",
+        "hatang-site.json",
+    }
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
@@ -78,8 +82,8 @@ def test_datasource_is_a_variable(path: Path) -> None:
     assert len(ds_vars) == 1 and ds_vars[0]["type"] == "datasource"
     assert ds_vars[0]["query"] == "prometheus"
     for panel in panels(board):
-        if panel["type"] == "row":
-            continue
+        if panel["type"] in ("row", "text"):
+            continue  # a text panel queries nothing
         assert panel["datasource"] == DS_REF, panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
@@ -113,6 +117,37 @@ def test_site_dashboard_is_per_site() -> None:
             if "hatang_indicator_up_threshold_ratio" in target["expr"]:
                 continue  # a collector setting, the same for every site
             assert 'site="$site"' in target["expr"], (panel["title"], target["expr"])
+
+
+def test_security_dashboard_covers_antivirus_firewall_patches_and_evidence() -> None:
+    """Each part of the security dashboard reads its metrics; patch state, which no agent
+    measures yet, says so instead of showing a number."""
+    board = load(next(p for p in DASHBOARDS if p.name == "hatang-security.json"))
+    exprs = " ".join(t["expr"] for p in panels(board) for t in p.get("targets", []))
+    for name in (
+        "hatang_antivirus_hosts",
+        "hatang_antivirus_unprotected_hosts",
+        "hatang_antivirus_unprotected_since_timestamp_seconds",
+        "hatang_firewall_hosts",
+        "hatang_declarations_units",
+        "hatang_site_declared_facts",
+        "hatang_site_officials",
+        "hatang_site_up",
+    ):
+        assert name in exprs, name
+    rows = [p["title"] for p in panels(board) if p["type"] == "row"]
+    assert rows == [
+        "Phần mềm diệt virus / Antivirus",
+        "Tường lửa / Firewall",
+        "Cập nhật bản vá / Patches",
+        "Độ phủ bằng chứng / Evidence coverage",
+    ]
+    [patches] = [p for p in panels(board) if p["type"] == "text"]
+    assert "chưa đo / not measured yet" in patches["options"]["content"].lower()
+    assert "patch" not in exprs  # no invented metric
+    # Per-unit tables follow the level variable.
+    tables = [p for p in panels(board) if p["type"] == "table"]
+    assert all('level=~"$level"' in " ".join(t["expr"] for t in p["targets"]) for p in tables)
 
 
 def test_province_links_sites_to_the_site_dashboard() -> None:

@@ -11,12 +11,14 @@ fire and no others for the wrong sites, and every dashboard query runs on real d
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -26,6 +28,8 @@ from aiohttp import ClientSession, ClientTimeout, web
 from agent.report import Batch, encode
 from collector import api
 from collector.app import SERVER_KWARGS, create_app
+from collector.period import parse_period
+from collector.store import NewDeclaration
 from tests.collector.conftest import (
     OTHER_SITE,
     REPO,
@@ -163,6 +167,13 @@ async def test_rules_and_dashboards_on_a_real_prometheus(
             ) as reply:
                 assert reply.status == 200, await reply.text()
 
+        # A unit's declaration for the period containing now (evidence coverage panels).
+        year = parse_period(str(dt.datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).year))
+        declared = NewDeclaration(
+            SITE, year.name, year.start_ts, year.end_ts, "officials", "20", "test", "test"
+        )
+        assert await store.declare([declared], {}) == 1
+
         prometheus.start(server.port)
         url = prometheus.url
         deadline = time.monotonic() + DEADLINE
@@ -215,6 +226,27 @@ async def test_rules_and_dashboards_on_a_real_prometheus(
                 async with session.get(f"{url}/api/v1/query", params={"query": expr}) as reply:
                     body = await reply.json()
                 assert body["status"] == "success", (query.where, expr, body)
+
+        async def security() -> Any:
+            found = {}
+            for name, expr in (
+                ("declared", 'max(hatang_declarations_units{level="all",state="declared"})'),
+                (
+                    "unprotected",
+                    "sum(max by (site, state) (hatang_antivirus_hosts"
+                    '{state=~"outdated|disabled|missing"}))',
+                ),
+                ("since", f'hatang_antivirus_unprotected_since_timestamp_seconds{{site="{SITE}"}}'),
+            ):
+                result = (await _api(session, url, "/api/v1/query", query=expr))["result"]
+                if not result:
+                    return None
+                found[name] = float(result[0]["value"][1])
+            return found
+
+        shown = await _poll(security, "the security dashboard's numbers", deadline, prometheus)
+        assert shown["declared"] == 1 and shown["unprotected"] == 1
+        assert shown["since"] <= time.time()
 
         gap = await _api(
             session,
