@@ -338,8 +338,17 @@ def _check_zip(path: Path, reader: _Reader) -> bytes:
 
 
 def _rows(ws: Any, sheet: str, reader: _Reader) -> Iterator[tuple[int, list[Any]]]:
-    """(row number, cells) of a sheet, bounded; formulas and oversized text reported."""
-    rows, cols = ws.max_row or 0, ws.max_column or 0
+    """(row number, cells) of a sheet, bounded; formulas and oversized text reported.
+
+    The sheet's dimension record is checked first (every spreadsheet program writes one);
+    rows are then counted as they stream, so a dimension that lies can neither hide rows
+    nor make the reader go past ``MAX_ROWS``. Cells right of ``MAX_COLUMNS`` are not read
+    (a form has some 30 columns).
+    """
+    rows, cols = ws.max_row, ws.max_column
+    if rows is None or cols is None:
+        reader.add("no dimension record; save the form again in Excel or LibreOffice", sheet)
+        return
     if rows > MAX_ROWS or cols > MAX_COLUMNS:
         reader.add(
             f"{rows} rows × {cols} columns, more than the {MAX_ROWS} × {MAX_COLUMNS} a form "
@@ -347,22 +356,19 @@ def _rows(ws: Any, sheet: str, reader: _Reader) -> Iterator[tuple[int, list[Any]
             sheet,
         )
         return
-    bounded = ws.iter_rows(max_row=MAX_ROWS + 1, max_col=MAX_COLUMNS + 1)
-    for number, row in enumerate(bounded, start=1):
+    # Read what the file holds, not what its dimension claims: a smaller dimension than
+    # the data would otherwise hide rows (openpyxl stops at the recorded last row).
+    ws.reset_dimensions()
+    for number, row in enumerate(ws.iter_rows(max_col=MAX_COLUMNS), start=1):
+        if number > MAX_ROWS:
+            reader.add(f"more than {MAX_ROWS} rows; split the form", sheet, number)
+            return
         values: list[Any] = []
         for col, cell in enumerate(row, start=1):
             value = getattr(cell, "value", None)
             if value is None:
                 values.append(None)
                 continue
-            if number > MAX_ROWS or col > MAX_COLUMNS:
-                reader.add(
-                    f"beyond the {MAX_ROWS} × {MAX_COLUMNS} cells a form may have",
-                    sheet,
-                    number,
-                    col,
-                )
-                return
             if getattr(cell, "data_type", None) == "f" or (
                 isinstance(value, str) and value.startswith("=")
             ):

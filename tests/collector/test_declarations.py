@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -307,6 +308,21 @@ def _huge(book: Any) -> None:
     ws.cell(row=6000, column=1, value=AN_BINH)
 
 
+def _dimension(
+    form: Path, ref: str | None, change: Callable[[Any], None] = lambda b: None
+) -> bytes:
+    """The form with the data sheet's dimension record replaced (``ref``) or removed."""
+    source = zipfile.ZipFile(io.BytesIO(_edit(form, change)))
+    members = {}
+    for info in source.infolist():
+        body = source.read(info)
+        if info.filename == "xl/worksheets/sheet2.xml":  # "Kê khai"
+            new = b"" if ref is None else f'<dimension ref="{ref}"/>'.encode()
+            body = re.sub(rb"<dimension [^>]*/>", new, body)
+        members[info.filename] = body
+    return _zip(members)
+
+
 def _meta(key: str, value: str) -> Callable[[Any], None]:
     def change(book: Any) -> None:
         ws = book["_hatang"]
@@ -342,6 +358,12 @@ HOSTILE: list[Any] = [
         id="bad-period",
     ),
     pytest.param(lambda form: _edit(form, _huge), "6000 rows", id="huge-sheet"),
+    pytest.param(
+        lambda form: _dimension(form, "A1:C3", _huge),
+        "row 5001: more than 5000 rows",
+        id="lying-dimension",
+    ),
+    pytest.param(lambda form: _dimension(form, None), "no dimension record", id="no-dimension"),
     pytest.param(
         lambda form: _edit(form, _cell("inspection_by", "x" * 3000)),
         "row 5, column S: 3000 characters (at most 2000)",
@@ -450,3 +472,19 @@ def test_template_usage_errors_exit_2(
     )  # fmt: skip
     assert code == 2 and message in err
     assert not (tmp_path / "f.xlsx").exists()
+
+
+def test_a_dimension_smaller_than_the_data_hides_no_rows(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
+) -> None:
+    """openpyxl stops at a sheet's recorded last row; the import reads what is there."""
+    form = template(capsys, config, tmp_path / "form.xlsx", "--layout", "per-row")
+    filled = fill_per_row(form, {"demo/phuong-hoa-binh": {"officials": 31}}, tmp_path / "f.xlsx")
+    lying = tmp_path / "lying.xlsx"
+    lying.write_bytes(_dimension(filled, "A1:C3"))
+    code, out, err = cli(capsys, "declare", "import", "--config", str(config), str(lying))
+    assert code == 0, err
+    assert out.splitlines()[-1] == "1"
+    assert [(r["unit"], r["value"]) for r in listed(capsys, config)] == [
+        ("demo/phuong-hoa-binh", 31)
+    ]
