@@ -239,6 +239,14 @@ def _declare_template(config: CollectorConfig, org: Org, args: argparse.Namespac
     return 0
 
 
+def _user() -> str:
+    """Who runs the import, for declarations whose form names nobody."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers) and no LOGNAME/USER
+        return "unknown"
+
+
 async def _declare_import(config: CollectorConfig, org: Org, args: argparse.Namespace) -> int:
     from collector.declaration_form import FormError, read_form
 
@@ -251,7 +259,7 @@ async def _declare_import(config: CollectorConfig, org: Org, args: argparse.Name
             org,
             config.reporting.period,
             attach_dir=attach,
-            declared_by=args.by or getpass.getuser(),
+            declared_by=args.by or _user(),
         )
     except FormError as exc:
         for problem in exc.problems:

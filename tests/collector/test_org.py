@@ -158,3 +158,13 @@ def test_invalid_org_file_gets_its_exact_message(name: str, message: str) -> Non
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OrgError, match=r"org\.nope\.yaml: cannot read: No such file"):
         load_org(tmp_path / "org.nope.yaml")
+
+
+def test_a_subtree_is_the_unit_and_everything_under_it() -> None:
+    org = load_org(CONFIGS / "org.bac-kan-2015.yaml")
+    ids = [unit.id for unit in org.subtree("bac-kan/cho-don")]
+    assert ids[0] == "bac-kan/cho-don"
+    assert "bac-kan/cho-don/bang-lung" in ids and "bac-kan/cho-don/ngoc-phai" in ids
+    assert all(i == "bac-kan/cho-don" or i.startswith("bac-kan/cho-don/") for i in ids)
+    assert len(org.subtree("bac-kan")) == len(org.units)
+    assert org.subtree("bac-kan/nowhere") == []

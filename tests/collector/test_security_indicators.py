@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import openpyxl
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.report import FirewallStatus
 from collector.app import BUILDER
@@ -23,11 +24,19 @@ from collector.metrics import HatangCollector
 from collector.period import parse_period
 from collector.store import StoredDeclaration
 from collector.targets import parse_plan
-from tests.collector.conftest import MakeClient, agent_report, new_token, run_cli, write_config
+from tests.collector.conftest import (
+    MakeClient,
+    agent_report,
+    new_token,
+    promtool_check_metrics,
+    run_cli,
+    write_config,
+)
 from tests.collector.test_api import auth, batch_body
 from tests.collector.test_indicators import DEMO, NOW, SETTINGS, make_agent
 from tests.collector.test_metrics import _Source
 
+PROMTOOL = shutil.which("promtool")
 SO_TTTT = "demo/so-tttt"
 RATIO = 'hatang_indicator_ratio{indicator="computers_per_official",level="agency"}'
 
@@ -187,6 +196,8 @@ def test_firewall_states_and_unprotected_age_on_metrics() -> None:
         )
         is None
     )
+    if PROMTOOL is not None:  # the new families as Prometheus's own linter sees them
+        asyncio.run(promtool_check_metrics(PROMTOOL, generate_latest(registry).decode()))
 
 
 def _with_firewall(agent: object, enabled: bool | None) -> object:
