@@ -94,6 +94,21 @@ _NUMERIC_KEYS: Final = frozenset({"hour", "revision"})
 DIGEST_TABLE_NAMES: Final = frozenset(name for name, _, _ in _DIGEST_TABLES)
 
 
+def schema_problems(tables: Collection[str], version: int | None, latest: int) -> list[str]:
+    """What ``store verify`` says when tables it hashes are missing: a store of an older
+    schema (the next ``serve`` migrates it) is told apart from something else."""
+    missing = sorted({"schema_version", *DIGEST_TABLE_NAMES} - set(tables))
+    if not missing:
+        return []
+    if "reports" in tables and version is not None and version < latest:
+        return [
+            f"schema version {version} is older than this hatang-collector's ({latest}): "
+            "start `hatang-collector serve` once to apply the migrations, then verify again "
+            "(verify never changes the store)"
+        ]
+    return [f"not a hatang store: missing tables {', '.join(missing)}"]
+
+
 def digest_queries(collate: str = "") -> dict[str, str]:
     """The digest's query per table; ``collate`` (e.g. ``' COLLATE "C"'``) makes text
     order byte order, so both engines hash the same content to the same value."""

@@ -47,13 +47,13 @@ from collector.store import (
     token_record,
 )
 from collector.store.base import (
-    DIGEST_TABLE_NAMES,
     PAGE_SIZE,
     Check,
     ContentDigest,
     GroupCommitStore,
     Op,
     digest_queries,
+    schema_problems,
 )
 from collector.store.ingest import Rollups, agent_rows, rollups, section_rows, triage
 
@@ -697,11 +697,13 @@ async def verify_database(url: str, *, connect_timeout: float = 10.0) -> Databas
                     " WHERE table_schema = current_schema()"
                 )
             }
-            missing = sorted({"schema_version", *DIGEST_TABLE_NAMES} - tables)
-            if missing:
-                return DatabaseCheck(
-                    shown, [f"not a hatang store: missing tables {', '.join(missing)}"]
-                )
+            stored = None
+            if "schema_version" in tables:
+                stored = await conn.fetchval("SELECT MAX(version) FROM schema_version")
+            latest = migrations()[-1][0]
+            problems = schema_problems(tables, None if stored is None else int(stored), latest)
+            if problems:
+                return DatabaseCheck(shown, problems)
             version = await conn.fetchval("SELECT MAX(version) FROM schema_version")
             count = await conn.fetchval("SELECT COUNT(*) FROM reports")
             return DatabaseCheck(shown, [], int(version or 0), int(count), await _digest(conn))

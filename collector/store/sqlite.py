@@ -42,13 +42,13 @@ from collector.store import (
     token_record,
 )
 from collector.store.base import (
-    DIGEST_TABLE_NAMES,
     PAGE_SIZE,
     Check,
     ContentDigest,
     GroupCommitStore,
     Op,
     digest_queries,
+    schema_problems,
 )
 from collector.store.ingest import (
     AgentRow,
@@ -767,9 +767,13 @@ def verify_file(path: str | Path, *, max_problems: int = 100) -> StoreCheck:
         if problems:
             return StoreCheck(where, problems)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        missing = sorted({"schema_version", *DIGEST_TABLE_NAMES} - tables)
-        if missing:
-            return StoreCheck(where, [f"not a hatang store: missing tables {', '.join(missing)}"])
+        stored = None
+        if "schema_version" in tables:
+            stored = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        latest = _migrations()[-1][0]
+        problems = schema_problems(tables, None if stored is None else int(stored), latest)
+        if problems:
+            return StoreCheck(where, problems)
         conn.execute("BEGIN")  # one snapshot for the counts and the digest
         version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         count = conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]

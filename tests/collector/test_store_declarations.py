@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import re
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from agent.report import encode
 from collector.declarations import in_force, newest
 from collector.period import parse_period
 from collector.store import NewDeclaration, Store, StoreError
+from collector.store.sqlite import verify_file
 from tests.collector.conftest import OTHER_SITE, SITE, StoreBackend, agent_report
 
 YEAR = parse_period("2026")
@@ -144,3 +147,35 @@ async def test_protected_until_is_the_end_of_the_last_protected_day(store: Store
     end_of_11_march = dt.datetime(2025, 3, 12, tzinfo=dt.timezone(dt.timedelta(hours=7)))
     assert until == {(SITE, "pc-01"): end_of_11_march.timestamp()}
     assert await store.protected_until([]) == {}
+
+
+async def test_verify_tells_an_older_schema_from_something_else(
+    store: Store, store_backend: StoreBackend
+) -> None:
+    """A store last opened by a hatang-collector before the declarations migration is not
+    "not a hatang store": verify says to start serve once, which migrates it."""
+    await store.close()
+    for sql in (
+        "DROP TABLE declaration_files",
+        "DROP TABLE declarations",
+        "DROP INDEX host_daily_protected",
+        "DELETE FROM schema_version WHERE version >= 5",
+    ):
+        await store_backend.query(sql)
+    check = await _verify(store_backend)
+    [problem] = check.problems
+    assert re.match(r"schema version \d+ is older than this hatang-collector's \(\d+\)", problem)
+    assert "start `hatang-collector serve` once" in problem
+    await store.open()  # what serve does first: migrate
+    await store.close()
+    assert (await _verify(store_backend)).problems == []
+    await store_backend.query("DROP TABLE reports")
+    assert (await _verify(store_backend)).problems[0].startswith("not a hatang store: missing")
+
+
+async def _verify(backend: StoreBackend) -> Any:
+    if backend.name == "sqlite":
+        return verify_file(backend.location)
+    from collector.store.postgres import verify_database
+
+    return await verify_database(backend.location)
