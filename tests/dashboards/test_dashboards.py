@@ -132,7 +132,7 @@ def test_security_dashboard_covers_antivirus_firewall_patches_and_evidence() -> 
         "hatang_declarations_units",
         "hatang_site_declared_facts",
         "hatang_site_officials",
-        "hatang_site_up",
+        "hatang_site_state",
     ):
         assert name in exprs, name
     rows = [p["title"] for p in panels(board) if p["type"] == "row"]
