@@ -10,36 +10,22 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-import yaml
 
-from agent.probes import PROBES, TargetConfig
+from agent.configerror import ConfigError, Wording, humanise, show
+from agent.probes import TargetConfig
 from agent.probes.base import PortNumber, check_host
 from agent.report import NETWORK_CLASSES, NetworkClass, Role, SiteId
 from agent.units import Duration, Size, dec_hook
+from agent.yamlfile import read_yaml
 
-
-class ConfigError(Exception):
-    """A configuration problem: the file, the key path and what is wrong."""
-
-    def __init__(self, file: str, path: str, message: str) -> None:
-        self.file, self.path, self.message = file, path, message
-        super().__init__(file, path, message)
-
-    def __str__(self) -> str:
-        where = [part for part in (self.file, self.path) if part]
-        return ": ".join([*where, self.message])
-
-    def in_file(self, file: str) -> ConfigError:
-        """Name the config file when the error was raised without one (e.g. ``read_token``)."""
-        if not self.file:
-            self.file = file
-        return self
+# ConfigError and read_yaml live in agent.configerror and agent.yamlfile (they import no
+# probe modules); the names stay importable from here for older callers.
+__all__ = ["AgentConfig", "ConfigError", "load_config", "parse_config", "read_yaml"]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -102,7 +88,7 @@ class CollectorConfig(_Section, frozen=True):
             if problem:
                 key = "url" if isinstance(self.url, str) else f"url[{i}]"
                 raise ValueError(
-                    f"{key}: {url!r} {problem} (expected http(s)://host[:port], "
+                    f"{key}: {show(url)} {problem} (expected http(s)://host[:port], "
                     "e.g. https://10.10.0.10:8443)"
                 )
         if self.token is not None and self.token_file is not None:
@@ -227,7 +213,7 @@ class DiscoveryConfig(_Section, frozen=True):
                 network = ipaddress.IPv4Network(text, strict=False)
             except ValueError:
                 raise ValueError(
-                    f"subnets[{i}]: {text!r} is not an IPv4 subnet in CIDR form "
+                    f"subnets[{i}]: {show(text)} is not an IPv4 subnet in CIDR form "
                     "(e.g. 192.168.1.0/24)"
                 ) from None
             if network.prefixlen < self.max_prefix:
@@ -363,329 +349,30 @@ class AgentConfig(_Section, frozen=True):
             raise ValueError(f"interval: {self.interval:g}s is too short (at least 1s)")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of silently keeping the last."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        mark = key_node.start_mark
-        try:
-            duplicate = key in seen
-        except TypeError:
-            problem = "a key must be plain text, not a list or mapping"
-            raise yaml.constructor.ConstructorError(None, None, problem, mark) from None
-        if duplicate:
-            problem = f"duplicate key {key!r} (each key may appear once per mapping)"
-            raise yaml.constructor.ConstructorError(None, None, problem, mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
+# The agent's words for what the generic error translation cannot know.
+_WORDING: Final = Wording(
+    patterns={
+        "site": "is not a unit id (expected lowercase words joined by '-' and '/', "
+        "e.g. bac-kan/cho-don/bang-lung)",
+        "agent_id": "is not an agent id (expected 1-64 letters, digits, '.', '_', ':' or '-')",
+    },
+    tags={"kind": "probe kind"},
+    item_examples={"targets": "write a target as {kind: icmp, address: 192.168.1.1}"},
 )
-
-
-_MAX_FILE_BYTES: Final = 1 << 20
-
-
-def read_yaml(
-    path: str | Path,
-    *,
-    empty_hint: str = "expected at least site:",
-    max_bytes: int = _MAX_FILE_BYTES,
-) -> Any:
-    """Read a YAML file (bounded, UTF-8, unique keys); raise ConfigError with line and column.
-
-    The one reader of every hatang YAML file: agent and collector configs, org and targets.
-    """
-    name = str(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise ConfigError(name, "", f"file is larger than {max_bytes / 2**20:g} MiB")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = exc.problem or str(exc)
-        start = exc.context_mark
-        if exc.context and start and mark and start.line != mark.line:
-            problem += f" ({exc.context} at line {start.line + 1}, column {start.column + 1})"
-        if "'\\t'" in problem:
-            problem += " (indent with spaces, not tabs)"
-        raise ConfigError(name, "", f"{where}{problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(name, "", f"invalid YAML: {exc}") from None
-    if data is None:
-        raise ConfigError(name, "", f"file is empty ({empty_hint})")
-    return data
-
-
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_KEY_AT = re.compile(r"^(?P<msg>.*?) - at `key` in `\$(?P<path>[^`]*)`$", re.DOTALL)
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-# A __post_init__ error may name the key inside its struct: "subnets[1]: not a subnet".
-_KEY_PREFIX = re.compile(
-    r"^(?P<key>[a-z_][a-z0-9_]*)(?P<rest>(?:\[\d+\])*): (?P<msg>.+)$", re.DOTALL
-)
-_TYPE_WORDS: Final[dict[str, str]] = {
-    "str": "a string",
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "null": "nothing (null)",
-    "array": "a list",
-    "object": "a mapping of keys",
-    "date": "a date",
-    "datetime": "a date and time",
-}
-# Regex constraints described the way a person writes the value.
-_PATTERN_HINTS: Final[dict[str, str]] = {
-    "site": "is not a unit id (expected lowercase words joined by '-' and '/', "
-    "e.g. bac-kan/cho-don/bang-lung)",
-    "agent_id": "is not an agent id (expected 1-64 letters, digits, '.', '_', ':' or '-')",
-}
-_TARGET_EXAMPLE = "write a target as {kind: icmp, address: 192.168.1.1}"
-
-
-def _show(value: Any) -> str:
-    """A value as the user wrote it in YAML, shortened."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return str(value)[:60]
-
-
-def _words(types: str) -> str:
-    names = [t.strip() for t in types.split("|")]
-    if len(names) > 1 and "null" in names:  # "optional" needs no mention: the key can go
-        names.remove("null")
-    return " or ".join(_TYPE_WORDS.get(name, name) for name in names)
-
-
-def _segments(path: str) -> list[str | int]:
-    return [int(i) if i else key for key, i in _SEGMENT.findall(path)]
-
-
-def _lookup(data: Any, segments: list[str | int]) -> Any:
-    """The raw value at a path, or None when the path does not exist in the data."""
-    for segment in segments:
-        if isinstance(segment, int):
-            data = data[segment] if isinstance(data, list) and segment < len(data) else None
-        else:
-            data = data.get(segment) if isinstance(data, dict) else None
-    return data
-
-
-def _resolve(info: Any, value: Any) -> Any:
-    """Strip metadata and optionality; pick the tagged struct the raw value names."""
-    import msgspec.inspect as mi
-
-    while True:
-        if isinstance(info, mi.Metadata):
-            info = info.type
-        elif isinstance(info, mi.UnionType):
-            options = [t for t in info.types if not isinstance(t, mi.NoneType)]
-            structs = [t for t in options if isinstance(t, mi.StructType)]
-            tagged = [t for t in structs if t.tag_field is not None]
-            if tagged and isinstance(value, dict):
-                tag = value.get(tagged[0].tag_field)
-                chosen = [t for t in tagged if t.tag == tag]
-                if chosen:
-                    return chosen[0]
-            if len(options) == 1:
-                info = options[0]
-            elif len(structs) == 1 and isinstance(value, dict):
-                return structs[0]
-            else:
-                return info
-        else:
-            return info
-
-
-def _type_at(segments: list[str | int], data: Any, root: type[msgspec.Struct]) -> Any:
-    """The msgspec type info expected at a path of the raw data (None if unknown)."""
-    import msgspec.inspect as mi
-
-    info: Any = mi.type_info(root)
-    value = data
-    for segment in segments:
-        info = _resolve(info, value)
-        if isinstance(segment, int) and isinstance(info, mi.ListType):
-            info = info.item_type
-        elif isinstance(segment, str) and isinstance(info, mi.StructType):
-            fields = {f.encode_name: f.type for f in info.fields}
-            if segment not in fields:
-                return None
-            info = fields[segment]
-        else:
-            return None
-        value = _lookup(value, [segment])
-    return _resolve(info, value)
-
-
-def _known_keys(info: Any) -> list[str]:
-    import msgspec.inspect as mi
-
-    structs = [info] if isinstance(info, mi.StructType) else []
-    if isinstance(info, mi.UnionType):
-        structs = [t for t in info.types if isinstance(t, mi.StructType)]
-    keys: list[str] = []
-    for struct in structs:
-        if struct.tag_field and struct.tag_field not in keys:
-            keys.append(struct.tag_field)
-        keys += [f.encode_name for f in struct.fields if f.encode_name not in keys]
-    return keys
-
-
-def _join(path: str, key: str) -> str:
-    if not path or key.startswith("["):
-        return f"{path}{key}"
-    return f"{path}.{key}"
-
-
-def _bounds(info: Any) -> str:
-    """``from 1 to 100`` / ``>= 1`` for an IntType or FloatType."""
-    low = f">= {info.ge}" if info.ge is not None else f"> {info.gt}" if info.gt is not None else ""
-    high = f"<= {info.le}" if info.le is not None else f"< {info.lt}" if info.lt is not None else ""
-    if info.ge is not None and info.le is not None:
-        return f"from {info.ge} to {info.le}"
-    return " and ".join(part for part in (low, high) if part)
 
 
 def _humanise(
     error: msgspec.ValidationError, data: Any = None, root: type[msgspec.Struct] | None = None
 ) -> tuple[str, str]:
-    """Turn msgspec's ``msg - at `$.a.b[1]``` into (``a.b[1]``, a message for people).
-
-    ``data`` (the decoded YAML) and ``root`` (the struct it was converted to, default
-    AgentConfig) let the message quote the bad value, list allowed values and suggest
-    the closest known key; without them the message is plainer but still names the path.
-    """
-    import msgspec.inspect as mi
-
-    text = str(error)
-    key_match = _KEY_AT.match(text)
-    match = key_match or _AT.match(text)
-    assert match is not None
-    msg, path = match.group("msg"), (match.group("path") or "").lstrip(".")
-    segments = _segments(path)
-    known = data is not None  # without the data, never guess at values or types
-    value = _lookup(data, segments)
-    info = _type_at(segments, data, root or AgentConfig) if known else None
-    shown_value = _show(value) if known else "the value"
-    if key_match:
-        bad = [k for k in value if not isinstance(k, str)] if isinstance(value, dict) else []
-        return path, f"key {_show(bad[0]) if bad else ''} is not text (quote it)"
-
-    if m := re.match(r"Object contains unknown field `(.+)`", msg):
-        key, keys = m.group(1), _known_keys(info)
-        import difflib
-
-        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-        if close:
-            return path, f"unknown key {key!r} (did you mean {close[0]!r}?)"
-        if not keys:
-            return path, f"unknown key {key!r}"
-        return path, f"unknown key {key!r} (expected one of: {', '.join(keys)})"
-    if m := re.match(r"Object missing required field `(.+)`", msg):
-        key = m.group(1)
-        if isinstance(info, mi.UnionType) and key == "kind":
-            return _join(path, key), f"required key is missing (one of {', '.join(PROBES)})"
-        return _join(path, key), "required key is missing"
-    if msg.startswith("Invalid value ") and path.endswith(".kind"):
-        return path, f"{shown_value} is not a probe kind (expected one of {', '.join(PROBES)})"
-    if msg.startswith("Invalid enum value") and isinstance(info, mi.LiteralType):
-        choices = ", ".join(str(v) for v in info.values)
-        return path, f"{_show(value)} is not one of: {choices}"
-    if m := re.match(r"Expected `(.+?)`, got `(.+?)`$", msg):
-        expected, got = m.group(1), m.group(2)
-        shown = "" if got in ("object", "array", "null") or not known else f" {_show(value)}"
-        got_words = "a boolean" if got == "bool" else _words(got)
-        message = f"expected {_words(expected)}, got {got_words}{shown}"
-        if got == "null":
-            message = f"no value given (expected {_words(expected)})"
-        elif "str" in expected and got == "bool":
-            message += " (YAML reads yes/no/on/off as true/false: quote the text)"
-        elif "str" in expected and got in ("int", "float", "date", "datetime"):
-            message += " (quote the text)"
-        if expected == "object" and segments[-2:-1] == ["targets"]:
-            message += f"; {_TARGET_EXAMPLE}"
-        return path, message
-    if m := re.match(r"Expected `str` matching regex '(.+)'$", msg):
-        last = segments[-1] if segments else ""
-        hint = _PATTERN_HINTS.get(str(last), f"does not have the expected form ({m.group(1)})")
-        return path, f"{shown_value} {hint}"
-    if m := re.match(r"Expected `(str|array)` of length ([<>]=) (\d+)$", msg):
-        kind, op, limit = m.group(1), m.group(2), int(m.group(3))
-        if op == ">=" and limit == 1:
-            return path, "must not be empty"
-        count = len(value) if isinstance(value, str | list) else None
-        bound = "at least" if op == ">=" else "at most"
-        if kind == "array":
-            amount = "too few items" if op == ">=" else "too many items"
-            size = f": {count}" if count is not None else ""
-        else:
-            amount = "too short" if op == ">=" else "too long"
-            size = f": {count} characters" if count is not None else ""
-        return path, f"{amount}{size} ({bound} {limit})"
-    if re.match(r"Expected `(int|float)` [<>]=? ", msg) and isinstance(
-        info, mi.IntType | mi.FloatType
-    ):
-        word = "an integer" if isinstance(info, mi.IntType) else "a number"
-        return path, f"{_show(value)} is out of range (expected {word} {_bounds(info)})"
-    if (m := _KEY_PREFIX.match(msg)) and (not known or m.group("key") in _known_keys(info)):
-        return _join(path, m.group("key") + m.group("rest")), m.group("msg")
-    if isinstance(info, mi.StructType) and info.tag_field is not None and isinstance(value, dict):
-        # A probe's own validation does not name the key: the quoted value tells which one
-        # (dns: address or query); otherwise it is the address, the one key every kind checks.
-        for key, item in value.items():
-            if key not in ("kind", "name") and isinstance(item, str) and repr(item) in msg:
-                return _join(path, str(key)), msg
-        return _join(path, "address"), msg
-    return path, msg
-
-
-def _check_size(data: Any, file: str, limit: int = 100_000) -> None:
-    """Bound the value count: YAML aliases can expand a small file into a huge tree."""
-    stack, count = [data], 0
-    while stack:
-        value = stack.pop()
-        count += 1
-        if count > limit:
-            raise ConfigError(file, "", f"too many values (more than {limit}, aliases expanded)")
-        if isinstance(value, dict):
-            stack += value.values()
-        elif isinstance(value, list):
-            stack += value
+    """``agent.configerror.humanise`` with the agent's wording (kept for older callers)."""
+    return humanise(error, data, root or AgentConfig, _WORDING)
 
 
 def parse_config(data: Any, file: str = "<config>") -> AgentConfig:
     """Validate already-parsed YAML data; raise ConfigError naming the key path."""
     if not isinstance(data, dict):
-        got = "a list" if isinstance(data, list) else f"{_show(data)}"
+        got = "a list" if isinstance(data, list) else show(data)
         raise ConfigError(file, "", f"expected a mapping of keys at the top level, got {got}")
-    _check_size(data, file)
     try:
         return msgspec.convert(data, AgentConfig, dec_hook=dec_hook, strict=True)
     except msgspec.ValidationError as exc:

@@ -10,6 +10,8 @@ import math
 import re
 from typing import Any
 
+from agent.configerror import show as _show
+
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _DURATION_FORMS = "a number of seconds or a number with a unit: 500ms, 30s, 5m, 1h, 7d"
@@ -25,15 +27,6 @@ _SIZE_UNITS = {
     None: 1,
 }
 _SIZE_FORMS = "a number of bytes or a number with a unit: 512KB, 200MB, 1GiB"
-
-
-def _show(value: Any) -> str:
-    """A value as YAML spells it (true, null, '5x')."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, str) else str(value)
 
 
 class Duration(float):
@@ -77,9 +70,14 @@ class Size(int):
             if not match:
                 raise ValueError(f"{_show(value)} is not a size (expected {_SIZE_FORMS})")
             unit = match.group(2).lower() if match.group(2) else None
-            size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+            number = float(match.group(1)) * _SIZE_UNITS[unit]
+            if not math.isfinite(number):
+                raise ValueError(f"{_show(value)} is not a finite size")
+            size = int(number)
         if size < 0:
             raise ValueError(f"{_show(value)} is negative (expected a size of 0 or more)")
+        if size >= 2**63:  # sizes meet SQLite and file offsets: signed 64-bit
+            raise ValueError(f"{_show(value)} is too large (at most 8EiB)")
         return cls(size)
 
 

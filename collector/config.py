@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from agent.config import ConfigError, _humanise, read_yaml
+from agent.configerror import show
 from agent.units import Duration, Size, dec_hook
 from collector.period import Period, WindowDef, parse_period
 
@@ -79,7 +80,7 @@ class StoreConfig(_Section, frozen=True):
             _check_postgres_url(self.url)
         elif not self.url.startswith("sqlite:") or not sqlite_path(self.url):
             raise ValueError(
-                f"unsupported store url {self.url!r} (expected sqlite:///absolute/path.db, "
+                f"unsupported store url {show(self.url)} (expected sqlite:///absolute/path.db, "
                 "sqlite:relative/path.db or postgresql://user@host:5432/database)"
             )
         if self.busy_timeout > 600:
@@ -186,7 +187,7 @@ class ReportingConfig(_Section, frozen=True):
             ZoneInfo(self.timezone)
         except (ValueError, ZoneInfoNotFoundError):
             raise ValueError(
-                f"timezone: unknown time zone {self.timezone!r} (e.g. Asia/Ho_Chi_Minh)"
+                f"timezone: unknown time zone {show(self.timezone)} (e.g. Asia/Ho_Chi_Minh)"
             ) from None
 
     def period(self, text: str) -> Period:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from agent.config import ConfigError, read_yaml
+from agent.configerror import show
 
 Level = Literal["province", "agency", "district", "commune"]
 LEVELS: Final[tuple[Level, ...]] = ("province", "agency", "district", "commune")
@@ -33,6 +34,7 @@ UNIT_ID: Final = re.compile(r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$")
 UNIT_ID_MAX: Final = 200
 NAME_MAX: Final = 256
 MAX_FILE_BYTES: Final = 10_000_000
+MAX_NODES: Final = 1_000_000  # values with aliases expanded: ample for 10,000 units
 MAX_OFFICIALS: Final = 1_000_000
 
 # Which levels a unit of each level may hang under. Districts' own offices are part of
@@ -140,7 +142,12 @@ def load_org(path: str | Path) -> Org:
     """Load and validate an org file; raise OrgError naming the unit and key."""
     file = Path(path).name
     try:
-        data = read_yaml(path, empty_hint="expected province: and units:", max_bytes=MAX_FILE_BYTES)
+        data = read_yaml(
+            path,
+            empty_hint="expected province: and units:",
+            max_bytes=MAX_FILE_BYTES,
+            max_nodes=MAX_NODES,
+        )
     except ConfigError as exc:
         raise OrgError(file, exc.path, exc.message) from None
     return parse_org(data, file)
@@ -155,7 +162,7 @@ def parse_org(data: Any, file: str = "<org>") -> Org:
     if province is None:
         raise OrgError(file, "province", "missing (the province's unit id, e.g. bac-kan)")
     if not isinstance(province, str) or not UNIT_ID.match(province) or "/" in province:
-        raise OrgError(file, "province", f"invalid id {province!r} (e.g. bac-kan)")
+        raise OrgError(file, "province", f"invalid id {show(province)} (e.g. bac-kan)")
     raw_units = data.get("units")
     if not isinstance(raw_units, list) or not raw_units:
         raise OrgError(file, "units", "missing or empty (a list of units)")
@@ -173,11 +180,11 @@ def parse_org(data: Any, file: str = "<org>") -> Org:
     provinces = [unit for unit in units if unit.level == "province"]
     if len(provinces) != 1 or provinces[0].id != province:
         raise OrgError(
-            file, "units", f"expected exactly one unit of level province with id {province!r}"
+            file, "units", f"expected exactly one unit of level province with id {show(province)}"
         )
     for index, unit in enumerate(units):
         if unit.parent is not None and unit.parent not in by_id:
-            raise OrgError(file, _at(index, unit.id), f"parent: unknown unit {unit.parent!r}")
+            raise OrgError(file, _at(index, unit.id), f"parent: unknown unit {show(unit.parent)}")
     for index, unit in enumerate(units):
         _check_cycle(unit, by_id, file, index)
     three_level = any(unit.level == "district" for unit in units)
@@ -205,15 +212,14 @@ def _parse_unit(raw: Any, index: int, file: str) -> Unit:
     if unit_id is None:
         raise OrgError(file, f"units[{index}]", "id: missing")
     if not isinstance(unit_id, str) or len(unit_id) > UNIT_ID_MAX or not UNIT_ID.match(unit_id):
-        shown = repr(unit_id)[:80]
         raise OrgError(
             file,
             f"units[{index}]",
-            f"id: invalid {shown} (lowercase ascii words with '-', joined by '/',"
+            f"id: invalid {show(unit_id)} (lowercase ascii words with '-', joined by '/',"
             " e.g. bac-kan/cho-don/bang-lung)",
         )
     at = _at(index, unit_id)
-    unknown = sorted(str(key) for key in raw if key not in _UNIT_KEYS)
+    unknown = sorted(show(key, bare=True) for key in raw if key not in _UNIT_KEYS)
     if unknown:
         raise OrgError(
             file, at, f"{unknown[0]}: unknown key (allowed: {', '.join(sorted(_UNIT_KEYS))})"
@@ -227,13 +233,13 @@ def _parse_unit(raw: Any, index: int, file: str) -> Unit:
     if level is None:
         raise OrgError(file, at, f"level: missing (one of {', '.join(LEVELS)})")
     if level not in LEVELS:
-        raise OrgError(file, at, f"level: unknown {level!r} (one of {', '.join(LEVELS)})")
+        raise OrgError(file, at, f"level: unknown {show(level)} (one of {', '.join(LEVELS)})")
     parent = raw.get("parent")
     if parent is not None and not isinstance(parent, str):
-        raise OrgError(file, at, "parent: must be a unit id")
+        raise OrgError(file, at, f"parent: must be a unit id, got {show(parent)}")
     sector = raw.get("sector", "state")
     if sector not in SECTORS:
-        raise OrgError(file, at, f"sector: unknown {sector!r} (one of {', '.join(SECTORS)})")
+        raise OrgError(file, at, f"sector: unknown {show(sector)} (one of {', '.join(SECTORS)})")
     officials = raw.get("officials")
     if officials is not None and (
         isinstance(officials, bool)
@@ -241,7 +247,7 @@ def _parse_unit(raw: Any, index: int, file: str) -> Unit:
         or not 0 <= officials <= MAX_OFFICIALS
     ):
         raise OrgError(
-            file, at, f"officials: must be a whole number 0..{MAX_OFFICIALS}, got {officials!r}"
+            file, at, f"officials: must be a whole number 0..{MAX_OFFICIALS}, got {show(officials)}"
         )
     facts = raw.get("facts", {})
     if not isinstance(facts, dict) or not all(
@@ -293,7 +299,7 @@ def _check_parent_level(
         raise OrgError(
             file,
             at,
-            f"parent: a {unit.level} cannot be under {parent_level} {unit.parent!r}"
+            f"parent: a {unit.level} cannot be under {parent_level} {show(unit.parent)}"
             f" (expected {' or '.join(allowed)})",
         )
 
@@ -312,9 +318,11 @@ def _parse_mapping(raw: Any, by_id: Mapping[str, Unit], file: str) -> tuple[Succ
         _reject_unknown(item, _MAPPING_KEYS, file, at)
         old = item.get("from")
         if not isinstance(old, str) or not UNIT_ID.match(old) or len(old) > UNIT_ID_MAX:
-            raise OrgError(file, at, f"from: missing or invalid unit id {old!r}")
+            raise OrgError(file, at, f"from: missing or invalid unit id {show(old)}")
         if old in seen:
-            raise OrgError(file, at, f"from: {old!r} is mapped twice (also mapping[{seen[old]}])")
+            raise OrgError(
+                file, at, f"from: {show(old)} is mapped twice (also mapping[{seen[old]}])"
+            )
         seen[old] = index
         targets = item.get("to")
         if isinstance(targets, str):
@@ -322,8 +330,8 @@ def _parse_mapping(raw: Any, by_id: Mapping[str, Unit], file: str) -> tuple[Succ
         if not isinstance(targets, list) or not targets:
             raise OrgError(file, f"{at} ({old})", "to: missing (the unit ids that absorbed it)")
         for target in targets:
-            if target not in by_id:
-                raise OrgError(file, f"{at} ({old})", f"to: unknown unit {target!r}")
+            if not isinstance(target, str) or target not in by_id:
+                raise OrgError(file, f"{at} ({old})", f"to: unknown unit {show(target)}")
         entries.append(
             Succession(
                 old_id=old,
@@ -337,7 +345,7 @@ def _parse_mapping(raw: Any, by_id: Mapping[str, Unit], file: str) -> tuple[Succ
 
 def _reject_unknown(data: Mapping[Any, Any], allowed: Iterable[str], file: str, at: str) -> None:
     allowed = frozenset(allowed)
-    unknown = sorted(str(key) for key in data if key not in allowed)
+    unknown = sorted(show(key, bare=True) for key in data if key not in allowed)
     if unknown:
         prefix = f"{at}." if at else ""
         raise OrgError(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from agent.configerror import show
+
 __all__ = ["Period", "PeriodError", "WindowDef", "parse_period"]
 
 _CALENDAR: Final = re.compile(
@@ -44,7 +46,9 @@ class WindowDef:
     def __post_init__(self) -> None:
         match = re.fullmatch(r"(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])", self.start)
         if match is None:
-            raise ValueError(f"start: {self.start!r} is not a month and day (MM-DD, e.g. 12-15)")
+            raise ValueError(
+                f"start: {show(self.start)} is not a month and day (MM-DD, e.g. 12-15)"
+            )
         month, day = int(match[1]), int(match[2])
         if day > 28:
             # A window must start on the same day every year (29 February does not exist

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from agent.config import ConfigError, read_yaml
+from agent.configerror import show
 from collector import declarations
 from collector.org import LEVELS, SECTORS, Sector
 
@@ -125,7 +126,9 @@ def load_targets(paths: Sequence[str | Path]) -> list[Plan]:
         plan = load_plan(path)
         if plan.plan in seen:
             raise TargetsError(
-                plan.file, "plan", f"duplicate plan id {plan.plan!r} (also in {seen[plan.plan]})"
+                plan.file,
+                "plan",
+                f"duplicate plan id {show(plan.plan)} (also in {seen[plan.plan]})",
             )
         seen[plan.plan] = plan.file
         plans.append(plan)
@@ -156,7 +159,7 @@ def parse_plan(data: Any, file: str = "<targets>") -> Plan:
             raise TargetsError(file, key, "missing")
     plan_id = data["plan"]
     if not isinstance(plan_id, str) or not _PLAN_ID.match(plan_id):
-        raise TargetsError(file, "plan", f"invalid id {plan_id!r} (e.g. bac-kan-2012)")
+        raise TargetsError(file, "plan", f"invalid id {show(plan_id)} (e.g. bac-kan-2012)")
     raw_goals = data.get("goals")
     if not isinstance(raw_goals, list):
         raise TargetsError(file, "goals", "missing (a list of goals)")
@@ -203,18 +206,18 @@ def _parse_goal(raw: Any, index: int, file: str) -> Goal:
     indicator = raw["indicator"]
     if indicator not in INDICATORS:
         raise TargetsError(
-            file, f"{at}.indicator", f"unknown {indicator!r} (one of {', '.join(INDICATORS)})"
+            file, f"{at}.indicator", f"unknown {show(indicator)} (one of {', '.join(INDICATORS)})"
         )
     level = raw["level"]
     if level not in GOAL_LEVELS:
         raise TargetsError(
-            file, f"{at}.level", f"unknown {level!r} (one of {', '.join(GOAL_LEVELS)})"
+            file, f"{at}.level", f"unknown {show(level)} (one of {', '.join(GOAL_LEVELS)})"
         )
     value = raw["goal"]
     ratio: float | None = None
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TargetsError(file, f"{at}.goal", f"must be a number or null, got {value!r}")
+            raise TargetsError(file, f"{at}.goal", f"must be a number or null, got {show(value)}")
         ratio = float(value)
         upper = MAX_UNBOUNDED_GOAL if indicator in UNBOUNDED else 1.0
         if not 0.0 <= ratio <= upper:
@@ -225,7 +228,7 @@ def _parse_goal(raw: Any, index: int, file: str) -> Goal:
             )
     deadline = raw["deadline"]
     if isinstance(deadline, bool) or not isinstance(deadline, int) or not 1990 <= deadline <= 2100:
-        raise TargetsError(file, f"{at}.deadline", f"must be a year, got {deadline!r}")
+        raise TargetsError(file, f"{at}.deadline", f"must be a year, got {show(deadline)}")
     basis = raw.get("officials_basis")
     if basis is not None and (
         indicator != "computers_per_official" or basis not in OFFICIALS_BASES
@@ -233,7 +236,7 @@ def _parse_goal(raw: Any, index: int, file: str) -> Goal:
         raise TargetsError(
             file,
             f"{at}.officials_basis",
-            f"{basis!r}: for computers_per_official goals only, one of "
+            f"{show(basis)}: for computers_per_official goals only, one of "
             f"{', '.join(OFFICIALS_BASES)}",
         )
     sectors = raw.get("sectors")
@@ -245,7 +248,7 @@ def _parse_goal(raw: Any, index: int, file: str) -> Goal:
                 raise TargetsError(
                     file,
                     f"{at}.sectors",
-                    f"unknown sector {sector!r} (one of {', '.join(SECTORS)})",
+                    f"unknown sector {show(sector)} (one of {', '.join(SECTORS)})",
                 )
     return Goal(
         indicator=indicator,
@@ -285,7 +288,7 @@ def _parse_untracked(raw: Any, file: str) -> tuple[Untracked, ...]:
 
 def _reject_unknown(data: Mapping[Any, Any], allowed: Iterable[str], file: str, at: str) -> None:
     allowed = frozenset(allowed)
-    unknown = sorted(str(key) for key in data if key not in allowed)
+    unknown = sorted(show(key, bare=True) for key in data if key not in allowed)
     if unknown:
         prefix = f"{at}." if at else ""
         raise TargetsError(

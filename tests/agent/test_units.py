@@ -41,7 +41,7 @@ FORMS = "a number of seconds or a number with a unit: 500ms, 30s, 5m, 1h, 7d"
         ("30S", f"'30S' is not a duration (expected {FORMS})"),
         ("", f"'' is not a duration (expected {FORMS})"),
         (True, f"true is not a duration (expected {FORMS})"),
-        ([30], f"[30] is not a duration (expected {FORMS})"),
+        ([30], f"a list is not a duration (expected {FORMS})"),
         (None, f"no value given (expected {FORMS})"),
         ("-1s", "'-1s' is negative (expected a duration of 0 or more)"),
         (-3, "-3 is negative (expected a duration of 0 or more)"),
