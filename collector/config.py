@@ -1,10 +1,11 @@
 """Collector configuration: YAML validated completely at load into frozen structs.
 
-Same approach (and the same YAML reader and error wording) as ``agent/config.py``:
-defaults live in the structs, unknown keys are rejected, and every error names the file
-and the key path (``collector.yaml: limits.max_body: invalid size 'lots'``). Relative
-paths (org, targets, store, TLS files) resolve against the config file's directory, so
-a config works from any working directory.
+Same approach as ``agent/config.py``, with the same YAML reader (``agent.yamlfile``)
+and error wording (``agent.configerror``): defaults live in the structs, unknown keys
+are rejected, and every error names the file and the key path (``collector.yaml:
+limits.max_body: invalid size 'lots'``). Relative paths (org, targets, store, TLS files)
+resolve against the config file's directory, so a config works from any working
+directory.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from agent.config import ConfigError, _humanise, read_yaml
-from agent.configerror import show
+from agent.configerror import ConfigError, humanise, show
 from agent.units import Duration, Size, dec_hook
+from agent.yamlfile import read_yaml
 from collector.period import Period, WindowDef, parse_period
 
 __all__ = ["CollectorConfig", "ConfigError", "load_config", "parse_config", "sqlite_path"]
@@ -232,7 +233,7 @@ def parse_config(data: Any, file: str = "<config>", base: Path | None = None) ->
     try:
         config = msgspec.convert(data, CollectorConfig, dec_hook=dec_hook, strict=True)
     except msgspec.ValidationError as exc:
-        path, message = _humanise(exc, data, CollectorConfig)
+        path, message = humanise(exc, data, CollectorConfig)
         raise ConfigError(file, path, message) from None
     if base is None:
         return config

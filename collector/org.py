@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from agent.config import ConfigError, read_yaml
-from agent.configerror import show
+from agent.configerror import ConfigError, show
+from agent.yamlfile import read_yaml
 
 Level = Literal["province", "agency", "district", "commune"]
 LEVELS: Final[tuple[Level, ...]] = ("province", "agency", "district", "commune")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from agent.config import ConfigError, read_yaml
-from agent.configerror import show
+from agent.configerror import ConfigError, show
+from agent.yamlfile import read_yaml
 from collector import declarations
 from collector.org import LEVELS, SECTORS, Sector
 
