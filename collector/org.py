@@ -15,13 +15,14 @@ style of the agent's ``ConfigError``. Unknown keys are rejected so that a typo s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from agent.configerror import ConfigError, show
 from agent.yamlfile import read_yaml
+from collector.fields import Fields
 
 Level = Literal["province", "agency", "district", "commune"]
 LEVELS: Final[tuple[Level, ...]] = ("province", "agency", "district", "commune")
@@ -157,7 +158,8 @@ def parse_org(data: Any, file: str = "<org>") -> Org:
     """Validate already-parsed YAML; ``file`` is used in error messages."""
     if not isinstance(data, dict):
         raise OrgError(file, "", "expected a mapping with keys province and units")
-    _reject_unknown(data, _TOP_KEYS, file, "")
+    fields = Fields(OrgError, file)
+    fields.reject_unknown(data, _TOP_KEYS, "")
     province = data.get("province")
     if province is None:
         raise OrgError(file, "province", "missing (the province's unit id, e.g. bac-kan)")
@@ -170,7 +172,7 @@ def parse_org(data: Any, file: str = "<org>") -> Org:
     units: list[Unit] = []
     where: dict[str, str] = {}
     for index, raw in enumerate(raw_units):
-        unit = _parse_unit(raw, index, file)
+        unit = _parse_unit(raw, index, fields)
         if unit.id in where:
             raise OrgError(file, _at(index, unit.id), f"id: duplicate (also {where[unit.id]})")
         where[unit.id] = f"units[{index}]"
@@ -191,21 +193,22 @@ def parse_org(data: Any, file: str = "<org>") -> Org:
     for index, unit in enumerate(units):
         _check_parent_level(unit, by_id, file, index, three_level)
 
-    mapping = _parse_mapping(data.get("mapping"), by_id, file)
+    mapping = _parse_mapping(data.get("mapping"), by_id, fields)
     name = data.get("name", provinces[0].name)
     if not isinstance(name, str):
-        raise OrgError(file, "name", "must be text")
+        fields.fail("", "name", f"must be text, got {show(name)}")
     return Org(
         province=province,
         name=name,
         units=tuple(units),
         mapping=mapping,
-        source=_optional_text(data, "source", file, ""),
+        source=fields.optional_text(data, "source", ""),
         as_of=str(data["as_of"]) if data.get("as_of") is not None else None,
     )
 
 
-def _parse_unit(raw: Any, index: int, file: str) -> Unit:
+def _parse_unit(raw: Any, index: int, fields: Fields) -> Unit:
+    file = fields.file
     if not isinstance(raw, dict):
         raise OrgError(file, f"units[{index}]", "expected a mapping with id, name, level")
     unit_id = raw.get("id")
@@ -219,11 +222,7 @@ def _parse_unit(raw: Any, index: int, file: str) -> Unit:
             " e.g. bac-kan/cho-don/bang-lung)",
         )
     at = _at(index, unit_id)
-    unknown = sorted(show(key, bare=True) for key in raw if key not in _UNIT_KEYS)
-    if unknown:
-        raise OrgError(
-            file, at, f"{unknown[0]}: unknown key (allowed: {', '.join(sorted(_UNIT_KEYS))})"
-        )
+    fields.reject_unknown(raw, _UNIT_KEYS, at)
     name = raw.get("name")
     if name is None:
         raise OrgError(file, at, "name: missing (the unit's Vietnamese name)")
@@ -232,14 +231,11 @@ def _parse_unit(raw: Any, index: int, file: str) -> Unit:
     level = raw.get("level")
     if level is None:
         raise OrgError(file, at, f"level: missing (one of {', '.join(LEVELS)})")
-    if level not in LEVELS:
-        raise OrgError(file, at, f"level: unknown {show(level)} (one of {', '.join(LEVELS)})")
+    level = fields.choice(level, LEVELS, at, "level")
     parent = raw.get("parent")
     if parent is not None and not isinstance(parent, str):
         raise OrgError(file, at, f"parent: must be a unit id, got {show(parent)}")
-    sector = raw.get("sector", "state")
-    if sector not in SECTORS:
-        raise OrgError(file, at, f"sector: unknown {show(sector)} (one of {', '.join(SECTORS)})")
+    sector = fields.choice(raw.get("sector", "state"), SECTORS, at, "sector")
     officials = raw.get("officials")
     if officials is not None and (
         isinstance(officials, bool)
@@ -262,8 +258,8 @@ def _parse_unit(raw: Any, index: int, file: str) -> Unit:
         parent=parent,
         sector=sector,
         officials=officials,
-        kind=_optional_text(raw, "kind", file, at),
-        name_en=_optional_text(raw, "name_en", file, at),
+        kind=fields.optional_text(raw, "kind", at),
+        name_en=fields.optional_text(raw, "name_en", at),
         facts=dict(facts),
     )
 
@@ -299,12 +295,13 @@ def _check_parent_level(
         raise OrgError(
             file,
             at,
-            f"parent: a {unit.level} cannot be under {parent_level} {show(unit.parent)}"
+            f"parent: a {unit.level} cannot be under {parent_level} {unit.parent!r}"
             f" (expected {' or '.join(allowed)})",
         )
 
 
-def _parse_mapping(raw: Any, by_id: Mapping[str, Unit], file: str) -> tuple[Succession, ...]:
+def _parse_mapping(raw: Any, by_id: Mapping[str, Unit], fields: Fields) -> tuple[Succession, ...]:
+    file = fields.file
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -315,7 +312,7 @@ def _parse_mapping(raw: Any, by_id: Mapping[str, Unit], file: str) -> tuple[Succ
         at = f"mapping[{index}]"
         if not isinstance(item, dict):
             raise OrgError(file, at, "expected a mapping with from and to")
-        _reject_unknown(item, _MAPPING_KEYS, file, at)
+        fields.reject_unknown(item, _MAPPING_KEYS, at)
         old = item.get("from")
         if not isinstance(old, str) or not UNIT_ID.match(old) or len(old) > UNIT_ID_MAX:
             raise OrgError(file, at, f"from: missing or invalid unit id {show(old)}")
@@ -336,30 +333,11 @@ def _parse_mapping(raw: Any, by_id: Mapping[str, Unit], file: str) -> tuple[Succ
             Succession(
                 old_id=old,
                 new_ids=tuple(targets),
-                old_name=_optional_text(item, "name", file, at),
-                note=_optional_text(item, "note", file, at),
+                old_name=fields.optional_text(item, "name", at),
+                note=fields.optional_text(item, "note", at),
             )
         )
     return tuple(entries)
-
-
-def _reject_unknown(data: Mapping[Any, Any], allowed: Iterable[str], file: str, at: str) -> None:
-    allowed = frozenset(allowed)
-    unknown = sorted(show(key, bare=True) for key in data if key not in allowed)
-    if unknown:
-        prefix = f"{at}." if at else ""
-        raise OrgError(
-            file, f"{prefix}{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})"
-        )
-
-
-def _optional_text(data: Mapping[str, Any], key: str, file: str, at: str) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 4096:
-        raise OrgError(file, f"{at}.{key}" if at else key, "must be text")
-    return value
 
 
 def _at(index: int, unit_id: str) -> str:

@@ -11,7 +11,7 @@ faithful transcription of the plan.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 from agent.configerror import ConfigError, show
 from agent.yamlfile import read_yaml
 from collector import declarations
+from collector.fields import Fields
 from collector.org import LEVELS, SECTORS, Sector
 
 Indicator = Literal[
@@ -153,7 +154,8 @@ def parse_plan(data: Any, file: str = "<targets>") -> Plan:
     """Validate already-parsed YAML; ``file`` is used in error messages."""
     if not isinstance(data, dict):
         raise TargetsError(file, "", "expected a mapping with keys plan, title, reference, goals")
-    _reject_unknown(data, _TOP_KEYS, file, "")
+    fields = Fields(TargetsError, file)
+    fields.reject_unknown(data, _TOP_KEYS, "")
     for key in ("plan", "title", "reference"):
         if data.get(key) is None:
             raise TargetsError(file, key, "missing")
@@ -166,7 +168,7 @@ def parse_plan(data: Any, file: str = "<targets>") -> Plan:
     goals: list[Goal] = []
     seen: dict[tuple[str, str], int] = {}
     for index, raw in enumerate(raw_goals):
-        goal = _parse_goal(raw, index, file)
+        goal = _parse_goal(raw, index, fields)
         pair = (goal.indicator, goal.level)
         if pair in seen:
             raise TargetsError(
@@ -182,37 +184,29 @@ def parse_plan(data: Any, file: str = "<targets>") -> Plan:
         raise TargetsError(file, "example", "must be true or false")
     return Plan(
         plan=plan_id,
-        title=_text(data, "title", file, ""),
-        reference=_text(data, "reference", file, ""),
+        title=fields.text(data, "title", ""),
+        reference=fields.text(data, "reference", ""),
         goals=tuple(goals),
-        province=_optional_text(data, "province", file, ""),
-        title_en=_optional_text(data, "title_en", file, ""),
+        province=fields.optional_text(data, "province", ""),
+        title_en=fields.optional_text(data, "title_en", ""),
         example=example,
-        note=_optional_text(data, "note", file, ""),
-        untracked=_parse_untracked(data.get("untracked"), file),
+        note=fields.optional_text(data, "note", ""),
+        untracked=_parse_untracked(data.get("untracked"), fields),
         file=file,
     )
 
 
-def _parse_goal(raw: Any, index: int, file: str) -> Goal:
-    at = f"goals[{index}]"
+def _parse_goal(raw: Any, index: int, fields: Fields) -> Goal:
+    file, at = fields.file, f"goals[{index}]"
     if not isinstance(raw, dict):
         raise TargetsError(file, at, "expected a mapping with indicator, level, goal, deadline")
-    _reject_unknown(raw, _GOAL_KEYS, file, at)
+    fields.reject_unknown(raw, _GOAL_KEYS, at)
     for key in _GOAL_REQUIRED:
         if key not in raw:
             hint = " (null for a direction without a number)" if key == "goal" else ""
             raise TargetsError(file, f"{at}.{key}", f"missing{hint}")
-    indicator = raw["indicator"]
-    if indicator not in INDICATORS:
-        raise TargetsError(
-            file, f"{at}.indicator", f"unknown {show(indicator)} (one of {', '.join(INDICATORS)})"
-        )
-    level = raw["level"]
-    if level not in GOAL_LEVELS:
-        raise TargetsError(
-            file, f"{at}.level", f"unknown {show(level)} (one of {', '.join(GOAL_LEVELS)})"
-        )
+    indicator = fields.choice(raw["indicator"], INDICATORS, at, "indicator")
+    level = fields.choice(raw["level"], GOAL_LEVELS, at, "level")
     value = raw["goal"]
     ratio: float | None = None
     if value is not None:
@@ -244,26 +238,22 @@ def _parse_goal(raw: Any, index: int, file: str) -> Goal:
         if not isinstance(sectors, list) or not sectors:
             raise TargetsError(file, f"{at}.sectors", "must be a non-empty list")
         for sector in sectors:
-            if sector not in SECTORS:
-                raise TargetsError(
-                    file,
-                    f"{at}.sectors",
-                    f"unknown sector {show(sector)} (one of {', '.join(SECTORS)})",
-                )
+            fields.choice(sector, SECTORS, at, "sectors", "sector")
     return Goal(
         indicator=indicator,
         level=level,
         goal=ratio,
         deadline=deadline,
-        denominator=_optional_text(raw, "denominator", file, at),
+        denominator=fields.optional_text(raw, "denominator", at),
         officials_basis=basis,
         sectors=tuple(sectors) if sectors is not None else None,
-        note=_optional_text(raw, "note", file, at),
-        text=_optional_text(raw, "text", file, at),
+        note=fields.optional_text(raw, "note", at),
+        text=fields.optional_text(raw, "text", at),
     )
 
 
-def _parse_untracked(raw: Any, file: str) -> tuple[Untracked, ...]:
+def _parse_untracked(raw: Any, fields: Fields) -> tuple[Untracked, ...]:
+    file = fields.file
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -273,45 +263,24 @@ def _parse_untracked(raw: Any, file: str) -> tuple[Untracked, ...]:
         at = f"untracked[{index}]"
         if not isinstance(item, dict):
             raise TargetsError(file, at, "expected a mapping with text and reason")
-        _reject_unknown(item, _UNTRACKED_KEYS, file, at)
+        fields.reject_unknown(item, _UNTRACKED_KEYS, at)
         items.append(
             Untracked(
-                text=_text(item, "text", file, at),
-                reason=_text(item, "reason", file, at),
-                level=_optional_scalar(item, "level"),
-                goal=_optional_scalar(item, "goal"),
-                deadline=_optional_scalar(item, "deadline"),
+                text=fields.text(item, "text", at),
+                reason=fields.text(item, "reason", at),
+                level=_optional_scalar(item, "level", at, fields),
+                goal=_optional_scalar(item, "goal", at, fields),
+                deadline=_optional_scalar(item, "deadline", at, fields),
             )
         )
     return tuple(items)
 
 
-def _reject_unknown(data: Mapping[Any, Any], allowed: Iterable[str], file: str, at: str) -> None:
-    allowed = frozenset(allowed)
-    unknown = sorted(show(key, bare=True) for key in data if key not in allowed)
-    if unknown:
-        prefix = f"{at}." if at else ""
-        raise TargetsError(
-            file, f"{prefix}{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})"
-        )
-
-
-def _text(data: Mapping[str, Any], key: str, file: str, at: str) -> str:
-    value = _optional_text(data, key, file, at)
-    if value is None:
-        raise TargetsError(file, f"{at}.{key}" if at else key, "missing")
-    return value
-
-
-def _optional_text(data: Mapping[str, Any], key: str, file: str, at: str) -> str | None:
+def _optional_scalar(data: Mapping[str, Any], key: str, at: str, fields: Fields) -> str | None:
+    """A plan's own wording of a level, goal or deadline ("60%", 2015, "hằng năm")."""
     value = data.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 4096:
-        raise TargetsError(file, f"{at}.{key}" if at else key, "must be non-empty text")
-    return value.strip()
-
-
-def _optional_scalar(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    return None if value is None else str(value)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        fields.fail(at, key, f"must be text or a number, got {show(value)}")
+    return fields.text({key: str(value)}, key, at)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.org import OrgError, load_org
+from collector.org import OrgError, load_org, parse_org
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs"
@@ -168,3 +168,67 @@ def test_a_subtree_is_the_unit_and_everything_under_it() -> None:
     assert all(i == "bac-kan/cho-don" or i.startswith("bac-kan/cho-don/") for i in ids)
     assert len(org.subtree("bac-kan")) == len(org.units)
     assert org.subtree("bac-kan/nowhere") == []
+
+
+# Text fields and unknown keys go through collector/fields.py, shared with targets files.
+_UNITS = [
+    {"id": "demo", "name": "Tỉnh Demo", "level": "province"},
+    {"id": "demo/xa-an-binh", "name": "Xã An Bình", "level": "commune", "parent": "demo"},
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            {"units": [_UNITS[0], {**_UNITS[1], "kind": "  "}]},
+            "org.yaml: units[1] (demo/xa-an-binh): kind: must be non-empty text, got '  '",
+            id="blank-kind",
+        ),
+        pytest.param(
+            {"units": [_UNITS[0], {**_UNITS[1], "name_en": ["An Binh"]}]},
+            "org.yaml: units[1] (demo/xa-an-binh): name_en: must be non-empty text, got a list",
+            id="name-en-list",
+        ),
+        pytest.param(
+            {"source": "x" * 5000},
+            "org.yaml: source: too long: 5000 characters (at most 4096)",
+            id="long-source",
+        ),
+        pytest.param(
+            {"provinces": "demo"},
+            "org.yaml: provinces: unknown key (allowed: as_of, mapping, name, province, shape,"
+            " source, units)",
+            id="unknown-top-key",
+        ),
+        pytest.param(
+            {"mapping": [{"from": "old/a", "to": "demo/xa-an-binh", "ghi_chu": "x"}]},
+            "org.yaml: mapping[0].ghi_chu: unknown key (allowed: from, name, note, to)",
+            id="unknown-mapping-key",
+        ),
+        pytest.param(
+            {"mapping": [{"from": "old/a", "to": [["demo/xa-an-binh"]]}]},
+            "org.yaml: mapping[0] (old/a): to: unknown unit a list",
+            id="mapping-to-nested-list",
+        ),
+        pytest.param(
+            {"units": [_UNITS[0], {**_UNITS[1], "level": ["commune"]}]},
+            "org.yaml: units[1] (demo/xa-an-binh): level: unknown a list (one of province,"
+            " agency, district, commune)",
+            id="level-list",
+        ),
+    ],
+)
+def test_field_errors_name_unit_and_key(change: dict[str, object], message: str) -> None:
+    data = {"province": "demo", "units": _UNITS, **change}
+    with pytest.raises(OrgError) as caught:
+        parse_org(data, "org.yaml")
+    assert str(caught.value) == message
+
+
+def test_text_fields_are_stripped() -> None:
+    units = [_UNITS[0], {**_UNITS[1], "kind": " xã ", "name_en": "An Binh commune\n"}]
+    org = parse_org({"province": "demo", "units": units, "source": " Quyết định 1 "})
+    unit = org.get("demo/xa-an-binh")
+    assert unit is not None and (unit.kind, unit.name_en) == ("xã", "An Binh commune")
+    assert org.source == "Quyết định 1"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.targets import Plan, TargetsError, load_plan, load_targets
+from collector.targets import Plan, TargetsError, load_plan, load_targets, parse_plan
 from tests.conftest import REPO
 
 TARGETS = REPO / "configs" / "targets"
@@ -162,3 +162,59 @@ def test_invalid_targets_file_gets_its_exact_message(name: str, message: str) ->
     with pytest.raises(TargetsError) as caught:
         load_plan(TESTDATA / name)
     assert str(caught.value) == message
+
+
+# Text fields and unknown keys go through collector/fields.py, shared with org files.
+_PLAN = {"plan": "p-2015", "title": "Kế hoạch", "reference": "Quyết định 1", "goals": []}
+_GOAL = {"indicator": "lan", "level": "commune", "goal": 1, "deadline": 2015}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            {"note": "  "}, "plan.yaml: note: must be non-empty text, got '  '", id="blank"
+        ),
+        pytest.param(
+            {"title": ["a"]}, "plan.yaml: title: must be non-empty text, got a list", id="list"
+        ),
+        pytest.param(
+            {"goals": [{**_GOAL, "text": "x" * 5000}]},
+            "plan.yaml: goals[0].text: too long: 5000 characters (at most 4096)",
+            id="long-text",
+        ),
+        pytest.param(
+            {"plans": 1},
+            "plan.yaml: plans: unknown key (allowed: example, goals, note, plan, province,"
+            " reference, title, title_en, untracked)",
+            id="unknown-top-key",
+        ),
+        pytest.param(
+            {"untracked": [{"text": "t", "reason": "r", "goal": {"a": 1}}]},
+            "plan.yaml: untracked[0].goal: must be text or a number, got a mapping",
+            id="untracked-goal-mapping",
+        ),
+        pytest.param(
+            {"untracked": [{"text": "t"}]},
+            "plan.yaml: untracked[0].reason: missing",
+            id="untracked-reason-missing",
+        ),
+        pytest.param(
+            {"goals": [{**_GOAL, "indicator": ["lan"]}]},
+            "plan.yaml: goals[0].indicator: unknown a list (one of lan, internet, wan,"
+            " dedicated_network, computers_per_official, computers_connected,"
+            " antivirus_protected)",
+            id="indicator-list",
+        ),
+    ],
+)
+def test_field_errors_name_goal_and_key(change: dict[str, object], message: str) -> None:
+    with pytest.raises(TargetsError) as caught:
+        parse_plan({**_PLAN, **change}, "plan.yaml")
+    assert str(caught.value) == message
+
+
+def test_untracked_scalars_keep_the_plans_wording() -> None:
+    untracked = [{"text": "Báo cáo", "reason": "r", "goal": "hằng quý", "deadline": 2015}]
+    plan = parse_plan({**_PLAN, "untracked": untracked})
+    assert (plan.untracked[0].goal, plan.untracked[0].deadline) == ("hằng quý", "2015")
