@@ -195,7 +195,6 @@ def pg_cluster() -> Iterator[pgcluster.Cluster]:
     reason = pgcluster.unavailable()
     if reason:
         pytest.skip(reason)
-    pytest.importorskip("asyncpg", reason="asyncpg (the postgres extra) is not installed")
     cluster = pgcluster.Cluster()
     try:
         cluster.start()

@@ -447,8 +447,9 @@ def test_goal_with_sector_filter_is_measured_over_its_own_units() -> None:
 
 
 async def test_builder_over_the_real_sqlite_store(tmp_path: Path) -> None:
-    sqlite = pytest.importorskip("collector.store.sqlite")
-    store = sqlite.SQLiteStore(tmp_path / "collector.db")
+    from collector.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "collector.db")
     await store.open()
     try:
         now = dt.datetime.now(dt.UTC)

@@ -116,8 +116,8 @@ def _hostile_report(site: str) -> Report:
 @pytest.mark.prometheus
 async def test_real_metrics_endpoint_over_http(aiohttp_client: Any, tmp_path: Path) -> None:
     """The real app: an agent's report in, /metrics out, with the contract and promtool."""
-    app_module = pytest.importorskip("collector.app")
     from collector import api
+    from collector import app as app_module
     from collector.config import parse_config
 
     config = parse_config(
