@@ -17,9 +17,10 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from agent.configerror import ConfigError, Wording, humanise, show
+from agent.log import LogLevel
 from agent.probes import TargetConfig
 from agent.probes.base import PortNumber, check_host
-from agent.report import NETWORK_CLASSES, NetworkClass, Role, SiteId
+from agent.report import NETWORK_CLASSES, NetworkClass, Role, Rule, SiteId
 from agent.units import Duration, Size, dec_hook
 from agent.yamlfile import read_yaml
 
@@ -42,7 +43,7 @@ class NetworkConfig(_Section, frozen=True):
     """One network class: its targets and when the class counts as up."""
 
     targets: Annotated[list[TargetConfig], msgspec.Meta(max_length=64)] = []
-    rule: Literal["any", "all"] = "any"  # any: one target answering is enough
+    rule: Rule = "any"
 
     def __post_init__(self) -> None:
         # The label is the series identity in reports and metrics, so it must be unique.
@@ -223,8 +224,8 @@ class DiscoveryConfig(_Section, frozen=True):
                 )
 
 
-_AUTH_PROTOCOLS = ("md5", "sha", "sha224", "sha256", "sha384", "sha512")
-_PRIV_PROTOCOLS = ("des", "3des", "aes", "aes192", "aes256")
+AuthProtocol = Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"]
+PrivProtocol = Literal["des", "3des", "aes", "aes192", "aes256"]
 
 
 def _read_secret(path: str, key: str) -> str:
@@ -241,10 +242,10 @@ class SnmpAuth(_Section, frozen=True):
     """SNMPv3 user (USM). Keys are pass phrases (at least 8 characters, RFC 3414)."""
 
     user: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-    auth_protocol: Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"] | None = None
+    auth_protocol: AuthProtocol | None = None
     auth_key: str | None = None
     auth_key_file: str | None = None
-    priv_protocol: Literal["des", "3des", "aes", "aes192", "aes256"] | None = None
+    priv_protocol: PrivProtocol | None = None
     priv_key: str | None = None
     priv_key_file: str | None = None
 
@@ -323,7 +324,7 @@ class SnmpConfig(_Section, frozen=True):
 
 
 class LogConfig(_Section, frozen=True):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
     file: str | None = None  # default: standard error
 
 

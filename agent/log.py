@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
+
+LogLevel = Literal["debug", "info", "warning", "error"]  # the log.level key of both configs
 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -43,7 +45,7 @@ def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     logger.log(level, name, extra=fields)
 
 
-def setup(level: str = "info", file: str | None = None) -> None:
+def setup(level: LogLevel | str = "info", file: str | None = None) -> None:
     """Configure the root logger for the agent or collector process."""
     handler: logging.Handler = (
         logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr)

@@ -21,16 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 from agent.config import AgentConfig
 from agent.probes import icmp
 from agent.probes.base import TargetOptions
-from agent.report import NETWORK_CLASSES, NetworkClass, Networks, NetworkStatus, ProbeResult
+from agent.report import (
+    NETWORK_CLASSES,
+    NetworkClass,
+    Networks,
+    NetworkStatus,
+    ProbeResult,
+    Rule,
+)
 from agent.route import DefaultRoute, RouteError, default_gateways
 from agent.units import Duration
-
-Rule = Literal["any", "all"]
 
 # Office routers answer ICMP almost always; when the agent may not send ICMP these are
 # the ports a router most often has open or actively refuses (DNS relay, web UI, SSH).

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from agent.report import (
     NETWORK_CLASSES,
     AntivirusStatus,
+    AvState,
+    ErrorReason,
     FirewallStatus,
     HostInventory,
     LanHosts,
+    NetworkClass,
     NetworkStatus,
     ProbeResult,
     Report,
     SnmpDevice,
 )
 
-NETWORK_LABELS: Final = {
+NETWORK_LABELS: Final[Mapping[NetworkClass, str]] = {
     "lan": "LAN",
     "wan": "WAN",
     "dedicated": "Mạng chuyên dùng / Dedicated",
@@ -34,7 +37,7 @@ OK_TEXT: Final = "ĐẠT / OK"
 FAIL_TEXT: Final = "LỖI / FAIL"
 NOT_CONFIGURED: Final = "chưa cấu hình / not configured"
 NOT_COLLECTED: Final = "không thu thập được / not collected"
-REASONS: Final = {
+REASONS: Final[Mapping[ErrorReason, str]] = {
     "timeout": "hết thời gian chờ / timeout",
     "refused": "bị từ chối / refused",
     "unreachable": "không tới được / unreachable",
@@ -46,7 +49,7 @@ REASONS: Final = {
     "network_error": "lỗi mạng / network error",
     "internal_error": "lỗi nội bộ / internal error",
 }
-AV_STATES: Final = {
+AV_STATE_LABELS: Final[Mapping[AvState, str]] = {
     "protected": "được bảo vệ / protected",
     "outdated": "chữ ký cũ / outdated",
     "disabled": "đang tắt / disabled",
@@ -231,9 +234,9 @@ def security_lines(antivirus: AntivirusStatus | None, firewall: FirewallStatus |
     if antivirus is None:
         lines.append(f"  Diệt virus / Antivirus: {NOT_COLLECTED}")
     else:
-        lines.append(f"  Diệt virus / Antivirus: {AV_STATES.get(antivirus.state, antivirus.state)}")
+        lines.append(f"  Diệt virus / Antivirus: {AV_STATE_LABELS[antivirus.state]}")
         for product in antivirus.products:
-            facts = [AV_STATES.get(product.state, product.state)]
+            facts = [AV_STATE_LABELS[product.state]]
             if product.enabled is False and product.state not in ("disabled", "missing"):
                 facts.append("đang tắt / disabled")
             if age := _days(product.signature_age_seconds):

@@ -16,17 +16,21 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 
 SCHEMA_VERSION: Final = 1
 SCHEMA_PATH: Final = Path(__file__).with_name("report.schema.json")
 
+# Each closed set of names is written once, as a Literal; the tuples that code iterates
+# over are derived from it (get_args keeps the order), so the two cannot drift apart.
 NetworkClass = Literal["lan", "wan", "dedicated", "internet"]
-NETWORK_CLASSES: Final[tuple[NetworkClass, ...]] = ("lan", "wan", "dedicated", "internet")
-ProbeKind = Literal["icmp", "tcp", "dns", "http"]
+NETWORK_CLASSES: Final[tuple[NetworkClass, ...]] = get_args(NetworkClass)
+ProbeKind = Literal["icmp", "tcp", "dns", "http"]  # agent.probes.PROBES has one entry each
+PROBE_KINDS: Final[tuple[ProbeKind, ...]] = get_args(ProbeKind)
 Role = Literal["host", "site-probe"]
+Rule = Literal["any", "all"]  # any: one target answering is enough; all: every target
 
 ErrorReason = Literal[
     "timeout",  # no answer within the target's timeout
@@ -40,11 +44,13 @@ ErrorReason = Literal[
     "network_error",  # any other socket-level failure
     "internal_error",  # a bug in hatang; details are in the agent log
 ]
-ERROR_REASONS: Final[tuple[str, ...]] = ErrorReason.__args__  # type: ignore[attr-defined]
+ERROR_REASONS: Final[tuple[ErrorReason, ...]] = get_args(ErrorReason)
 
 AvState = Literal["protected", "outdated", "disabled", "missing", "unknown"]
+AV_STATES: Final[tuple[AvState, ...]] = get_args(AvState)
 HostKind = Literal["computer", "printer", "network", "phone", "unknown"]
-HostSource = Literal["arp", "snmp", "agent"]
+HostSource = Literal["arp", "snmp", "agent"]  # in order of trust when sources disagree
+HOST_SOURCES: Final[tuple[HostSource, ...]] = get_args(HostSource)
 
 # Bounded building blocks. Bounds are generous for real data and small for abuse.
 SiteId = Annotated[
@@ -112,7 +118,7 @@ class NetworkStatus(_Wire):
 
     configured: bool = False
     up: bool | None = None  # None when not configured: never "down" for lack of targets
-    rule: Literal["any", "all"] | None = None
+    rule: Rule | None = None
     targets: Annotated[list[ProbeResult], msgspec.Meta(max_length=64)] = []
     default_gateway: bool = False  # lan only: targets are the detected default gateway(s)
 

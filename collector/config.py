@@ -11,13 +11,14 @@ directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from agent.configerror import ConfigError, humanise, show
+from agent.log import LogLevel
 from agent.units import Duration, Size, dec_hook
 from agent.yamlfile import read_yaml
 from collector.period import Period, WindowDef, parse_period
@@ -198,7 +199,7 @@ class ReportingConfig(_Section, frozen=True):
 
 
 class LogConfig(_Section, frozen=True):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
     file: str | None = None  # default: standard error
 
 

@@ -22,6 +22,7 @@ from typing import Final, Literal, Protocol, get_args
 from agent.report import (
     NETWORK_CLASSES,
     AntivirusStatus,
+    AvState,
     FirewallStatus,
     HostInventory,
     LanHosts,
@@ -48,22 +49,21 @@ UNIT_INDICATORS: Final[Mapping[Indicator, NetworkClass]] = {
     "wan": "wan",
     "dedicated_network": "dedicated",
 }
-AV_STATES: Final = ("protected", "outdated", "disabled", "missing", "unknown")
 # No data is not down (issue 13): a unit that never had an agent, a site whose agents
 # went silent, and a reporting site (whose networks may be down) are told apart.
 SiteState = Literal["reporting", "silent", "never_reported"]
 SITE_STATES: Final[tuple[SiteState, ...]] = get_args(SiteState)
 # Unprotected: the agent saw the antivirus outdated, disabled or missing ("unknown" is no
 # data, neither protected nor unprotected).
-AV_UNPROTECTED: Final = frozenset({"outdated", "disabled", "missing"})
+AV_UNPROTECTED: Final[frozenset[AvState]] = frozenset({"outdated", "disabled", "missing"})
 # hatang_antivirus_unprotected_hosts{over}: unprotected for longer than each of these.
 UNPROTECTED_OVER: Final[tuple[tuple[str, float], ...]] = (
     ("1d", 86400.0),
     ("7d", 7 * 86400.0),
     ("30d", 30 * 86400.0),
 )
-FIREWALL_STATES: Final = ("enabled", "disabled", "unknown")
-LAN_SOURCES: Final = ("arp", "snmp", "agent")
+FirewallState = Literal["enabled", "disabled", "unknown"]  # hatang_firewall_hosts{state}
+FIREWALL_STATES: Final[tuple[FirewallState, ...]] = get_args(FirewallState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +385,7 @@ def count_computers(
     )
 
 
-def firewall_state(status: FirewallStatus) -> str:
+def firewall_state(status: FirewallStatus) -> FirewallState:
     """``enabled``, ``disabled`` or ``unknown`` (the agent could not tell)."""
     if status.enabled is None:
         return "unknown"

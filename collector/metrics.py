@@ -33,8 +33,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from agent.report import AV_STATES
 from collector.indicators import (
-    AV_STATES,
     FIREWALL_STATES,
     SITE_STATES,
     UNIT_INDICATORS,
@@ -402,8 +402,9 @@ def emit(source: SnapshotSource, add: Add) -> None:
         if computers is not None:
             add("hatang_site_computers", one, computers.total)
             if computers.av_reported:
-                for state in AV_STATES:
-                    add("hatang_antivirus_hosts", (site, state), computers.av_states.get(state, 0))
+                for av_state in AV_STATES:
+                    count = computers.av_states.get(av_state, 0)
+                    add("hatang_antivirus_hosts", (site, av_state), count)
                 since = computers.unprotected_since
                 for over, seconds in UNPROTECTED_OVER:
                     longer = sum(1 for t in since if snapshot.generated_at - t > seconds)
@@ -411,9 +412,9 @@ def emit(source: SnapshotSource, add: Add) -> None:
                 if since:
                     add("hatang_antivirus_unprotected_since_timestamp_seconds", one, since[0])
             if computers.firewall_states:
-                for state in FIREWALL_STATES:
-                    count = computers.firewall_states.get(state, 0)
-                    add("hatang_firewall_hosts", (site, state), count)
+                for fw_state in FIREWALL_STATES:
+                    count = computers.firewall_states.get(fw_state, 0)
+                    add("hatang_firewall_hosts", (site, fw_state), count)
         if view.officials_source is not None and view.officials is not None:
             add("hatang_site_officials", (site, view.officials_source), view.officials)
         add("hatang_site_declared_facts", one, len(view.declared.facts))

@@ -18,16 +18,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from agent.configerror import ConfigError, show
 from agent.yamlfile import read_yaml
 from collector.fields import Fields
 
 Level = Literal["province", "agency", "district", "commune"]
-LEVELS: Final[tuple[Level, ...]] = ("province", "agency", "district", "commune")
+LEVELS: Final[tuple[Level, ...]] = get_args(Level)
 Sector = Literal["state", "party", "mass_organisation"]
-SECTORS: Final[tuple[Sector, ...]] = ("state", "party", "mass_organisation")
+SECTORS: Final[tuple[Sector, ...]] = get_args(Sector)
 Shape = Literal["two-level", "three-level"]
 
 # The same pattern as the wire format's SiteId, so every unit id can be a report's site.

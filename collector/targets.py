@@ -14,13 +14,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from agent.configerror import ConfigError, show
 from agent.yamlfile import read_yaml
 from collector import declarations
 from collector.fields import Fields
-from collector.org import LEVELS, SECTORS, Sector
+from collector.org import SECTORS, Level, Sector
 
 Indicator = Literal[
     "lan",
@@ -31,18 +31,10 @@ Indicator = Literal[
     "computers_connected",
     "antivirus_protected",
 ]
-INDICATORS: Final[tuple[Indicator, ...]] = (
-    "lan",
-    "internet",
-    "wan",
-    "dedicated_network",
-    "computers_per_official",
-    "computers_connected",
-    "antivirus_protected",
-)
+INDICATORS: Final[tuple[Indicator, ...]] = get_args(Indicator)  # docs/indicators.md: each one
 # A goal's level: one org level, or "all" for plan lines that cover every level.
-GoalLevel = Literal["province", "agency", "district", "commune", "all"]
-GOAL_LEVELS: Final[tuple[GoalLevel, ...]] = (*LEVELS, "all")
+GoalLevel = Literal[Level, "all"]
+GOAL_LEVELS: Final[tuple[GoalLevel, ...]] = get_args(GoalLevel)
 # Ratios of something to itself are at most 1; computers per official may exceed it.
 UNBOUNDED: Final[frozenset[Indicator]] = frozenset({"computers_per_official"})
 MAX_UNBOUNDED_GOAL: Final = 100.0

@@ -12,9 +12,9 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agent.report import HostKind, HostSource, LanHost, LanHostCounts
+from agent.report import HOST_SOURCES, HostKind, HostSource, LanHost, LanHostCounts
 
-SOURCE_ORDER: tuple[HostSource, ...] = ("arp", "snmp", "agent")
+SOURCE_ORDER: tuple[HostSource, ...] = HOST_SOURCES
 
 
 def normalise_mac(mac: str) -> str | None:

@@ -39,6 +39,8 @@ from typing import Any, Literal
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.report import NETWORK_CLASSES
+from collector.targets import INDICATORS
 from tests import netns
 from tests.netns import wait_for
 
@@ -56,18 +58,10 @@ UP_RATIO = 0.9
 ROUTER_OUI = "4c:5e:0c"  # MikroTik (Routerboard.com): classified network
 PC_OUI = "00:1e:c9"  # Dell: classified computer
 PRINTER_OUI = "00:80:77"  # Brother: classified printer
-CLASSES = ("lan", "wan", "dedicated", "internet")
-AV_STATES = ("protected", "outdated", "disabled", "missing", "unknown")
+# The names are the contract (wire format, targets files); what they measure is computed
+# here from the plan.
+CLASSES = NETWORK_CLASSES
 LEVELS = ("province", "agency", "commune", "all")
-INDICATORS = (
-    "lan",
-    "internet",
-    "wan",
-    "dedicated_network",
-    "computers_per_official",
-    "computers_connected",
-    "antivirus_protected",
-)
 UNIT_CLASS = {"lan": "lan", "internet": "internet", "wan": "wan", "dedicated_network": "dedicated"}
 
 

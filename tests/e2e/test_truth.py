@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from agent.report import AV_STATES
 from tests.e2e.province import (
-    AV_STATES,
     CLASSES,
     PLAN,
     PROVINCE_ID,
