@@ -12,7 +12,9 @@ if [ ! -x .venv/bin/python ]; then
   if ! "$PY" -m venv .venv 2>/dev/null; then
     # Debian splits venv out of python3; install it when we may.
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+      "$PY" scripts/aptwait.py --timeout 600  # another apt/dpkg may hold the locks
+      apt=(apt-get -q -o DPkg::Lock::Timeout=600)
+      "${apt[@]}" update && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y python3-venv
       rm -rf .venv && "$PY" -m venv .venv
     else
       echo "cannot create .venv: install python3-venv" >&2
