@@ -17,20 +17,17 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from agent.configerror import ConfigError, Wording, humanise, show
-from agent.log import LogLevel
+from agent.log import LogConfig
 from agent.probes import TargetConfig
 from agent.probes.base import PortNumber, check_host
 from agent.report import NETWORK_CLASSES, NetworkClass, Role, Rule, SiteId
 from agent.units import Duration, Size, dec_hook
+from agent.units import Section as _Section
 from agent.yamlfile import read_yaml
 
 # ConfigError and read_yaml live in agent.configerror and agent.yamlfile (they import no
 # probe modules); the names stay importable from here for older callers.
 __all__ = ["AgentConfig", "ConfigError", "load_config", "parse_config", "read_yaml"]
-
-
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base for config sections: immutable, unknown keys are errors."""
 
 
 def _default_state_dir() -> Path:
@@ -321,11 +318,6 @@ class SnmpConfig(_Section, frozen=True):
 
     interval: Duration = Duration(300.0)
     devices: Annotated[list[SnmpDeviceConfig], msgspec.Meta(max_length=16)] = []
-
-
-class LogConfig(_Section, frozen=True):
-    level: LogLevel = "info"
-    file: str | None = None  # default: standard error
 
 
 class AgentConfig(_Section, frozen=True):

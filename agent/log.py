@@ -11,7 +11,17 @@ import sys
 import time
 from typing import Any, Literal
 
-LogLevel = Literal["debug", "info", "warning", "error"]  # the log.level key of both configs
+from agent.units import Section
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class LogConfig(Section, frozen=True):
+    """The ``log`` section of the agent and collector configs."""
+
+    level: LogLevel = "info"
+    file: str | None = None  # default: standard error
+
 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 

@@ -1,4 +1,5 @@
-"""Durations ("60s", "5m", "7d") and sizes ("200MB") as written in config files.
+"""Durations ("60s", "5m", "7d") and sizes ("200MB") as written in config files, and the
+base of config sections.
 
 Both also accept a plain number (seconds, bytes). Errors say which forms are accepted,
 because the person reading them is editing a YAML file, not Python.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
+
+import msgspec
 
 from agent.configerror import show as _show
 
@@ -27,6 +30,10 @@ _SIZE_UNITS = {
     None: 1,
 }
 _SIZE_FORMS = "a number of bytes or a number with a unit: 512KB, 200MB, 1GiB"
+
+
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base for config sections of every schema: immutable, unknown keys are errors."""
 
 
 class Duration(float):

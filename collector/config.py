@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from agent.configerror import ConfigError, humanise, show
-from agent.log import LogLevel
+from agent.log import LogConfig
 from agent.units import Duration, Size, dec_hook
+from agent.units import Section as _Section
 from agent.yamlfile import read_yaml
 from collector.period import Period, WindowDef, parse_period
 
@@ -51,10 +52,6 @@ def _check_postgres_url(url: str) -> None:
         raise ValueError("url: a PostgreSQL url has no #fragment")
     if "," in parts.netloc:
         raise ValueError("url: list one PostgreSQL host (several hosts are not supported)")
-
-
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base for config sections: immutable, unknown keys are errors."""
 
 
 class ListenConfig(_Section, frozen=True):
@@ -196,11 +193,6 @@ class ReportingConfig(_Section, frozen=True):
         """Parse ``--period`` with this config's zone and named windows (PeriodError)."""
         windows = {name: w.window() for name, w in self.windows.items()}
         return parse_period(text, tz=ZoneInfo(self.timezone), windows=windows)
-
-
-class LogConfig(_Section, frozen=True):
-    level: LogLevel = "info"
-    file: str | None = None  # default: standard error
 
 
 class CollectorConfig(_Section, frozen=True):

@@ -11,12 +11,35 @@ the place it names. Raw values are quoted only through ``agent.configerror.show`
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
 from agent.configerror import ConfigError, show
+from agent.yamlfile import MAX_NODES, read_yaml
 
 TEXT_MAX: Final = 4096
 _S = TypeVar("_S", bound=str)
+
+
+def load_yaml(
+    path: str | Path,
+    error: type[ConfigError],
+    *,
+    empty_hint: str,
+    max_bytes: int,
+    max_nodes: int = MAX_NODES,
+) -> tuple[Any, str]:
+    """Read one of these files with the bounded reader; return (data, the file's name).
+
+    Errors are raised as the file's own ``error`` and name the file by its base name, as
+    the messages about its content do.
+    """
+    file = Path(path).name
+    try:
+        data = read_yaml(path, empty_hint=empty_hint, max_bytes=max_bytes, max_nodes=max_nodes)
+    except ConfigError as exc:
+        raise error(file, exc.path, exc.message) from None
+    return data, file
 
 
 class Fields:

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from agent.configerror import ConfigError, show
-from agent.yamlfile import read_yaml
-from collector.fields import Fields
+from collector.fields import Fields, load_yaml
 
 Level = Literal["province", "agency", "district", "commune"]
 LEVELS: Final[tuple[Level, ...]] = get_args(Level)
@@ -141,16 +140,13 @@ class Org:
 
 def load_org(path: str | Path) -> Org:
     """Load and validate an org file; raise OrgError naming the unit and key."""
-    file = Path(path).name
-    try:
-        data = read_yaml(
-            path,
-            empty_hint="expected province: and units:",
-            max_bytes=MAX_FILE_BYTES,
-            max_nodes=MAX_NODES,
-        )
-    except ConfigError as exc:
-        raise OrgError(file, exc.path, exc.message) from None
+    data, file = load_yaml(
+        path,
+        OrgError,
+        empty_hint="expected province: and units:",
+        max_bytes=MAX_FILE_BYTES,
+        max_nodes=MAX_NODES,
+    )
     return parse_org(data, file)
 
 

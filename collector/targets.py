@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from agent.configerror import ConfigError, show
-from agent.yamlfile import read_yaml
 from collector import declarations
-from collector.fields import Fields
+from collector.fields import Fields, load_yaml
 from collector.org import SECTORS, Level, Sector
 
 Indicator = Literal[
@@ -130,15 +129,12 @@ def load_targets(paths: Sequence[str | Path]) -> list[Plan]:
 
 def load_plan(path: str | Path) -> Plan:
     """Load and validate one target file; raise TargetsError naming goal and key."""
-    file = Path(path).name
-    try:
-        data = read_yaml(
-            path,
-            empty_hint="expected plan:, title:, reference: and goals:",
-            max_bytes=MAX_FILE_BYTES,
-        )
-    except ConfigError as exc:
-        raise TargetsError(file, exc.path, exc.message) from None
+    data, file = load_yaml(
+        path,
+        TargetsError,
+        empty_hint="expected plan:, title:, reference: and goals:",
+        max_bytes=MAX_FILE_BYTES,
+    )
     return parse_plan(data, file)
 
 

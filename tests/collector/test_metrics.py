@@ -46,7 +46,7 @@ from tests.conftest import REPO
 
 
 @dataclass
-class _Source:
+class StaticSource:
     snapshot: Snapshot
     failures: int = 0
     last_duration_seconds: float | None = 0.25
@@ -54,7 +54,7 @@ class _Source:
 
 def registry_for(snap: Snapshot) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(HatangCollector(_Source(snap)))
+    registry.register(HatangCollector(StaticSource(snap)))
     return registry
 
 
@@ -210,11 +210,11 @@ def test_every_family_comes_from_the_table() -> None:
 def test_describe_lets_the_registry_refuse_duplicates() -> None:
     registry = registry_for(snapshot(DEMO))
     with pytest.raises(ValueError, match="Duplicated timeseries"):
-        registry.register(HatangCollector(_Source(snapshot(DEMO))))
+        registry.register(HatangCollector(StaticSource(snapshot(DEMO))))
 
 
 def test_collect_does_no_io_and_reads_the_current_snapshot() -> None:
-    source = _Source(snapshot(DEMO))
+    source = StaticSource(snapshot(DEMO))
     registry = CollectorRegistry()
     registry.register(HatangCollector(source))
     assert registry.get_sample_value("hatang_site_up", {"site": "demo/so-tttt"}) == 0
@@ -252,7 +252,7 @@ def self_registry() -> tuple[CollectorRegistry, Counter]:
 )
 def test_exposition_serves_exactly_the_collector_samples(snap: Callable[[], Snapshot]) -> None:
     """The fast text and prometheus_client's rendering of the same samples agree."""
-    source = _Source(snap(), failures=2)
+    source = StaticSource(snap(), failures=2)
     registry, received = self_registry()
     received.inc(7)
     text = b"".join(Exposition(source, registry).body()).decode("utf-8")
@@ -270,7 +270,7 @@ def test_exposition_serves_exactly_the_collector_samples(snap: Callable[[], Snap
 
 
 def test_exposition_renders_once_per_snapshot() -> None:
-    source = _Source(snapshot(DEMO))
+    source = StaticSource(snapshot(DEMO))
     registry, received = self_registry()
     exposition = Exposition(source, registry)
     first = b"".join(exposition.body())
@@ -288,7 +288,7 @@ def test_exposition_renders_once_per_snapshot() -> None:
 
 
 def test_gzip_body_is_one_member_equal_to_the_plain_body() -> None:
-    source = _Source(hostile_snapshot())
+    source = StaticSource(hostile_snapshot())
     registry, received = self_registry()
     exposition = Exposition(source, registry)
     for step in range(3):

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.report import Batch, Networks, NetworkStatus, ProbeResult, Report, encode, new_report_id
 from collector.metrics import METRICS, Exposition, HatangCollector, ReservedNames
-from tests.collector.test_metrics import _Source, hostile_snapshot
+from tests.collector.test_metrics import StaticSource, hostile_snapshot
 from tests.conftest import REPO
 
 # Transcribed from DESIGN.md "Collector metrics": name -> (type, label names).
@@ -56,13 +56,13 @@ def served_text() -> str:
     """What /metrics serves for the hostile snapshot (Exposition, not prometheus_client)."""
     registry = CollectorRegistry()
     registry.register(ReservedNames())
-    return b"".join(Exposition(_Source(hostile_snapshot()), registry).body()).decode("utf-8")
+    return b"".join(Exposition(StaticSource(hostile_snapshot()), registry).body()).decode("utf-8")
 
 
 @pytest.mark.parametrize("renderer", ["served", "collector"])
 def test_rendered_exposition_matches_the_table(renderer: str) -> None:
     registry = CollectorRegistry()
-    registry.register(HatangCollector(_Source(hostile_snapshot())))
+    registry.register(HatangCollector(StaticSource(hostile_snapshot())))
     text = served_text() if renderer == "served" else generate_latest(registry).decode("utf-8")
     families = exposed(text)
     for spec in METRICS:
@@ -87,7 +87,7 @@ def promtool_check(text: str) -> None:
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) not installed")
 def test_promtool_accepts_an_exposition_with_hostile_label_values() -> None:
     registry = CollectorRegistry()
-    registry.register(HatangCollector(_Source(hostile_snapshot())))
+    registry.register(HatangCollector(StaticSource(hostile_snapshot())))
     promtool_check(generate_latest(registry).decode("utf-8"))
     promtool_check(served_text())
 
