@@ -105,6 +105,7 @@ _TYPE_WORDS: Final[dict[str, str]] = {
     "object": "a mapping of keys",
     "date": "a date",
     "datetime": "a date and time",
+    "bytes": "binary data (!!binary)",
 }
 
 
@@ -257,7 +258,8 @@ def humanise(
         return path, f"{show(value)} is not one of: {choices}"
     if m := re.match(r"Expected `(.+?)`, got `(.+?)`$", msg):
         expected, got = m.group(1), m.group(2)
-        shown = "" if got in ("object", "array", "null") or not known else f" {show(value)}"
+        quiet = ("object", "array", "null", "bytes")
+        shown = "" if got in quiet or not known else f" {show(value)}"
         got_words = "a boolean" if got == "bool" else _words(got)
         message = f"expected {_words(expected)}, got {got_words}{shown}"
         if got == "null":

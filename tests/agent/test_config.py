@@ -50,6 +50,7 @@ INVALID = [
         "collector.url: '10.10.0.10:8443' does not start with http:// or https:// "
         "(expected http(s)://host[:port], e.g. https://10.10.0.10:8443)",
     ),
+    ("invalid-binary-value.yaml", "site: expected a string, got binary data (!!binary)"),
     ("invalid-comments-only.yaml", "file is empty (expected at least site:)"),
     (
         "invalid-dns-query.yaml",
