@@ -34,7 +34,7 @@ from tests.collector.conftest import (
 )
 from tests.collector.test_api import auth, batch_body
 from tests.collector.test_indicators import DEMO, NOW, SETTINGS, make_agent
-from tests.collector.test_metrics import _Source
+from tests.collector.test_metrics import StaticSource
 
 PROMTOOL = shutil.which("promtool")
 SO_TTTT = "demo/so-tttt"
@@ -176,7 +176,7 @@ def test_firewall_states_and_unprotected_age_on_metrics() -> None:
         protected_until=protected_until,
     )  # fmt: skip
     registry = CollectorRegistry()
-    registry.register(HatangCollector(_Source(snap)))
+    registry.register(HatangCollector(StaticSource(snap)))
 
     def get(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {"site": SO_TTTT, **labels})
