@@ -17,7 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import ClientSession, ClientTimeout, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -27,14 +27,17 @@ from collector import api
 from collector.auth import Authenticator
 from collector.config import CollectorConfig
 from collector.indicators import IndicatorSettings, SnapshotBuilder
+from collector.late import LateRule
 from collector.metrics import Exposition, ReservedNames
 from collector.org import Org, load_org
+from collector.remote_write import RemoteWriteCollector, Sender
 from collector.store import Store, StoreError, open_store
 from collector.targets import Plan, load_targets
 
 log = logging.getLogger(__name__)
 
 BUILDER: Final = web.AppKey("builder", SnapshotBuilder)
+SENDER: Final = web.AppKey("remote_write_sender", Sender)
 # Serve the app with these (AppRunner/TestServer keyword arguments): the ingest handler
 # inflates gzip bodies itself, under limits.max_decompressed, with exact error answers.
 SERVER_KWARGS: Final[dict[str, Any]] = {"auto_decompress": False}
@@ -84,6 +87,20 @@ def indicator_settings(config: CollectorConfig) -> IndicatorSettings:
         site_up_after_intervals=config.site_up_after_intervals,
         clock_skew_tolerance_seconds=config.clock_skew.max_future,
         bucket_seconds=config.window.bucket,
+        fresh_observations_only=config.remote_write is not None,
+    )
+
+
+def late_rule(config: CollectorConfig) -> LateRule | None:
+    """The one rule's settings (docs/late-data.md), when remote write is configured."""
+    remote = config.remote_write
+    if remote is None:
+        return None
+    return LateRule(
+        horizon_intervals=config.site_up_after_intervals,
+        grace_seconds=config.metrics.refresh_interval + remote.scrape_interval,
+        job=remote.job,
+        max_pending=remote.max_pending,
     )
 
 
@@ -95,6 +112,7 @@ def make_store(config: CollectorConfig) -> Store:
         max_future=config.clock_skew.max_future,
         hourly_retention=config.store.hourly_retention,
         bucket_seconds=config.window.bucket,
+        late_rule=late_rule(config),
     )
 
 
@@ -140,6 +158,8 @@ def create_app(
 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_background_ctx)
+    if config.remote_write is not None:
+        app.cleanup_ctx.append(_remote_write_ctx)
     app.router.add_routes(
         [
             web.post("/api/v1/reports", api.post_reports, name="reports"),
@@ -258,6 +278,23 @@ async def _flush_loop(app: web.Application) -> None:
     while True:
         await asyncio.sleep(FLUSH_EVERY)
         await _flush(app)
+
+
+async def _remote_write_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The remote-write sender: its own HTTP session, a task until shutdown."""
+    config = app[api.CONFIG].remote_write
+    assert config is not None
+    async with ClientSession(timeout=ClientTimeout(total=config.timeout)) as session:
+        sender = Sender(app[api.STORE], config, session)  # type: ignore[arg-type]
+        app[SENDER] = sender
+        app[api.REGISTRY].register(RemoteWriteCollector(sender))
+        task = asyncio.create_task(sender.run(), name="hatang-remote-write")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -195,6 +195,81 @@ class ReportingConfig(_Section, frozen=True):
         return parse_period(text, tz=ZoneInfo(self.timezone), windows=windows)
 
 
+class RemoteWriteAuth(_Section, frozen=True):
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    password_file: str
+
+
+class RemoteWriteTLS(_Section, frozen=True):
+    ca_file: str | None = None
+    cert_file: str | None = None  # client certificate (mutual TLS): set with key_file
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file for a client certificate, or neither")
+
+
+class RemoteWriteConfig(_Section, frozen=True):
+    """Late observations pushed into Prometheus at their observation times (docs/late-data.md)."""
+
+    url: str
+    timeout: Duration = Duration(30.0)  # one request, connect to answer
+    batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000  # samples per request
+    # Prometheus' storage.tsdb.out_of_order_time_window: older samples are not sent (it
+    # would refuse the whole request), they are counted; the store still has the reports.
+    max_sample_age: Duration = Duration(7 * 86400.0)
+    max_pending: Annotated[int, msgspec.Meta(ge=1000, le=100_000_000)] = 1_000_000
+    # The Prometheus scrape interval of the collector job: the scrape can show an
+    # observation this much (plus metrics.refresh_interval) after it stopped being fresh,
+    # so late samples start after that (the one rule, docs/late-data.md).
+    scrape_interval: Duration = Duration(30.0)
+    job: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "hatang-collector"
+    headers: Annotated[
+        dict[Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9-]{1,64}\Z")], str],
+        msgspec.Meta(max_length=32),
+    ] = {}
+    basic_auth: RemoteWriteAuth | None = None
+    bearer_token_file: str | None = None
+    tls: RemoteWriteTLS = RemoteWriteTLS()
+
+    def __post_init__(self) -> None:
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError as exc:
+            raise ValueError(f"url: not a valid url ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"url: {self.url!r} is not an http(s) url (e.g. http://127.0.0.1:9090/api/v1/write)"
+            )
+        if not 0.1 <= self.timeout <= 600:
+            raise ValueError("timeout: between 100ms and 10m")
+        if self.max_sample_age < 60:
+            raise ValueError("max_sample_age: at least 1m (match out_of_order_time_window)")
+        if not 1 <= self.scrape_interval <= 3600:
+            raise ValueError("scrape_interval: between 1s and 1h")
+        if self.basic_auth is not None and self.bearer_token_file is not None:
+            raise ValueError("basic_auth: set basic_auth or bearer_token_file, not both")
+        for name in self.headers:
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"headers.{name}: set by the remote-write protocol itself")
+
+
+_RESERVED_HEADERS = frozenset(
+    {
+        "content-encoding",
+        "content-type",
+        "x-prometheus-remote-write-version",
+        "authorization",
+        "content-length",
+        "host",
+        "user-agent",
+    }
+)
+
+
 class CollectorConfig(_Section, frozen=True):
     """The whole collector configuration (see configs/collector.example.yaml)."""
 
@@ -210,6 +285,7 @@ class CollectorConfig(_Section, frozen=True):
     metrics: MetricsConfig = MetricsConfig()
     reporting: ReportingConfig = ReportingConfig()
     log: LogConfig = LogConfig()
+    remote_write: RemoteWriteConfig | None = None  # off by default
 
 
 def _resolve(base: Path, path: str) -> str:
@@ -245,14 +321,43 @@ def parse_config(data: Any, file: str = "<config>", base: Path | None = None) ->
     log = config.log
     if log.file:
         log = msgspec.structs.replace(log, file=_resolve(base, log.file))
+    remote = config.remote_write
+    if remote is not None:
+        remote = _resolve_remote_write(file, base, remote)
     return msgspec.structs.replace(
         config,
         listen=listen,
         store=store,
         log=log,
+        remote_write=remote,
         org=_resolve(base, config.org),
         targets=[_resolve(base, t) for t in config.targets],
     )
+
+
+def _resolve_remote_write(file: str, base: Path, remote: RemoteWriteConfig) -> RemoteWriteConfig:
+    """Resolve the secret and TLS files and check now that they can be read (exit 2 at
+    start, naming the key, rather than a failing push hours later)."""
+    auth, tls = remote.basic_auth, remote.tls
+    checks: list[tuple[str, str]] = []
+    if auth is not None:
+        auth = msgspec.structs.replace(auth, password_file=_resolve(base, auth.password_file))
+        checks.append(("remote_write.basic_auth.password_file", auth.password_file))
+    bearer = remote.bearer_token_file
+    if bearer is not None:
+        bearer = _resolve(base, bearer)
+        checks.append(("remote_write.bearer_token_file", bearer))
+    files = {k: getattr(tls, k) for k in ("ca_file", "cert_file", "key_file")}
+    resolved = {k: None if v is None else _resolve(base, v) for k, v in files.items()}
+    tls = msgspec.structs.replace(tls, **resolved)
+    checks += [(f"remote_write.tls.{k}", v) for k, v in resolved.items() if v is not None]
+    for key, path in checks:
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise ConfigError(file, key, f"cannot read {path}: {exc.strerror or exc}") from None
+    return msgspec.structs.replace(remote, basic_auth=auth, bearer_token_file=bearer, tls=tls)
 
 
 def load_config(path: str | Path) -> CollectorConfig:

@@ -78,6 +78,10 @@ class IndicatorSettings:
     inventory_window_seconds: float = 30 * 86400.0
     clock_skew_tolerance_seconds: float = 300.0  # the store's clock_skew.max_future
     bucket_seconds: float = 3600.0  # the store's window bucket width (window.bucket)
+    # With remote write on, a site's observation series are scraped only while fresh
+    # (observed within site_up_after_intervals of their interval); older moments are the
+    # push's (collector.late, docs/late-data.md). Off: the latest observation, however old.
+    fresh_observations_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.window_seconds > 0:
@@ -197,6 +201,7 @@ class SiteView:
     # inventory horizon), none on time now; never_reported: no report ever.
     state: SiteState = "never_reported"
     declared: Declared = field(default_factory=Declared)
+    observed: bool = True  # the observation series are shown (see fresh_observations_only)
 
     @property
     def officials(self) -> int | None:
@@ -463,7 +468,15 @@ def site_view(
     its last report time stays visible.
     """
     since = window_start(now, settings)
-    latest = latest_agent(agents, now)
+    pool = agents
+    if settings.fresh_observations_only:
+        pool = [
+            a
+            for a in agents
+            if (now - (a.last_effective_at or a.last_observed_at)).total_seconds()
+            <= settings.site_up_after_intervals * a.interval_seconds
+        ]
+    latest = latest_agent(pool, now)
     networks: dict[NetworkClass, bool] = {}
     targets: list[TargetObservation] = []
     if latest is not None:
@@ -503,6 +516,7 @@ def site_view(
         spool_dropped=sum(a.spool_dropped for a in agents),
         clock_skew_agents=sum(1 for a in agents if _clock_skewed(a, now, skew)),
         declared=declared or Declared(),
+        observed=bool(pool) or not agents,
     )
 
 

@@ -56,6 +56,9 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...]
     design: bool = False  # part of the DESIGN.md contract (dashboards and alerts rely on it)
+    # "snapshot": rendered from the indicator Snapshot by ``emit``; "registry": the
+    # collector's own state, served by a Collector on the app's registry (remote write).
+    scope: Literal["snapshot", "registry"] = "snapshot"
 
 
 METRICS: Final[tuple[MetricSpec, ...]] = (
@@ -313,8 +316,48 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "Snapshot refreshes that failed (the previous snapshot kept serving).",
         (),
     ),
+    # --- remote write of late reports (collector/remote_write.py, docs/late-data.md)
+    MetricSpec(
+        "hatang_remote_write_pending_samples",
+        "gauge",
+        "Late samples queued in the store for Prometheus remote write, not yet acknowledged.",
+        (),
+        scope="registry",
+    ),
+    MetricSpec(
+        "hatang_remote_write_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest observation still queued for remote write (0 when none).",
+        (),
+        scope="registry",
+    ),
+    MetricSpec(
+        "hatang_remote_write_sent_samples",
+        "counter",
+        "Late samples the remote-write receiver acknowledged (kept in the store across restarts).",
+        (),
+        scope="registry",
+    ),
+    MetricSpec(
+        "hatang_remote_write_dropped_samples",
+        "counter",
+        "Late samples not sent, by reason: too_old (beyond remote_write.max_sample_age), "
+        "queue_full (max_pending), http_4xx (refused by the receiver); reports stay stored.",
+        ("reason",),
+        scope="registry",
+    ),
+    MetricSpec(
+        "hatang_remote_write_failed_requests",
+        "counter",
+        "Remote-write requests that failed and were retried, by reason "
+        "(http_429, http_5xx, network, timeout).",
+        ("reason",),
+        scope="registry",
+    ),
 )
 SPECS: Final = {spec.name: spec for spec in METRICS}
+# The families ``emit`` renders from a Snapshot (the rest are served by registry Collectors).
+SNAPSHOT_METRICS: Final = tuple(spec for spec in METRICS if spec.scope == "snapshot")
 
 
 class SnapshotSource(Protocol):
@@ -377,14 +420,15 @@ def emit(source: SnapshotSource, add: Add) -> None:
         add("hatang_site_agents", one, view.agents)
         if view.last_report_timestamp is not None:
             add("hatang_site_last_report_timestamp_seconds", one, view.last_report_timestamp)
-        for network, up in view.networks.items():
+        observed = view.observed  # else the push owns the moment (docs/late-data.md)
+        for network, up in view.networks.items() if observed else ():
             add("hatang_network_up", (site, network), 1 if up else 0)
         for network, window in view.windows.items():
             if window.ratio is not None:
                 add("hatang_site_network_window_up_ratio", (site, network), window.ratio)
         seen: set[tuple[str, str]] = set()
         per_network: dict[str, int] = {}
-        for target in view.targets:
+        for target in view.targets if observed else ():
             if per_network.get(target.network, 0) >= MAX_TARGETS_PER_NETWORK:
                 continue
             key = (target.network, label_value(target.target))
@@ -396,12 +440,12 @@ def emit(source: SnapshotSource, add: Add) -> None:
                 add("hatang_probe_rtt_seconds", (site, *key), target.rtt_seconds)
             if target.loss_ratio is not None:
                 add("hatang_probe_loss_ratio", (site, *key), target.loss_ratio)
-        for source_name, count in view.lan_hosts.items():
+        for source_name, count in view.lan_hosts.items() if observed else ():
             add("hatang_lan_hosts", (site, source_name), count)
         computers = view.computers
         if computers is not None:
             add("hatang_site_computers", one, computers.total)
-            if computers.av_reported:
+            if computers.av_reported and observed:
                 for av_state in AV_STATES:
                     count = computers.av_states.get(av_state, 0)
                     add("hatang_antivirus_hosts", (site, av_state), count)
@@ -478,11 +522,11 @@ class HatangCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """Names only, so a registry can refuse duplicates without a collect()."""
-        return [_family(spec) for spec in METRICS]
+        return [_family(spec) for spec in SNAPSHOT_METRICS]
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from one Snapshot."""
-        families = {spec.name: _family(spec) for spec in METRICS}
+        families = {spec.name: _family(spec) for spec in SNAPSHOT_METRICS}
 
         def add(name: str, labels: tuple[str, ...], value: float) -> None:
             families[name].add_metric(list(labels), value)
@@ -499,7 +543,7 @@ class ReservedNames(Collector):
     """
 
     def describe(self) -> Iterable[Metric]:
-        return [_family(spec) for spec in METRICS]
+        return [_family(spec) for spec in SNAPSHOT_METRICS]
 
     def collect(self) -> Iterable[Metric]:
         return []
@@ -536,8 +580,8 @@ def _template(spec: MetricSpec) -> str:
 
 # Values are written exactly as prometheus_client writes them (Go's float formatting).
 _float_text: Final = cast(Callable[[float], str], floatToGoString)
-_HEADERS: Final = {spec.name: _header(spec) for spec in METRICS}
-_TEMPLATES: Final = {spec.name: _template(spec) for spec in METRICS}
+_HEADERS: Final = {spec.name: _header(spec) for spec in SNAPSHOT_METRICS}
+_TEMPLATES: Final = {spec.name: _template(spec) for spec in SNAPSHOT_METRICS}
 
 
 def render_text(source: SnapshotSource) -> list[bytes]:
@@ -548,7 +592,7 @@ def render_text(source: SnapshotSource) -> list[bytes]:
     per-sample label-name validation. Chunks rather than one joined body: a family is
     encoded and its lines freed before the next one, so the peak stays near one body.
     """
-    lines: dict[str, list[str]] = {spec.name: [] for spec in METRICS}
+    lines: dict[str, list[str]] = {spec.name: [] for spec in SNAPSHOT_METRICS}
     templates = _TEMPLATES
     escaped: dict[str, str] = {}
     values: dict[float, str] = {}
@@ -573,7 +617,7 @@ def render_text(source: SnapshotSource) -> list[bytes]:
 
     emit(source, add)
     chunks = []
-    for spec in METRICS:
+    for spec in SNAPSHOT_METRICS:
         chunks.append(_HEADERS[spec.name])
         chunks.append("".join(lines.pop(spec.name)).encode())
     return chunks

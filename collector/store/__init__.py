@@ -66,6 +66,24 @@ class IngestResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """Remote-write samples leased to one sender: (series, ts_ms, value, stale), oldest
+    first per series; ``too_old`` pending samples were dropped (older than max_sample_age)."""
+
+    samples: list[tuple[str, int, float, bool]]
+    too_old: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The remote-write queue: pending samples, oldest pending time (ms), outcome counts."""
+
+    pending: int
+    oldest_ms: int | None
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class TokenRecord:
     token_id: str
     site: str
@@ -469,19 +487,26 @@ def open_store(
     max_future: float = 300.0,
     hourly_retention: float = 35 * 86400.0,
     bucket_seconds: float = 3600.0,
+    late_rule: Any = None,
 ) -> Store:
-    """Return the (not yet opened) store for a ``store.url``."""
+    """Return the (not yet opened) store for a ``store.url``.
+
+    ``late_rule`` (a ``collector.late.LateRule``, when remote write is configured) makes
+    ingest queue late samples for Prometheus in the same transaction.
+    """
     if url.startswith("sqlite:"):
         from collector.config import sqlite_path
         from collector.store.sqlite import SQLiteStore
 
-        return SQLiteStore(
+        store: Any = SQLiteStore(
             sqlite_path(url),
             busy_timeout=busy_timeout,
             max_future=max_future,
             hourly_retention=hourly_retention,
             bucket_seconds=bucket_seconds,
         )
+        store.late_rule = late_rule
+        return store  # type: ignore[no-any-return]
     if url.startswith(POSTGRES_SCHEMES):
         try:
             from collector.store.postgres import PostgresStore
@@ -490,11 +515,13 @@ def open_store(
                 f"the PostgreSQL store needs asyncpg ({exc}); "
                 "install it with: pip install 'hatang[postgres]'"
             ) from exc
-        return PostgresStore(
+        pg: Any = PostgresStore(
             url,
             busy_timeout=busy_timeout,
             max_future=max_future,
             hourly_retention=hourly_retention,
             bucket_seconds=bucket_seconds,
         )
+        pg.late_rule = late_rule
+        return pg  # type: ignore[no-any-return]
     raise StoreError(f"unsupported store url {url!r}")

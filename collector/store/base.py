@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Final
 
 from agent.log import event
 from agent.report import Report
+from collector.late import LateRule
 from collector.store import (
     AgentNetworkWindow,
     AgentStates,
@@ -179,6 +180,8 @@ class GroupCommitStore:
         self.clock = clock
         # Called on the event loop after each group commit with (seconds, reports).
         self.on_commit: Callable[[float, int], None] | None = None
+        # Set when remote write is configured: ingest queues late samples (collector.late).
+        self.late_rule: LateRule | None = None
         self._queue: asyncio.Queue[Op | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = True

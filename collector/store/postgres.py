@@ -33,10 +33,24 @@ import asyncpg
 
 from agent.log import event
 from agent.report import Report, decode_report
+from collector.late import (
+    LOOKBACK_MS,
+    LateRule,
+    QueueRow,
+    SiteContext,
+    av_state,
+    horizon,
+    is_late,
+    late_rows,
+    stale_rows,
+    takeovers,
+)
 from collector.store import (
     DECLARATION_COLUMNS,
+    Claim,
     IngestResult,
     NewDeclaration,
+    QueueStats,
     StoreError,
     StoreUnavailable,
     TokenRecord,
@@ -55,7 +69,7 @@ from collector.store.base import (
     digest_queries,
     schema_problems,
 )
-from collector.store.ingest import Rollups, agent_rows, rollups, section_rows, triage
+from collector.store.ingest import Accepted, Rollups, agent_rows, rollups, section_rows, triage
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +431,168 @@ class PostgresStore(GroupCommitStore):
                     *_columns(sections, 5),
                 )
             await self._update_rollups(conn, rollups(accepted, self.bucket, self.rollup_offset))
+            if self.late_rule is not None:
+                await self._enqueue_late(conn, self.late_rule, accepted, received_at)
         return IngestResult(len(accepted), found.duplicates, found.conflicts, skewed)
+
+    async def _enqueue_late(
+        self, conn: Connection, rule: LateRule, accepted: list[Accepted], received_at: float
+    ) -> None:
+        """Queue the batch's late samples and takeover markers in the ingest transaction
+        (as ``SQLiteStore._enqueue_late``; see collector.late)."""
+        late = [a for a in accepted if is_late(a, received_at, rule)]
+        context: dict[str, SiteContext] = {}
+        for site in sorted({a.report.site for a in late}):
+            times = [a.effective for a in late if a.report.site == site]
+            reach = max(horizon(rule, a.report.interval_seconds) for a in late) + rule.grace_seconds
+            held = await conn.fetch(
+                "SELECT received_at, effective_at FROM reports WHERE site = $1"
+                " AND effective_at >= $2 AND effective_at <= $3 AND received_at < $4",
+                site,
+                min(times) - reach,
+                max(times),
+                received_at,
+            )
+            probe = await conn.fetchval(
+                "SELECT 1 FROM agents WHERE site = $1 AND role = 'site-probe' LIMIT 1", site
+            )
+            av = await conn.fetch(
+                "SELECT agent_id, body FROM agent_sections WHERE site = $1"
+                " AND section = 'antivirus'",
+                site,
+            )
+            context[site] = SiteContext(
+                held=[(float(r[0]), float(r[1])) for r in held],
+                has_probe=probe is not None or any(a.report.role == "site-probe" for a in late),
+                av_states={r[0]: av_state(r[1]) for r in av},
+            )
+        rows = late_rows(late, rule, context)
+        on_time = [a for a in accepted if not is_late(a, received_at, rule)]
+        await self._queue_rows(conn, rows, received_at)
+        for site, at_ms in sorted(takeovers(on_time).items()):
+            recent = await conn.fetch(
+                "SELECT series, ts_ms, stale FROM remote_write_queue WHERE site = $1"
+                " AND ts_ms >= $2 AND ts_ms < $3",
+                site,
+                at_ms - LOOKBACK_MS,
+                at_ms,
+            )
+            markers = stale_rows(site, at_ms, [(r[0], r[1], r[2]) for r in recent])
+            await self._queue_rows(conn, markers, received_at)
+            rows += markers
+        if rows:
+            pending = await conn.fetchval(
+                "SELECT COUNT(*) FROM remote_write_queue WHERE sent_at IS NULL"
+            )
+            excess = int(pending) - rule.max_pending
+            if excess > 0:  # bounded: the oldest go first, counted where the province sees it
+                status = await conn.execute(
+                    "DELETE FROM remote_write_queue WHERE (series, ts_ms) IN (SELECT series, ts_ms"
+                    " FROM remote_write_queue WHERE sent_at IS NULL AND lease_owner IS NULL"
+                    " ORDER BY ts_ms LIMIT $1 FOR UPDATE SKIP LOCKED)",
+                    excess,
+                )
+                await _count(conn, {"queue_full": _changed(status)})
+
+    @staticmethod
+    async def _queue_rows(conn: Connection, rows: list[QueueRow], enqueued_at: float) -> None:
+        if not rows:
+            return
+        ordered = sorted((r.values(enqueued_at) for r in rows), key=lambda v: (v[0], v[1]))
+        await conn.execute(
+            "INSERT INTO remote_write_queue (series, ts_ms, site, value, stale, enqueued_at)"
+            " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[],"
+            " $5::int4[], $6::float8[]) ON CONFLICT (series, ts_ms) DO NOTHING",
+            *_columns(ordered, 6),
+        )
+
+    # -- the remote-write queue (collector.remote_write.Sender) ------------------------
+
+    async def rw_claim(self, owner: str, limit: int, lease: float, oldest_ms: int) -> Claim:
+        """Drop pending samples older than ``oldest_ms`` (counted), then lease up to
+        ``limit`` of the oldest pending ones to ``owner``. ``FOR UPDATE SKIP LOCKED``:
+        replicas claiming at once take disjoint rows; the lease keeps them apart after."""
+
+        async def apply(conn: Connection) -> Claim:
+            now = float(self.clock())
+            status = await conn.execute(
+                "DELETE FROM remote_write_queue WHERE sent_at IS NULL AND ts_ms < $1"
+                " AND (lease_owner IS NULL OR lease_until < $2)",
+                oldest_ms,
+                now,
+            )
+            too_old = _changed(status)
+            await _count(conn, {"too_old": too_old})
+            await conn.execute(
+                "UPDATE remote_write_queue SET lease_owner = $1, lease_until = $2"
+                " WHERE (series, ts_ms) IN (SELECT series, ts_ms FROM remote_write_queue"
+                " WHERE sent_at IS NULL AND lease_until < $3 ORDER BY ts_ms LIMIT $4"
+                " FOR UPDATE SKIP LOCKED)",
+                owner,
+                now + lease,
+                now,
+                limit,
+            )
+            rows = await conn.fetch(
+                "SELECT series, ts_ms, value, stale FROM remote_write_queue"
+                ' WHERE lease_owner = $1 ORDER BY series COLLATE "C", ts_ms',
+                owner,
+            )
+            return Claim([(r[0], int(r[1]), float(r[2]), bool(r[3])) for r in rows], too_old)
+
+        claim: Claim = await self._write(apply)
+        return claim
+
+    async def rw_finish(self, owner: str, outcome: str) -> int:
+        """End a claim: ``sent``, ``retry`` or a drop reason (see ``SQLiteStore.rw_finish``)."""
+
+        async def apply(conn: Connection) -> int:
+            now = float(self.clock())
+            if outcome == "retry":
+                return _changed(
+                    await conn.execute(
+                        "UPDATE remote_write_queue SET lease_owner = NULL, lease_until = 0"
+                        " WHERE lease_owner = $1",
+                        owner,
+                    )
+                )
+            if outcome == "sent":
+                status = await conn.execute(
+                    "UPDATE remote_write_queue SET sent_at = $1, lease_owner = NULL"
+                    " WHERE lease_owner = $2",
+                    now,
+                    owner,
+                )
+            else:
+                status = await conn.execute(
+                    "DELETE FROM remote_write_queue WHERE lease_owner = $1", owner
+                )
+            done = _changed(status)
+            await _count(conn, {outcome: done})
+            await conn.execute(
+                "DELETE FROM remote_write_queue WHERE sent_at IS NOT NULL AND ts_ms < $1",
+                int(now * 1000) - 2 * LOOKBACK_MS - int(self.max_future * 1000),
+            )
+            return done
+
+        done: int = await self._write(apply)
+        return done
+
+    async def rw_stats(self) -> QueueStats:
+        """Pending samples, the oldest pending observation time, counts by outcome."""
+
+        async def read(conn: Connection) -> QueueStats:
+            row = await conn.fetchrow(
+                "SELECT COUNT(*), MIN(ts_ms) FROM remote_write_queue WHERE sent_at IS NULL"
+            )
+            counts = {
+                r[0]: int(r[1])
+                for r in await conn.fetch("SELECT reason, count FROM remote_write_counts")
+            }
+            oldest = row[1]
+            return QueueStats(int(row[0]), None if oldest is None else int(oldest), counts)
+
+        return await self._read(read)
 
     @staticmethod
     async def _update_agents(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -672,6 +847,23 @@ async def _digest(conn: Connection) -> str:
         async for row in conn.cursor(sql, prefetch=1000):
             digest.row(row)
     return digest.hexdigest()
+
+
+def _changed(status: str) -> int:
+    """Rows a command changed, from its status tag (``DELETE 3``, ``UPDATE 0``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _count(conn: Connection, counts: dict[str, int]) -> None:
+    """Add to the remote-write outcome counters (added in the upsert: replicas share them)."""
+    rows = sorted((reason, n) for reason, n in counts.items() if n > 0)
+    if rows:
+        await conn.execute(
+            "INSERT INTO remote_write_counts (reason, count)"
+            " SELECT * FROM unnest($1::text[], $2::int8[]) ON CONFLICT (reason)"
+            " DO UPDATE SET count = remote_write_counts.count + excluded.count",
+            *_columns(rows, 2),
+        )
 
 
 DatabaseCheck = Check  # what ``verify_database`` answers (``where``: the redacted url)

@@ -28,10 +28,23 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from agent.log import event
 from agent.report import Report, decode_report
+from collector.late import (
+    LOOKBACK_MS,
+    LateRule,
+    SiteContext,
+    av_state,
+    horizon,
+    is_late,
+    late_rows,
+    stale_rows,
+    takeovers,
+)
 from collector.store import (
     DECLARATION_COLUMNS,
+    Claim,
     IngestResult,
     NewDeclaration,
+    QueueStats,
     StoreError,
     StoreUnavailable,
     TokenRecord,
@@ -51,6 +64,7 @@ from collector.store.base import (
     schema_problems,
 )
 from collector.store.ingest import (
+    Accepted,
     AgentRow,
     HostDay,
     Rollups,
@@ -428,8 +442,143 @@ class SQLiteStore(GroupCommitStore):
             self._update_agents(conn, agent_rows(accepted, received_at))
             self._update_sections(conn, section_rows(accepted))
             self._update_rollups(conn, rollups(accepted, self.bucket, self.rollup_offset))
+            if self.late_rule is not None:
+                self._enqueue_late(conn, self.late_rule, accepted, received_at)
         skewed = sum(a.skewed for a in accepted)
         return IngestResult(len(accepted), found.duplicates, found.conflicts, skewed)
+
+    def _enqueue_late(
+        self, conn: sqlite3.Connection, rule: LateRule, accepted: list[Accepted], received_at: float
+    ) -> None:
+        """Queue the batch's late samples and the markers of a takeover by the scrape, in the
+        ingest's own transaction (a report stored is a sample queued; see collector.late)."""
+        late = [a for a in accepted if is_late(a, received_at, rule)]
+        context: dict[str, SiteContext] = {}
+        for site in sorted({a.report.site for a in late}):
+            times = [a.effective for a in late if a.report.site == site]
+            reach = max(horizon(rule, a.report.interval_seconds) for a in late) + rule.grace_seconds
+            held = conn.execute(
+                "SELECT received_at, effective_at FROM reports WHERE site = ?"
+                " AND effective_at >= ? AND effective_at <= ? AND received_at < ?",
+                (site, min(times) - reach, max(times), received_at),
+            ).fetchall()
+            probe = conn.execute(
+                "SELECT 1 FROM agents WHERE site = ? AND role = 'site-probe' LIMIT 1", (site,)
+            ).fetchone()
+            av = conn.execute(
+                "SELECT agent_id, body FROM agent_sections"
+                " WHERE site = ? AND section = 'antivirus'",
+                (site,),
+            ).fetchall()
+            context[site] = SiteContext(
+                held=[(float(r), float(e)) for r, e in held],
+                has_probe=probe is not None or any(a.report.role == "site-probe" for a in late),
+                av_states={agent: av_state(body) for agent, body in av},
+            )
+        rows = late_rows(late, rule, context)
+        insert = (
+            "INSERT INTO remote_write_queue (series, ts_ms, site, value, stale, enqueued_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series, ts_ms) DO NOTHING"
+        )
+        conn.executemany(insert, [r.values(received_at) for r in rows])
+        on_time = [a for a in accepted if not is_late(a, received_at, rule)]
+        for site, at_ms in sorted(takeovers(on_time).items()):
+            recent = conn.execute(
+                "SELECT series, ts_ms, stale FROM remote_write_queue WHERE site = ?"
+                " AND ts_ms >= ? AND ts_ms < ?",
+                (site, at_ms - LOOKBACK_MS, at_ms),
+            ).fetchall()
+            markers = stale_rows(site, at_ms, recent)
+            conn.executemany(insert, [r.values(received_at) for r in markers])
+            rows += markers
+        if rows:
+            (pending,) = conn.execute(
+                "SELECT COUNT(*) FROM remote_write_queue WHERE sent_at IS NULL"
+            ).fetchone()
+            excess = int(pending) - rule.max_pending
+            if excess > 0:  # bounded: the oldest go first, counted where the province sees it
+                conn.execute(
+                    "DELETE FROM remote_write_queue WHERE (series, ts_ms) IN (SELECT series, ts_ms"
+                    " FROM remote_write_queue WHERE sent_at IS NULL AND lease_owner IS NULL"
+                    " ORDER BY ts_ms LIMIT ?)",
+                    (excess,),
+                )
+                _count(conn, {"queue_full": conn.execute("SELECT changes()").fetchone()[0]})
+
+    # -- the remote-write queue (collector.remote_write.Sender) ------------------------
+
+    async def rw_claim(self, owner: str, limit: int, lease: float, oldest_ms: int) -> Claim:
+        """Drop pending samples older than ``oldest_ms`` (counted), then lease up to
+        ``limit`` of the oldest pending ones to ``owner``."""
+
+        def apply(conn: sqlite3.Connection) -> Claim:
+            now = self.clock()
+            conn.execute(
+                "DELETE FROM remote_write_queue WHERE sent_at IS NULL AND ts_ms < ?"
+                " AND (lease_owner IS NULL OR lease_until < ?)",
+                (oldest_ms, now),
+            )
+            too_old = int(conn.execute("SELECT changes()").fetchone()[0])
+            _count(conn, {"too_old": too_old})
+            conn.execute(
+                "UPDATE remote_write_queue SET lease_owner = ?, lease_until = ?"
+                " WHERE (series, ts_ms) IN (SELECT series, ts_ms FROM remote_write_queue"
+                " WHERE sent_at IS NULL AND lease_until < ? ORDER BY ts_ms LIMIT ?)",
+                (owner, now + lease, now, limit),
+            )
+            rows = conn.execute(
+                "SELECT series, ts_ms, value, stale FROM remote_write_queue"
+                " WHERE lease_owner = ? ORDER BY series, ts_ms",
+                (owner,),
+            ).fetchall()
+            return Claim([(s, int(t), float(v), bool(st)) for s, t, v, st in rows], too_old)
+
+        claim: Claim = await self._write(apply)
+        return claim
+
+    async def rw_finish(self, owner: str, outcome: str) -> int:
+        """End a claim: ``sent`` (acknowledged: kept briefly, never sent again), ``retry``
+        (released for the next attempt) or a drop reason (deleted and counted)."""
+
+        def apply(conn: sqlite3.Connection) -> int:
+            now = self.clock()
+            if outcome == "retry":
+                conn.execute(
+                    "UPDATE remote_write_queue SET lease_owner = NULL, lease_until = 0"
+                    " WHERE lease_owner = ?",
+                    (owner,),
+                )
+                return int(conn.execute("SELECT changes()").fetchone()[0])
+            if outcome == "sent":
+                conn.execute(
+                    "UPDATE remote_write_queue SET sent_at = ?, lease_owner = NULL"
+                    " WHERE lease_owner = ?",
+                    (now, owner),
+                )
+            else:
+                conn.execute("DELETE FROM remote_write_queue WHERE lease_owner = ?", (owner,))
+            done = int(conn.execute("SELECT changes()").fetchone()[0])
+            _count(conn, {outcome: done})
+            conn.execute(
+                "DELETE FROM remote_write_queue WHERE sent_at IS NOT NULL AND ts_ms < ?",
+                (int(now * 1000) - 2 * LOOKBACK_MS - int(self.max_future * 1000),),
+            )
+            return done
+
+        done: int = await self._write(apply)
+        return done
+
+    async def rw_stats(self) -> QueueStats:
+        """Pending samples, the oldest pending observation time, counts by outcome."""
+
+        def read(conn: sqlite3.Connection) -> QueueStats:
+            pending, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(ts_ms) FROM remote_write_queue WHERE sent_at IS NULL"
+            ).fetchone()
+            counts = dict(conn.execute("SELECT reason, count FROM remote_write_counts"))
+            return QueueStats(int(pending), None if oldest is None else int(oldest), counts)
+
+        return await self._read(read)
 
     @staticmethod
     def _update_agents(conn: sqlite3.Connection, batch: list[AgentRow]) -> None:
@@ -728,6 +877,15 @@ def _digest(conn: sqlite3.Connection) -> str:
         for row in conn.execute(sql):
             digest.row(row)
     return digest.hexdigest()
+
+
+def _count(conn: sqlite3.Connection, counts: dict[str, int]) -> None:
+    """Add to the remote-write outcome counters (persistent, like the rejection counts)."""
+    conn.executemany(
+        "INSERT INTO remote_write_counts (reason, count) VALUES (?, ?)"
+        " ON CONFLICT (reason) DO UPDATE SET count = remote_write_counts.count + excluded.count",
+        [(reason, n) for reason, n in counts.items() if n > 0],
+    )
 
 
 def _merge_host_day(conn: sqlite3.Connection, key: tuple[str, str, str], host: HostDay) -> None:
