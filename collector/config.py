@@ -254,7 +254,7 @@ class RemoteWriteConfig(_Section, frozen=True):
             raise ValueError("basic_auth: set basic_auth or bearer_token_file, not both")
         for name in self.headers:
             if name.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"headers.{name}: set by the remote-write protocol itself")
+                raise ValueError(f"headers: {name} is set by the remote-write protocol itself")
 
 
 _RESERVED_HEADERS = frozenset(

@@ -92,6 +92,24 @@ def is_late(a: Accepted, received_at: float, rule: LateRule) -> bool:
     return received_at - a.effective > horizon(rule, a.report.interval_seconds)
 
 
+def split(
+    accepted: Sequence[Accepted], received_at: float, rule: LateRule
+) -> tuple[list[Accepted], list[Accepted]]:
+    """(late, scraped): a report is the scrape's when it arrived fresh AND is its agent's
+    newest in the batch; an older one of a spool drain is superseded before any scrape
+    could show it, so its moment is the push's."""
+    newest: dict[tuple[str, str], float] = {}
+    for a in accepted:
+        key = (a.report.site, a.report.agent_id)
+        newest[key] = max(newest.get(key, a.effective), a.effective)
+    late: list[Accepted] = []
+    scraped: list[Accepted] = []
+    for a in accepted:
+        superseded = a.effective < newest[(a.report.site, a.report.agent_id)]
+        (late if superseded or is_late(a, received_at, rule) else scraped).append(a)
+    return late, scraped
+
+
 def covered(t: float, held: Iterable[tuple[float, float]], reach: float) -> bool:
     """Whether the collector held, at ``t``, an observation the scrape may still show."""
     return any(received <= t and effective >= t - reach for received, effective in held)

@@ -40,8 +40,8 @@ from collector.late import (
     SiteContext,
     av_state,
     horizon,
-    is_late,
     late_rows,
+    split,
     stale_rows,
     takeovers,
 )
@@ -440,7 +440,7 @@ class PostgresStore(GroupCommitStore):
     ) -> None:
         """Queue the batch's late samples and takeover markers in the ingest transaction
         (as ``SQLiteStore._enqueue_late``; see collector.late)."""
-        late = [a for a in accepted if is_late(a, received_at, rule)]
+        late, on_time = split(accepted, received_at, rule)
         context: dict[str, SiteContext] = {}
         for site in sorted({a.report.site for a in late}):
             times = [a.effective for a in late if a.report.site == site]
@@ -467,7 +467,6 @@ class PostgresStore(GroupCommitStore):
                 av_states={r[0]: av_state(r[1]) for r in av},
             )
         rows = late_rows(late, rule, context)
-        on_time = [a for a in accepted if not is_late(a, received_at, rule)]
         await self._queue_rows(conn, rows, received_at)
         for site, at_ms in sorted(takeovers(on_time).items()):
             recent = await conn.fetch(

@@ -34,8 +34,8 @@ from collector.late import (
     SiteContext,
     av_state,
     horizon,
-    is_late,
     late_rows,
+    split,
     stale_rows,
     takeovers,
 )
@@ -452,7 +452,7 @@ class SQLiteStore(GroupCommitStore):
     ) -> None:
         """Queue the batch's late samples and the markers of a takeover by the scrape, in the
         ingest's own transaction (a report stored is a sample queued; see collector.late)."""
-        late = [a for a in accepted if is_late(a, received_at, rule)]
+        late, on_time = split(accepted, received_at, rule)
         context: dict[str, SiteContext] = {}
         for site in sorted({a.report.site for a in late}):
             times = [a.effective for a in late if a.report.site == site]
@@ -481,7 +481,6 @@ class SQLiteStore(GroupCommitStore):
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series, ts_ms) DO NOTHING"
         )
         conn.executemany(insert, [r.values(received_at) for r in rows])
-        on_time = [a for a in accepted if not is_late(a, received_at, rule)]
         for site, at_ms in sorted(takeovers(on_time).items()):
             recent = conn.execute(
                 "SELECT series, ts_ms, stale FROM remote_write_queue WHERE site = ?"

@@ -1,0 +1,510 @@
+"""Late reports into Prometheus: the sender against a stub receiver, hostile remote_write
+config, and the whole path against the real Debian ``prometheus`` (remote-write receiver
+and out-of-order window on), through the real ingest API with back-dated observations.
+
+Timeline of the real-Prometheus test (agent interval 1 s, so the scrape horizon is 3 s and
+the grace refresh + scrape interval is 2 s): the site's WAN goes down while it still
+reports on time (scraped 0), then the site is cut off from the collector for 14 s (the
+agent keeps measuring: WAN 0, LAN 1, dedicated 1), then its spool is delivered (late,
+back-dated) and on-time reports resume with the WAN restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import ClientSession, web
+
+from agent.report import (
+    Batch,
+    Networks,
+    NetworkStatus,
+    ProbeResult,
+    Report,
+    encode,
+    new_report_id,
+)
+from collector import api
+from collector.app import SENDER, SERVER_KWARGS, create_app, late_rule
+from collector.late import LateRule
+from collector.remote_write import HEADERS, Sender, backoff, decode
+from collector.store.sqlite import SQLiteStore
+from tests.collector.conftest import collector_config, free_port, run_cli, write_config
+
+PROMETHEUS = shutil.which("prometheus")
+SITE = "demo/xa-an-binh"
+DEADLINE = 60.0
+
+
+def report(
+    observed: dt.datetime, *, wan: bool, seq: int, site: str = SITE, agent: str = "probe-1"
+) -> Report:
+    """A site probe's report with LAN, WAN and dedicated checks (interval 1 s)."""
+
+    def status(up: bool, target: str) -> NetworkStatus:
+        result = ProbeResult(
+            kind="icmp",
+            target=target,
+            up=up,
+            rtt_seconds=0.01 if up else None,
+            loss_ratio=0.0 if up else 1.0,
+        )
+        return NetworkStatus(configured=True, up=up, rule="any", targets=[result])
+
+    return Report(
+        id=new_report_id(),
+        agent_id=agent,
+        site=site,
+        role="site-probe",
+        seq=seq,
+        observed_at=observed,
+        interval_seconds=1.0,
+        agent_version="test",
+        networks=Networks(
+            lan=status(True, "10.41.0.1"),
+            wan=status(wan, "10.10.0.10"),
+            dedicated=status(True, "10.200.0.5"),
+        ),
+    )
+
+
+async def post(session: ClientSession, url: str, token: str, reports: list[Report]) -> None:
+    body = encode(Batch(reports=reports, sent_at=dt.datetime.now(dt.UTC)))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with session.post(f"{url}/api/v1/reports", data=body, headers=headers) as reply:
+        assert reply.status == 200, await reply.text()
+
+
+# ------------------------------------------------------------------ the stub receiver
+
+
+class Stub:
+    """A remote-write receiver on loopback answering a scripted list of statuses."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str]]]) -> None:
+        self.script = script
+        self.requests: list[tuple[dict[str, str], list[Any]]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append((dict(request.headers), decode(body)))
+        status, headers = self.script.pop(0) if self.script else (204, {})
+        return web.Response(status=status, headers=headers)
+
+
+async def late_store(tmp_path: Path, reports: int) -> SQLiteStore:
+    """A store with ``reports`` late reports of one site queued (each 7 samples + marker)."""
+    store = SQLiteStore(tmp_path / "q.db")
+    store.late_rule = LateRule(horizon_intervals=3, grace_seconds=2)
+    await store.open()
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    batch = [report(start + dt.timedelta(seconds=i), wan=False, seq=i + 1) for i in range(reports)]
+    await store.ingest(SITE, [(r, encode(r)) for r in batch])
+    return store
+
+
+async def test_sender_retries_5xx_and_429_then_drops_a_400_with_a_count(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    store = await late_store(tmp_path, 3)
+    try:
+        queued = (await store.rw_stats()).pending
+        assert queued == 3 * 11  # marker, site_up, lan_hosts, 3 network_up, 3 loss, 2 rtt
+        stub = Stub([(500, {}), (429, {"Retry-After": "7"}), (204, {})])
+        app = web.Application()
+        app.router.add_post("/api/v1/write", stub.handle)
+        server = await aiohttp_server(app)
+        config = collector_config(
+            tmp_path, remote_write={"url": f"http://127.0.0.1:{server.port}/api/v1/write"}
+        ).remote_write
+        assert config is not None
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        async with ClientSession() as session:
+            sender = Sender(store, config, session, sleep=sleep, rng=lambda: 0.0)
+            assert await sender.step() == queued  # 500: released, backoff
+            assert await sender.step() == queued  # 429: released, Retry-After honoured
+            assert await sender.step() == queued  # 204: acknowledged
+            assert await sender.step() == 0  # nothing left: acknowledged rows never resent
+            assert slept == [backoff(1, lambda: 0.0), 7.0]
+            assert len(stub.requests) == 3
+            # Every attempt carried the whole batch, with the remote-write 1.0 headers.
+            for headers, series in stub.requests:
+                for name, value in HEADERS.items():
+                    assert headers[name] == value
+                assert sum(len(samples) for _, samples in series) == queued
+                for labels, samples in series:
+                    assert list(labels) == sorted(labels)
+                    assert [t for t, _ in samples] == sorted(t for t, _ in samples)
+            assert sender.stats.retries["http_5xx"] == 1
+            assert sender.stats.retries["http_429"] == 1
+            stats = await store.rw_stats()
+            assert stats.pending == 0 and stats.counts["sent"] == queued
+
+            # A 400: the receiver refuses the content; no retry, dropped with a count.
+            more = [report(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), wan=True, seq=99)]
+            await store.ingest(SITE, [(r, encode(r)) for r in more])
+            stub.script = [(400, {})]
+            assert await sender.step() == 12  # the WAN up: its rtt too
+            assert await sender.step() == 0
+            assert len(stub.requests) == 4 and slept == [0.25, 7.0]
+            stats = await store.rw_stats()
+            assert stats.counts["http_4xx"] == 12 and stats.pending == 0
+    finally:
+        await store.close()
+
+
+async def test_samples_older_than_max_sample_age_are_counted_not_sent(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    store = await late_store(tmp_path, 2)
+    try:
+        stub = Stub([])
+        app = web.Application()
+        app.router.add_post("/w", stub.handle)
+        server = await aiohttp_server(app)
+        config = collector_config(
+            tmp_path,
+            remote_write={"url": f"http://127.0.0.1:{server.port}/w", "max_sample_age": "5m"},
+        ).remote_write
+        assert config is not None
+        async with ClientSession() as session:
+            assert await Sender(store, config, session).step() == 0
+        assert stub.requests == []
+        stats = await store.rw_stats()
+        assert stats.counts["too_old"] == 22 and stats.pending == 0
+        assert await store.report_count() == 2  # the reports stay (evidence)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("remote_write", "message"),
+    [
+        ({"url": "ftp://prometheus:9090/"}, "remote_write.url: 'ftp://prometheus:9090/' is not"),
+        ({"url": "http://[::1"}, "remote_write.url: not a valid url"),
+        (
+            {"url": "http://127.0.0.1:9090/api/v1/write", "timeout": "-5s"},
+            "remote_write.timeout: '-5s' is negative",
+        ),
+        (
+            {
+                "url": "http://127.0.0.1:9090/api/v1/write",
+                "basic_auth": {"username": "hatang", "password_file": "missing.txt"},
+            },
+            "remote_write.basic_auth.password_file: cannot read",
+        ),
+        ({"url": "http://127.0.0.1:9090/api/v1/write", "batch": 0}, "remote_write.batch"),
+        (
+            {"url": "http://127.0.0.1:9090/api/v1/write", "headers": {"Content-Type": "x"}},
+            "remote_write.headers: Content-Type is set by the remote-write protocol",
+        ),
+    ],
+    ids=["scheme", "unparsable", "negative-timeout", "password-file", "batch", "header"],
+)
+def test_hostile_remote_write_config_exits_2_naming_the_key(
+    tmp_path: Path, remote_write: dict[str, Any], message: str
+) -> None:
+    path = write_config(tmp_path, remote_write=remote_write)
+    result = run_cli("store", "verify", "--config", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "collector.yaml: " + message in result.stderr, result.stderr
+
+
+def test_the_example_config_documents_remote_write(tmp_path: Path) -> None:
+    """The commented remote_write block of the example config, uncommented, loads."""
+    example = Path(__file__).resolve().parents[2] / "configs" / "collector.example.yaml"
+    lines = example.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# remote_write:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:] if line.startswith("# ") else line[1:])
+    data = yaml.safe_load("\n".join(block))
+    for key in ("password_file",):
+        (tmp_path / data["remote_write"]["basic_auth"][key]).write_text("secret\n")
+    tls = data["remote_write"].pop("tls")
+    assert set(tls) >= {"ca_file", "cert_file", "key_file", "insecure_skip_verify"}
+    config = collector_config(tmp_path, remote_write=data["remote_write"])
+    assert config.remote_write is not None and config.remote_write.batch == 2000
+
+
+# ------------------------------------------------------------- the real Prometheus
+
+
+class Prometheus:
+    """Debian's prometheus with the remote-write receiver and an out-of-order window,
+    scraping the collector on ``collector_port`` every second."""
+
+    def __init__(self, workdir: Path, collector_port: int) -> None:
+        assert PROMETHEUS is not None
+        self.workdir, self.port = workdir, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "prometheus.yml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "storage": {"tsdb": {"out_of_order_time_window": "1h"}},
+                    "scrape_configs": [
+                        {
+                            "job_name": "hatang-collector",
+                            "static_configs": [{"targets": [f"127.0.0.1:{collector_port}"]}],
+                        }
+                    ],
+                }
+            ),
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert PROMETHEUS is not None
+        log = (self.workdir / "prometheus.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-remote-write-receiver",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def log_tail(self) -> str:
+        path = self.workdir / "prometheus.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    async def query(self, session: ClientSession, path: str, **params: str) -> Any:
+        async with session.get(f"{self.url}/api/v1/{path}", params=params) as reply:
+            body = await reply.json()
+            assert body["status"] == "success", body
+            return body["data"]["result"]
+
+    async def ready(self, session: ClientSession) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                async with session.get(f"{self.url}/-/ready") as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, self.log_tail()
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def collector_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, collector_port: int
+) -> Iterator[Prometheus]:
+    """One Prometheus for the module (both tests use it; the second stops it a while)."""
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), collector_port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def collector(
+    tmp_path: Path, aiohttp_server: Any, collector_port: int, prometheus: Prometheus
+) -> AsyncIterator[tuple[str, web.Application]]:
+    config = collector_config(
+        tmp_path,
+        metrics={"refresh_interval": "1s", "min_refresh_interval": "0s"},
+        remote_write={
+            "url": f"{prometheus.url}/api/v1/write",
+            "timeout": "2s",
+            "scrape_interval": "1s",
+        },
+    )
+    assert late_rule(config) is not None
+    app = create_app(config)
+    server = await aiohttp_server(app, port=collector_port, **SERVER_KWARGS)
+    app[SENDER].poll = 0.1
+    yield f"http://127.0.0.1:{server.port}", app
+
+
+async def until(check: Any, what: str, prometheus: Prometheus) -> Any:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{prometheus.log_tail()}"
+        await asyncio.sleep(0.25)
+
+
+def series_by(result: list[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for series in result:
+        out.setdefault(series["metric"][key], []).append(series)
+    return out
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) not installed")
+async def test_a_cut_site_reaches_prometheus_history_at_its_observation_times(
+    collector: tuple[str, web.Application], prometheus: Prometheus
+) -> None:
+    url, app = collector
+    _token_id, token = await app[api.STORE].create_token(SITE)
+    seq = iter(range(1, 10_000))
+    async with ClientSession() as session:
+        await prometheus.ready(session)
+        # On time: WAN up for 3 s, then down for 3 s (scraped as it happens).
+        for wan in [True] * 3 + [False] * 3:
+            await post(
+                session, url, token, [report(dt.datetime.now(dt.UTC), wan=wan, seq=next(seq))]
+            )
+            await asyncio.sleep(1.0)
+        cut_start = time.time()
+        # Cut off from the collector: the agent measures into its spool.
+        spool = []
+        for _i in range(14):
+            spool.append(report(dt.datetime.now(dt.UTC), wan=False, seq=next(seq)))
+            await asyncio.sleep(1.0)
+        cut_end = time.time()
+        # The scraped series of the cut, before the spool arrives (the "before" picture).
+        window = {"start": f"{cut_start:.3f}", "end": f"{cut_end:.3f}", "step": "1"}
+        before = await prometheus.query(
+            session, "query_range", query=f'hatang_network_up{{site="{SITE}"}}', **window
+        )
+        # Restored: the spool is delivered (back-dated), then on-time reports, WAN up.
+        await post(session, url, token, spool)
+        for _i in range(3):
+            await post(
+                session, url, token, [report(dt.datetime.now(dt.UTC), wan=True, seq=next(seq))]
+            )
+            await asyncio.sleep(1.0)
+
+        async def drained() -> bool:
+            stats = await app[api.STORE].rw_stats()  # type: ignore[attr-defined]
+            return stats.pending == 0 and stats.counts.get("sent", 0) > 0
+
+        await until(drained, "the queue to drain", prometheus)
+        # The pushed stretch starts once the scrape could no longer show the last fresh
+        # observation: horizon 3 s + grace 2 s after it (the one rule).
+        pushed_from = spool[0].observed_at.timestamp() + 5.5
+        pushed_to = spool[-1].observed_at.timestamp()
+        pushed = {"start": f"{pushed_from:.3f}", "end": f"{pushed_to:.3f}", "step": "1"}
+        query = f'hatang_network_up{{site="{SITE}"}}'
+        after = await prometheus.query(session, "query_range", query=query, **pushed)
+        by_network = series_by(after, "network")
+        assert set(by_network) == {"lan", "wan", "dedicated"}, after
+        steps = int(pushed_to - pushed_from) + 1
+        for network, expected in (("wan", "0"), ("lan", "1"), ("dedicated", "1")):
+            values: dict[float, list[str]] = {}
+            for series in by_network[network]:
+                for ts, value in series["values"]:
+                    values.setdefault(ts, []).append(value)
+            # No gap, no conflicting duplicate: one value at every step, the measured one.
+            assert len(values) >= steps, (network, values)
+            assert all(v == [expected] for v in values.values()), (network, values)
+        marker = await prometheus.query(
+            session, "query_range", query=f'hatang_backfilled_report{{site="{SITE}"}}', **pushed
+        )
+        assert marker and all(v == "1" for _, v in marker[0]["values"])
+        site_up = await prometheus.query(
+            session, "query_range", query=f'hatang_site_up{{site="{SITE}",instance=""}}', **pushed
+        )
+        assert site_up and all(v == "1" for _, v in site_up[0]["values"])
+        # Over the whole window, scraped and pushed never both hold a value of a series.
+        everything = await prometheus.query(
+            session, "query_range", query=f"count by (network) ({query})", **window
+        )
+        assert all(v == "1" for s in everything for _, v in s["values"]), everything
+        # The scraped series are unchanged by the push: the cut's scrape is what it was,
+        # and the present is the scrape's (WAN up again).
+        scraped_after = await prometheus.query(
+            session,
+            "query_range",
+            query=f'hatang_network_up{{site="{SITE}",instance!=""}}',
+            **window,
+        )
+        assert scraped_after == [s for s in before if s["metric"].get("instance")]
+        now = await prometheus.query(
+            session, "query", query=f'hatang_network_up{{site="{SITE}",network="wan"}}'
+        )
+        assert [(s["metric"].get("instance", ""), s["value"][1]) for s in now] == [
+            (f"127.0.0.1:{url.rsplit(':', 1)[1]}", "1")
+        ]
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) not installed")
+async def test_prometheus_down_the_queue_holds_then_everything_arrives_once(
+    collector: tuple[str, web.Application], prometheus: Prometheus
+) -> None:
+    url, app = collector
+    site = "demo/xa-binh-minh"
+    _token_id, token = await app[api.STORE].create_token(site)
+    sender = app[SENDER]
+    prometheus.stop()
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)
+    late = [
+        report(start + dt.timedelta(seconds=i), wan=i % 2 == 0, seq=i + 1, site=site)
+        for i in range(40)
+    ]
+    async with ClientSession() as session:
+        await post(session, url, token, late)
+
+        async def held() -> bool:
+            failed = sender.stats.retries["network"]
+            return failed > 0 and sender.stats.queue.pending > 0
+
+        await until(held, "failed pushes with a pending queue", prometheus)
+        metrics = await (await session.get(f"{url}/metrics")).text()
+        pending = [
+            ln for ln in metrics.splitlines() if ln.startswith("hatang_remote_write_pending")
+        ]
+        assert pending and float(pending[0].split()[-1]) > 0, pending
+        queued = sender.stats.queue.pending
+        prometheus.start()
+        await prometheus.ready(session)
+        sender.wake.set()
+
+        async def drained() -> bool:
+            return sender.stats.queue.pending == 0 and sender.stats.queue.counts.get("sent", 0)
+
+        await until(drained, "the queue to drain", prometheus)
+        assert sender.stats.queue.counts["sent"] == queued  # each row acknowledged once
+        counted = await prometheus.query(
+            session,
+            "query",
+            query=f'count_over_time(hatang_backfilled_report{{site="{site}"}}[30m])',
+        )
+        assert counted and counted[0]["value"][1] == "40", counted
+        wan = await prometheus.query(
+            session,
+            "query",
+            query=f'sum_over_time(hatang_network_up{{site="{site}",network="wan"}}[30m])',
+        )
+        assert wan[0]["value"][1] == "20"  # every other observation had the WAN up
