@@ -508,3 +508,33 @@ async def test_prometheus_down_the_queue_holds_then_everything_arrives_once(
             query=f'sum_over_time(hatang_network_up{{site="{site}",network="wan"}}[30m])',
         )
         assert wan[0]["value"][1] == "20"  # every other observation had the WAN up
+
+
+async def test_the_queue_on_both_backends_two_senders_claim_disjoint_rows(
+    store_backend: Any,
+) -> None:
+    """Late reports are queued in the ingest transaction; two claimers (two replicas on
+    one PostgreSQL) never hold the same row; acknowledged rows are never claimed again."""
+    store = store_backend.make()
+    store.late_rule = LateRule(horizon_intervals=3, grace_seconds=2)
+    await store.open()
+    try:
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+        batch = [report(start + dt.timedelta(seconds=i), wan=False, seq=i + 1) for i in range(4)]
+        await store.ingest(SITE, [(r, encode(r)) for r in batch])
+        await store.ingest(SITE, [(r, encode(r)) for r in batch])  # a replay adds nothing
+        assert (await store.rw_stats()).pending == 44
+        a, b = await asyncio.gather(
+            store.rw_claim("a", 30, 60.0, 0), store.rw_claim("b", 30, 60.0, 0)
+        )
+        keys_a = {(s, t) for s, t, _, _ in a.samples}
+        keys_b = {(s, t) for s, t, _, _ in b.samples}
+        assert not keys_a & keys_b and len(keys_a | keys_b) == 44
+        assert await store.rw_finish("a", "sent") == len(keys_a)
+        assert await store.rw_finish("b", "retry") == len(keys_b)
+        again = await store.rw_claim("c", 100, 60.0, 0)
+        assert {(s, t) for s, t, _, _ in again.samples} == keys_b
+        stats = await store.rw_stats()
+        assert stats.counts["sent"] == len(keys_a) and stats.pending == len(keys_b)
+    finally:
+        await store.close()
