@@ -1,5 +1,5 @@
-"""``hatang-collector``: ``serve``, ``token create|list|revoke``, ``store verify``,
-``declare template|import|list``, ``--version``.
+"""``hatang-collector``: ``serve``, ``token``, ``store verify``, ``declare``, ``backfill``,
+``--version``.
 
 Exit codes: 0 success, 1 a runtime failure (store cannot open, unknown token id, a
 corrupt store for ``store verify``), 2 a
@@ -89,6 +89,31 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--unit", metavar="ID", help="this unit and every unit under it")
     listing.add_argument("--history", action="store_true", help="superseded revisions too")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    backfill = commands.add_parser(
+        "backfill", help="put the stored history of a range into Prometheus (docs/late-data.md)"
+    )
+    backfill.add_argument("--config", required=True, metavar="FILE")
+    backfill.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        metavar="TIME",
+        help="ISO date or time; without a zone, the reporting time zone",
+    )
+    backfill.add_argument(
+        "--to",
+        dest="end",
+        required=True,
+        metavar="TIME",
+        help="end (exclusive): where the new Prometheus' own scrapes begin",
+    )
+    backfill.add_argument(
+        "--openmetrics",
+        metavar="FILE",
+        help="write samples older than remote_write.max_sample_age here, for "
+        "`promtool tsdb create-blocks-from openmetrics FILE DATA_DIR`",
+    )
     return parser
 
 
@@ -339,6 +364,101 @@ def _print_table(header: tuple[str, ...], table: Sequence[tuple[str, ...]]) -> N
         sys.stdout.write("  ".join(cells).rstrip() + "\n")
 
 
+def _backfill_time(config: CollectorConfig, option: str, text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _UsageError(
+            f"{option}: {text!r} is not an ISO date or time (e.g. 2026-05-01 or "
+            "2026-05-01T08:00:00+07:00)"
+        ) from None
+    if value.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        value = value.replace(tzinfo=ZoneInfo(config.reporting.timezone))
+    return value
+
+
+class _UsageError(Exception):
+    """A bad command line: exit 2 with the message."""
+
+
+RETRIES_BEFORE_GIVING_UP = 5
+
+
+async def _backfill(
+    config: CollectorConfig, start_text: str, end_text: str, out: str | None
+) -> int:
+    """Queue (and push) the range's samples; write the older part for promtool."""
+    from pathlib import Path
+
+    from aiohttp import ClientSession, ClientTimeout
+
+    from collector.app import late_rule
+    from collector.backfill import plan, write_openmetrics
+    from collector.late import LateRule, to_ms
+    from collector.remote_write import Sender
+
+    start = _backfill_time(config, "--from", start_text)
+    end = _backfill_time(config, "--to", end_text)
+    if start >= end:
+        raise _UsageError("--from: must be before --to")
+    remote = config.remote_write
+    now = dt.datetime.now(dt.UTC)
+    cutoff = (
+        end if remote is None else max(start, now - dt.timedelta(seconds=remote.max_sample_age))
+    )
+    rule = late_rule(config) or LateRule(config.site_up_after_intervals, 0.0)
+    store = _store(config)
+    await store.open()
+    try:
+        probes = {a.site for a in await store.agent_states() if a.role == "site-probe"}
+        result = await plan(
+            store.reports(None, start, end),
+            rule,
+            probes,
+            to_ms(cutoff.timestamp()),
+            to_ms(end.timestamp()),
+        )
+        if result.old and out is None:
+            raise _UsageError(
+                f"--openmetrics: {result.old_samples} samples are older than "
+                "remote_write.max_sample_age (Prometheus refuses them by remote write); "
+                "name a file to write them to for promtool"
+            )
+        if result.old and out is not None:
+            write_openmetrics(Path(out), result.old)
+            sys.stdout.write(
+                f"wrote {result.old_samples} samples to {out}; import them with:\n"
+                f"  promtool tsdb create-blocks-from openmetrics {out} DATA_DIR\n"
+            )
+        if result.queued and remote is not None:
+            queued = await store.rw_enqueue(result.queued)  # type: ignore[attr-defined]
+            sys.stdout.write(f"queued {queued} samples for remote write\n")
+            timeout = ClientTimeout(total=remote.timeout)
+            async with ClientSession(timeout=timeout) as session:
+                sender = Sender(store, remote, session)  # type: ignore[arg-type]
+                failures = 0
+                while failures < RETRIES_BEFORE_GIVING_UP:
+                    before = sum(sender.stats.retries.values())
+                    if not await sender.step():
+                        break
+                    failures = failures + 1 if sum(sender.stats.retries.values()) > before else 0
+                await sender.refresh_stats()
+                if failures:
+                    return _fail(
+                        f"remote_write: {remote.url} does not accept the samples now; "
+                        f"{sender.stats.queue.pending} stay queued and the collector's sender "
+                        "pushes them when it answers",
+                        1,
+                    )
+            sys.stdout.write("remote-write queue drained\n")
+        sys.stdout.write(f"{result.old_samples + len(result.queued)}\n")
+    finally:
+        await store.close()
+    return 0
+
+
 async def _serve(config: CollectorConfig) -> int:
     from aiohttp import web
 
@@ -406,12 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.declare_command == "import":
                 return asyncio.run(_declare_import(config, org, args))
             return asyncio.run(_declare_list(config, org, args))
+        if args.command == "backfill":
+            return asyncio.run(_backfill(config, args.start, args.end, args.openmetrics))
         if args.token_command == "create":  # noqa: S105 - a sub-command name
             return asyncio.run(_token_create(config, load_org(config.org), args.site, args.note))
         if args.token_command == "list":  # noqa: S105
             return asyncio.run(_token_list(config, args.json))
         return asyncio.run(_token_revoke(config, args.token_id))
-    except (OrgError, TargetsError, PeriodError, _UnknownUnit) as exc:
+    except (OrgError, TargetsError, PeriodError, _UnknownUnit, _UsageError) as exc:
         return _fail(str(exc))
     except StoreError as exc:
         return _fail(f"store: {exc}", 1)

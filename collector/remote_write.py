@@ -293,9 +293,10 @@ class Sender:
         """Push until cancelled; a store failure waits a poll and tries again."""
         while True:
             try:
-                while await self.step():
-                    await self.refresh_stats()
+                # A read first: an idle collector does not queue a write every poll.
                 await self.refresh_stats()
+                while self.stats.queue.pending and await self.step():
+                    await self.refresh_stats()
             except Exception as exc:  # the store is down: the rows stay queued
                 event(log, logging.WARNING, "remote_write.failed", error=str(exc)[:300])
             with contextlib.suppress(TimeoutError):

@@ -494,15 +494,17 @@ class PostgresStore(GroupCommitStore):
                 await _count(conn, {"queue_full": _changed(status)})
 
     @staticmethod
-    async def _queue_rows(conn: Connection, rows: list[QueueRow], enqueued_at: float) -> None:
+    async def _queue_rows(conn: Connection, rows: list[QueueRow], enqueued_at: float) -> int:
         if not rows:
-            return
+            return 0
         ordered = sorted((r.values(enqueued_at) for r in rows), key=lambda v: (v[0], v[1]))
-        await conn.execute(
-            "INSERT INTO remote_write_queue (series, ts_ms, site, value, stale, enqueued_at)"
-            " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[],"
-            " $5::int4[], $6::float8[]) ON CONFLICT (series, ts_ms) DO NOTHING",
-            *_columns(ordered, 6),
+        return _changed(
+            await conn.execute(
+                "INSERT INTO remote_write_queue (series, ts_ms, site, value, stale, enqueued_at)"
+                " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[],"
+                " $5::int4[], $6::float8[]) ON CONFLICT (series, ts_ms) DO NOTHING",
+                *_columns(ordered, 6),
+            )
         )
 
     # -- the remote-write queue (collector.remote_write.Sender) ------------------------
@@ -541,6 +543,15 @@ class PostgresStore(GroupCommitStore):
 
         claim: Claim = await self._write(apply)
         return claim
+
+    async def rw_enqueue(self, rows: list[QueueRow]) -> int:
+        """Queue samples (``hatang-collector backfill``); the ones already queued stay."""
+
+        async def apply(conn: Connection) -> int:
+            return await self._queue_rows(conn, rows, float(self.clock()))
+
+        added: int = await self._write(apply, size=max(1, len(rows) // 10))
+        return added
 
     async def rw_finish(self, owner: str, outcome: str) -> int:
         """End a claim: ``sent``, ``retry`` or a drop reason (see ``SQLiteStore.rw_finish``)."""

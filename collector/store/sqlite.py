@@ -31,6 +31,7 @@ from agent.report import Report, decode_report
 from collector.late import (
     LOOKBACK_MS,
     LateRule,
+    QueueRow,
     SiteContext,
     av_state,
     horizon,
@@ -534,6 +535,21 @@ class SQLiteStore(GroupCommitStore):
 
         claim: Claim = await self._write(apply)
         return claim
+
+    async def rw_enqueue(self, rows: list[QueueRow]) -> int:
+        """Queue samples (``hatang-collector backfill``); the ones already queued stay."""
+
+        def apply(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO remote_write_queue (series, ts_ms, site, value, stale, enqueued_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series, ts_ms) DO NOTHING",
+                [r.values(self.clock()) for r in rows],
+            )
+            return conn.total_changes - before
+
+        added: int = await self._write(apply, size=max(1, len(rows) // 10))
+        return added
 
     async def rw_finish(self, owner: str, outcome: str) -> int:
         """End a claim: ``sent`` (acknowledged: kept briefly, never sent again), ``retry``

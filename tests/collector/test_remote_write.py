@@ -436,9 +436,11 @@ async def test_a_cut_site_reaches_prometheus_history_at_its_observation_times(
             session, "query_range", query=f'hatang_site_up{{site="{SITE}",instance=""}}', **pushed
         )
         assert site_up and all(v == "1" for _, v in site_up[0]["values"])
-        # Over the whole window, scraped and pushed never both hold a value of a series.
+        # From the WAN cut to now (restore included), scraped and pushed never both hold a
+        # value of a series at one step: the takeover marker ends the pushed stretch.
+        whole = {**window, "start": f"{cut_start - 4:.3f}", "end": f"{time.time():.3f}"}
         everything = await prometheus.query(
-            session, "query_range", query=f"count by (network) ({query})", **window
+            session, "query_range", query=f"count by (network) ({query})", **whole
         )
         assert all(v == "1" for s in everything for _, v in s["values"]), everything
         # The scraped series are unchanged by the push: the cut's scrape is what it was,
@@ -538,3 +540,80 @@ async def test_the_queue_on_both_backends_two_senders_claim_disjoint_rows(
         assert stats.counts["sent"] == len(keys_a) and stats.pending == len(keys_b)
     finally:
         await store.close()
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package) not installed")
+async def test_backfill_pushes_the_recent_part_and_writes_the_old_part_for_promtool(
+    tmp_path: Path, prometheus: Prometheus
+) -> None:
+    """``hatang-collector backfill``: stored reports of a range, the part inside
+    max_sample_age by remote write into the real Prometheus, the older part into an
+    OpenMetrics file that the real promtool turns into TSDB blocks."""
+    site = "demo/so-tttt"
+    store = SQLiteStore(tmp_path / "collector.db")
+    await store.open()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    old = [
+        report(now - dt.timedelta(minutes=40, seconds=-i), wan=False, seq=i + 1, site=site)
+        for i in range(5)
+    ]
+    recent = [
+        report(now - dt.timedelta(minutes=5, seconds=-i), wan=True, seq=i + 10, site=site)
+        for i in range(5)
+    ]
+    await store.ingest(site, [(r, encode(r)) for r in old + recent])
+    await store.close()
+    path = write_config(
+        tmp_path,
+        remote_write={"url": f"{prometheus.url}/api/v1/write", "max_sample_age": "20m"},
+    )
+    out = tmp_path / "old.om"
+    start = (now - dt.timedelta(hours=1)).isoformat()
+    end = (now - dt.timedelta(minutes=1)).isoformat()
+    without = run_cli("backfill", "--config", str(path), "--from", start, "--to", end)
+    assert without.returncode == 2 and "--openmetrics: " in without.stderr, without.stderr
+    result = run_cli(
+        "backfill", "--config", str(path), "--from", start, "--to", end, "--openmetrics", str(out)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    per_report = 12  # marker, site_up, lan_hosts, 3 x network_up and loss, rtt of the up ones
+    markers = per_report  # one staleness marker at --to per series pushed
+    assert int(result.stdout.splitlines()[-1]) == 5 * 11 + 5 * per_report + markers
+    async with ClientSession() as session:
+        await prometheus.ready(session)
+        counted = await prometheus.query(
+            session,
+            "query",
+            query=f'count_over_time(hatang_backfilled_report{{site="{site}"}}[30m])',
+        )
+        assert counted and counted[0]["value"][1] == "5", counted
+    blocks = tmp_path / "blocks"
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(out), str(blocks)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    (blocks / "wal").mkdir()  # `tsdb dump` opens the directory as a TSDB, WAL included
+    dump = await asyncio.to_thread(
+        subprocess.run,
+        [PROMTOOL, "tsdb", "dump", str(blocks)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dump.returncode == 0, dump.stderr
+    wan = [
+        ln
+        for ln in dump.stdout.splitlines()
+        if "hatang_network_up" in ln and 'network="wan"' in ln and site in ln
+    ]
+    assert len(wan) == 5 and all(ln.split()[-2] == "0" for ln in wan), dump.stdout[-2000:]
+    first = int(old[0].observed_at.timestamp() * 1000)
+    assert sorted(int(ln.split()[-1]) for ln in wan)[0] == first
