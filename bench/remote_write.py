@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import datetime as dt
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
 from aiohttp import ClientSession  # noqa: E402
 
 from agent.report import encode as encode_report  # noqa: E402
@@ -31,36 +29,21 @@ from collector.late import LateRule  # noqa: E402
 from collector.remote_write import HEADERS, Sender, claim_series, encode  # noqa: E402
 from collector.store.sqlite import SQLiteStore  # noqa: E402
 from tests.collector.conftest import DEMO_ORG, free_port  # noqa: E402
-from tests.collector.test_remote_write import report  # noqa: E402
+from tests.collector.test_remote_write import Prometheus, report  # noqa: E402
 
 
 async def main(quick: bool) -> None:
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "needs Debian's prometheus"
+    assert shutil.which("prometheus"), "needs Debian's prometheus"
     work = Path(tempfile.mkdtemp(prefix="hatang-bench-rw-"))
-    port = free_port()
-    config_file = work / "prometheus.yml"
-    config_file.write_text(
-        yaml.safe_dump({"storage": {"tsdb": {"out_of_order_time_window": "1d"}}})
-    )
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
-        [
-            prometheus,
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-remote-write-receiver",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/api/v1/write"
+    prometheus = Prometheus(work, free_port())  # the test suite's: receiver and a 1 h window
+    prometheus.start()
+    url = f"{prometheus.url}/api/v1/write"
     try:
         store = SQLiteStore(work / "store.db")
         store.late_rule = LateRule(horizon_intervals=3, grace_seconds=2, max_pending=10_000_000)
         await store.open()
         reports = 2000 if quick else 10000
-        start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=6)
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=40)
         for site_i in range(10):
             site = f"demo/bench-{site_i}"
             batch = [
@@ -74,14 +57,7 @@ async def main(quick: bool) -> None:
         ).remote_write
         assert config is not None
         async with ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/-/ready") as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                await asyncio.sleep(0.2)
+            await prometheus.ready(session)
             sender = Sender(store, config, session)
             cpu0, wall0 = time.process_time(), time.perf_counter()
             bodies = []
@@ -114,8 +90,7 @@ async def main(quick: bool) -> None:
             f"{queued / reference:,.0f} | - |"
         )
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        prometheus.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from agent.report import NETWORK_CLASSES
-from collector.indicators import AV_STATES
+from collector.indicators import AV_STATES, IndicatorSettings
 from collector.metrics import MAX_TARGETS_PER_NETWORK, label_value
 from collector.store.ingest import Accepted
 
 MARKER: Final = "hatang_backfilled_report"
+# Agents heard from within this long count as the site's computers (IndicatorSettings).
+INVENTORY_SECONDS: Final = IndicatorSettings().inventory_window_seconds
 # Prometheus' default query lookback: a pushed value stays visible this long without a marker.
 LOOKBACK_MS: Final = 5 * 60 * 1000
 # The staleness marker, bit for bit (Prometheus value.StaleNaN): a plain NaN is a value.
@@ -68,7 +70,8 @@ class SiteContext:
     # (received_at, effective_at) of the site's reports near the late ones' times.
     held: list[tuple[float, float]] = field(default_factory=list)
     has_probe: bool = False
-    av_states: dict[str, str] = field(default_factory=dict)  # agent_id -> antivirus state
+    # agent_id -> antivirus state ('' when it reported none), of every agent still counted
+    av_states: dict[str, str] = field(default_factory=dict)
 
 
 def series_key(name: str, labels: Mapping[str, str]) -> str:
@@ -205,8 +208,10 @@ def stale_rows(site: str, at_ms: int, recent: Iterable[tuple[str, int, int]]) ->
     ]
 
 
-def av_state(body: str | bytes) -> str:
-    """The ``state`` of a stored antivirus section ('' when it cannot be read)."""
+def av_state(body: str | bytes | None) -> str:
+    """The ``state`` of a stored antivirus section ('' when absent or unreadable)."""
+    if body is None:
+        return ""
     try:
         value = json.loads(body)
     except (ValueError, TypeError):

@@ -221,6 +221,7 @@ class Sender:
         self.queue, self.config, self.session = queue, config, session
         self.poll, self.clock, self.sleep, self.rng = poll, clock, sleep, rng
         self.stats = SenderStats()
+        self._ssl = ssl_context(config)
         self.owner = uuid.uuid4().hex  # this replica; a claim adds a counter
         self._claims = itertools.count(1)
         self._attempt = 0
@@ -241,11 +242,12 @@ class Sender:
         self.stats.requests += 1
         try:
             async with self.session.post(
-                self.config.url, data=body, headers=self._headers(), ssl=ssl_context(self.config)
+                self.config.url, data=body, headers=self._headers(), ssl=self._ssl
             ) as reply:
                 status = reply.status
                 waited = retry_after(reply.headers.get("Retry-After"), self.clock())
-                text = (await reply.text(errors="replace"))[:300]
+                # The start of the answer only: it goes to the log, bounded.
+                text = (await reply.content.read(300)).decode("utf-8", "replace")
         except TimeoutError:
             return Outcome("retry", "timeout")
         except (aiohttp.ClientError, OSError) as exc:

@@ -33,18 +33,7 @@ import asyncpg
 
 from agent.log import event
 from agent.report import Report, decode_report
-from collector.late import (
-    LOOKBACK_MS,
-    LateRule,
-    QueueRow,
-    SiteContext,
-    av_state,
-    horizon,
-    late_rows,
-    split,
-    stale_rows,
-    takeovers,
-)
+from collector import late
 from collector.store import (
     DECLARATION_COLUMNS,
     Claim,
@@ -436,15 +425,18 @@ class PostgresStore(GroupCommitStore):
         return IngestResult(len(accepted), found.duplicates, found.conflicts, skewed)
 
     async def _enqueue_late(
-        self, conn: Connection, rule: LateRule, accepted: list[Accepted], received_at: float
+        self, conn: Connection, rule: late.LateRule, accepted: list[Accepted], received_at: float
     ) -> None:
         """Queue the batch's late samples and takeover markers in the ingest transaction
         (as ``SQLiteStore._enqueue_late``; see collector.late)."""
-        late, on_time = split(accepted, received_at, rule)
-        context: dict[str, SiteContext] = {}
-        for site in sorted({a.report.site for a in late}):
-            times = [a.effective for a in late if a.report.site == site]
-            reach = max(horizon(rule, a.report.interval_seconds) for a in late) + rule.grace_seconds
+        overdue, on_time = late.split(accepted, received_at, rule)
+        context: dict[str, late.SiteContext] = {}
+        for site in sorted({a.report.site for a in overdue}):
+            times = [a.effective for a in overdue if a.report.site == site]
+            reach = (
+                max(late.horizon(rule, a.report.interval_seconds) for a in overdue)
+                + rule.grace_seconds
+            )
             held = await conn.fetch(
                 "SELECT received_at, effective_at FROM reports WHERE site = $1"
                 " AND effective_at >= $2 AND effective_at <= $3 AND received_at < $4",
@@ -457,26 +449,28 @@ class PostgresStore(GroupCommitStore):
                 "SELECT 1 FROM agents WHERE site = $1 AND role = 'site-probe' LIMIT 1", site
             )
             av = await conn.fetch(
-                "SELECT agent_id, body FROM agent_sections WHERE site = $1"
-                " AND section = 'antivirus'",
+                "SELECT a.agent_id, s.body FROM agents a LEFT JOIN agent_sections s"
+                " ON s.site = a.site AND s.agent_id = a.agent_id AND s.section = 'antivirus'"
+                " WHERE a.site = $1 AND a.last_received_at >= $2",
                 site,
+                received_at - late.INVENTORY_SECONDS,
             )
-            context[site] = SiteContext(
+            context[site] = late.SiteContext(
                 held=[(float(r[0]), float(r[1])) for r in held],
-                has_probe=probe is not None or any(a.report.role == "site-probe" for a in late),
-                av_states={r[0]: av_state(r[1]) for r in av},
+                has_probe=probe is not None or any(a.report.role == "site-probe" for a in overdue),
+                av_states={r[0]: late.av_state(r[1]) for r in av},
             )
-        rows = late_rows(late, rule, context)
+        rows = late.late_rows(overdue, rule, context)
         await self._queue_rows(conn, rows, received_at)
-        for site, at_ms in sorted(takeovers(on_time).items()):
+        for site, at_ms in sorted(late.takeovers(on_time).items()):
             recent = await conn.fetch(
                 "SELECT series, ts_ms, stale FROM remote_write_queue WHERE site = $1"
                 " AND ts_ms >= $2 AND ts_ms < $3",
                 site,
-                at_ms - LOOKBACK_MS,
+                at_ms - late.LOOKBACK_MS,
                 at_ms,
             )
-            markers = stale_rows(site, at_ms, [(r[0], r[1], r[2]) for r in recent])
+            markers = late.stale_rows(site, at_ms, [(r[0], r[1], r[2]) for r in recent])
             await self._queue_rows(conn, markers, received_at)
             rows += markers
         if rows:
@@ -494,7 +488,7 @@ class PostgresStore(GroupCommitStore):
                 await _count(conn, {"queue_full": _changed(status)})
 
     @staticmethod
-    async def _queue_rows(conn: Connection, rows: list[QueueRow], enqueued_at: float) -> int:
+    async def _queue_rows(conn: Connection, rows: list[late.QueueRow], enqueued_at: float) -> int:
         if not rows:
             return 0
         ordered = sorted((r.values(enqueued_at) for r in rows), key=lambda v: (v[0], v[1]))
@@ -544,7 +538,7 @@ class PostgresStore(GroupCommitStore):
         claim: Claim = await self._write(apply)
         return claim
 
-    async def rw_enqueue(self, rows: list[QueueRow]) -> int:
+    async def rw_enqueue(self, rows: list[late.QueueRow]) -> int:
         """Queue samples (``hatang-collector backfill``); the ones already queued stay."""
 
         async def apply(conn: Connection) -> int:
@@ -581,7 +575,7 @@ class PostgresStore(GroupCommitStore):
             await _count(conn, {outcome: done})
             await conn.execute(
                 "DELETE FROM remote_write_queue WHERE sent_at IS NOT NULL AND ts_ms < $1",
-                int(now * 1000) - 2 * LOOKBACK_MS - int(self.max_future * 1000),
+                int(now * 1000) - 2 * late.LOOKBACK_MS - int(self.max_future * 1000),
             )
             return done
 

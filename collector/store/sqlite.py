@@ -28,18 +28,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from agent.log import event
 from agent.report import Report, decode_report
-from collector.late import (
-    LOOKBACK_MS,
-    LateRule,
-    QueueRow,
-    SiteContext,
-    av_state,
-    horizon,
-    late_rows,
-    split,
-    stale_rows,
-    takeovers,
-)
+from collector import late
 from collector.store import (
     DECLARATION_COLUMNS,
     Claim,
@@ -449,15 +438,22 @@ class SQLiteStore(GroupCommitStore):
         return IngestResult(len(accepted), found.duplicates, found.conflicts, skewed)
 
     def _enqueue_late(
-        self, conn: sqlite3.Connection, rule: LateRule, accepted: list[Accepted], received_at: float
+        self,
+        conn: sqlite3.Connection,
+        rule: late.LateRule,
+        accepted: list[Accepted],
+        received_at: float,
     ) -> None:
         """Queue the batch's late samples and the markers of a takeover by the scrape, in the
         ingest's own transaction (a report stored is a sample queued; see collector.late)."""
-        late, on_time = split(accepted, received_at, rule)
-        context: dict[str, SiteContext] = {}
-        for site in sorted({a.report.site for a in late}):
-            times = [a.effective for a in late if a.report.site == site]
-            reach = max(horizon(rule, a.report.interval_seconds) for a in late) + rule.grace_seconds
+        overdue, on_time = late.split(accepted, received_at, rule)
+        context: dict[str, late.SiteContext] = {}
+        for site in sorted({a.report.site for a in overdue}):
+            times = [a.effective for a in overdue if a.report.site == site]
+            reach = (
+                max(late.horizon(rule, a.report.interval_seconds) for a in overdue)
+                + rule.grace_seconds
+            )
             held = conn.execute(
                 "SELECT received_at, effective_at FROM reports WHERE site = ?"
                 " AND effective_at >= ? AND effective_at <= ? AND received_at < ?",
@@ -467,28 +463,26 @@ class SQLiteStore(GroupCommitStore):
                 "SELECT 1 FROM agents WHERE site = ? AND role = 'site-probe' LIMIT 1", (site,)
             ).fetchone()
             av = conn.execute(
-                "SELECT agent_id, body FROM agent_sections"
-                " WHERE site = ? AND section = 'antivirus'",
-                (site,),
+                AGENTS_OF_SITE, (site, received_at - late.INVENTORY_SECONDS)
             ).fetchall()
-            context[site] = SiteContext(
+            context[site] = late.SiteContext(
                 held=[(float(r), float(e)) for r, e in held],
-                has_probe=probe is not None or any(a.report.role == "site-probe" for a in late),
-                av_states={agent: av_state(body) for agent, body in av},
+                has_probe=probe is not None or any(a.report.role == "site-probe" for a in overdue),
+                av_states={agent: late.av_state(body) for agent, body in av},
             )
-        rows = late_rows(late, rule, context)
+        rows = late.late_rows(overdue, rule, context)
         insert = (
             "INSERT INTO remote_write_queue (series, ts_ms, site, value, stale, enqueued_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series, ts_ms) DO NOTHING"
         )
         conn.executemany(insert, [r.values(received_at) for r in rows])
-        for site, at_ms in sorted(takeovers(on_time).items()):
+        for site, at_ms in sorted(late.takeovers(on_time).items()):
             recent = conn.execute(
                 "SELECT series, ts_ms, stale FROM remote_write_queue WHERE site = ?"
                 " AND ts_ms >= ? AND ts_ms < ?",
-                (site, at_ms - LOOKBACK_MS, at_ms),
+                (site, at_ms - late.LOOKBACK_MS, at_ms),
             ).fetchall()
-            markers = stale_rows(site, at_ms, recent)
+            markers = late.stale_rows(site, at_ms, recent)
             conn.executemany(insert, [r.values(received_at) for r in markers])
             rows += markers
         if rows:
@@ -536,7 +530,7 @@ class SQLiteStore(GroupCommitStore):
         claim: Claim = await self._write(apply)
         return claim
 
-    async def rw_enqueue(self, rows: list[QueueRow]) -> int:
+    async def rw_enqueue(self, rows: list[late.QueueRow]) -> int:
         """Queue samples (``hatang-collector backfill``); the ones already queued stay."""
 
         def apply(conn: sqlite3.Connection) -> int:
@@ -576,7 +570,7 @@ class SQLiteStore(GroupCommitStore):
             _count(conn, {outcome: done})
             conn.execute(
                 "DELETE FROM remote_write_queue WHERE sent_at IS NOT NULL AND ts_ms < ?",
-                (int(now * 1000) - 2 * LOOKBACK_MS - int(self.max_future * 1000),),
+                (int(now * 1000) - 2 * late.LOOKBACK_MS - int(self.max_future * 1000),),
             )
             return done
 
@@ -892,6 +886,14 @@ def _digest(conn: sqlite3.Connection) -> str:
         for row in conn.execute(sql):
             digest.row(row)
     return digest.hexdigest()
+
+
+# The site's agents still counted (the snapshot's inventory horizon) and their antivirus.
+AGENTS_OF_SITE: Final = (
+    "SELECT a.agent_id, s.body FROM agents a LEFT JOIN agent_sections s"
+    " ON s.site = a.site AND s.agent_id = a.agent_id AND s.section = 'antivirus'"
+    " WHERE a.site = ? AND a.last_received_at >= ?"
+)
 
 
 def _count(conn: sqlite3.Connection, counts: dict[str, int]) -> None:

@@ -314,6 +314,12 @@ class Prometheus:
             await asyncio.sleep(0.2)
 
 
+def needs_prometheus(test: Any) -> Any:
+    """Mark a test that starts the real Prometheus (skipped where it is not installed)."""
+    skip = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) not installed")
+    return pytest.mark.prometheus(skip(test))
+
+
 @pytest.fixture(scope="module")
 def collector_port() -> int:
     return free_port()
@@ -369,8 +375,7 @@ def series_by(result: list[dict[str, Any]], key: str) -> dict[str, list[dict[str
     return out
 
 
-@pytest.mark.prometheus
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) not installed")
+@needs_prometheus
 async def test_a_cut_site_reaches_prometheus_history_at_its_observation_times(
     collector: tuple[str, web.Application], prometheus: Prometheus
 ) -> None:
@@ -460,8 +465,7 @@ async def test_a_cut_site_reaches_prometheus_history_at_its_observation_times(
         ]
 
 
-@pytest.mark.prometheus
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) not installed")
+@needs_prometheus
 async def test_prometheus_down_the_queue_holds_then_everything_arrives_once(
     collector: tuple[str, web.Application], prometheus: Prometheus
 ) -> None:
@@ -512,34 +516,121 @@ async def test_prometheus_down_the_queue_holds_then_everything_arrives_once(
         assert wan[0]["value"][1] == "20"  # every other observation had the WAN up
 
 
-async def test_the_queue_on_both_backends_two_senders_claim_disjoint_rows(
+async def test_the_queue_on_both_backends_two_replicas_claim_disjoint_rows(
     store_backend: Any,
 ) -> None:
-    """Late reports are queued in the ingest transaction; two claimers (two replicas on
-    one PostgreSQL) never hold the same row; acknowledged rows are never claimed again."""
-    store = store_backend.make()
-    store.late_rule = LateRule(horizon_intervals=3, grace_seconds=2)
-    await store.open()
+    """Late reports are queued in the ingest transaction; two replicas (two stores on one
+    database) claiming at once never hold the same row; acknowledged rows are never
+    claimed again; released ones are."""
+    stores = [store_backend.make(), store_backend.make()]
+    for store in stores:
+        store.late_rule = LateRule(horizon_intervals=3, grace_seconds=2)
+        await store.open()
+    one, two = stores
     try:
         start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
         batch = [report(start + dt.timedelta(seconds=i), wan=False, seq=i + 1) for i in range(4)]
-        await store.ingest(SITE, [(r, encode(r)) for r in batch])
-        await store.ingest(SITE, [(r, encode(r)) for r in batch])  # a replay adds nothing
-        assert (await store.rw_stats()).pending == 44
-        a, b = await asyncio.gather(
-            store.rw_claim("a", 30, 60.0, 0), store.rw_claim("b", 30, 60.0, 0)
-        )
+        await one.ingest(SITE, [(r, encode(r)) for r in batch])
+        await two.ingest(SITE, [(r, encode(r)) for r in batch])  # a replay adds nothing
+        assert (await one.rw_stats()).pending == 44
+        a, b = await asyncio.gather(one.rw_claim("a", 30, 60.0, 0), two.rw_claim("b", 30, 60.0, 0))
         keys_a = {(s, t) for s, t, _, _ in a.samples}
         keys_b = {(s, t) for s, t, _, _ in b.samples}
         assert not keys_a & keys_b and len(keys_a | keys_b) == 44
-        assert await store.rw_finish("a", "sent") == len(keys_a)
-        assert await store.rw_finish("b", "retry") == len(keys_b)
-        again = await store.rw_claim("c", 100, 60.0, 0)
+        assert await one.rw_finish("a", "sent") == len(keys_a)
+        assert await two.rw_finish("b", "retry") == len(keys_b)
+        again = await one.rw_claim("c", 100, 60.0, 0)
         assert {(s, t) for s, t, _, _ in again.samples} == keys_b
-        stats = await store.rw_stats()
+        stats = await two.rw_stats()
         assert stats.counts["sent"] == len(keys_a) and stats.pending == len(keys_b)
     finally:
-        await store.close()
+        for store in stores:
+            await store.close()
+
+
+async def test_remote_write_metrics_come_from_the_table_and_pass_promtool(
+    tmp_path: Path, make_client: Any
+) -> None:
+    """With remote write on, /metrics carries the sender's families as METRICS says
+    (the receiver here is a closed port: the failures are counted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from collector.metrics import SPECS
+    from collector.remote_write import REMOTE_WRITE_METRICS
+    from tests.collector.conftest import promtool_check_metrics
+
+    config = collector_config(
+        tmp_path, remote_write={"url": f"http://127.0.0.1:{free_port()}/api/v1/write"}
+    )
+    client = await make_client(config)
+    text = await (await client.get("/metrics")).text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in REMOTE_WRITE_METRICS:
+        spec = SPECS[name]
+        assert spec.scope == "registry" and families[name].type == spec.type
+        for sample in families[name].samples:
+            assert set(sample.labels) == set(spec.labels)
+    dropped = {s.labels["reason"] for s in families["hatang_remote_write_dropped_samples"].samples}
+    assert dropped == {"too_old", "queue_full", "http_4xx"}
+    if PROMTOOL is not None:
+        await promtool_check_metrics(PROMTOOL, text)
+
+
+def test_with_remote_write_the_scrape_shows_only_fresh_observations() -> None:
+    """A site whose newest observation is older than the horizon has no observation
+    series in the scrape (its moments are the push's); without remote write it keeps
+    showing the latest observation however old."""
+    from collector.indicators import IndicatorSettings, build_snapshot
+    from collector.metrics import emit
+    from collector.org import load_org
+    from collector.store import AgentState
+    from tests.collector.conftest import DEMO_ORG
+
+    org = load_org(DEMO_ORG)
+    now = dt.datetime.now(dt.UTC)
+
+    def agent(age: float) -> AgentState:
+        seen = now - dt.timedelta(seconds=age)
+        return AgentState(
+            site=SITE,
+            agent_id="probe-1",
+            role="site-probe",
+            interval_seconds=60.0,
+            first_seen=seen,
+            last_observed_at=seen,
+            last_received_at=seen,
+            reports_received=1,
+            spool_dropped=0,
+            latest=report(seen, wan=True, seq=1),
+            host=None,
+            antivirus=None,
+            firewall=None,
+            lan_hosts=None,
+            snmp=None,
+            last_effective_at=seen,
+        )
+
+    def network_up(fresh_only: bool, age: float) -> list[tuple[str, ...]]:
+        settings = IndicatorSettings(fresh_observations_only=fresh_only)
+        snap = build_snapshot(org, [], settings, now, [agent(age)], [], {}, [])
+
+        class Source:
+            snapshot = snap
+            failures = 0
+            last_duration_seconds = None
+
+        out: list[tuple[str, ...]] = []
+        emit(
+            Source(),
+            lambda name, labels, _v: (
+                out.append(labels) if name == "hatang_network_up" and labels[0] == SITE else None
+            ),
+        )
+        return out
+
+    assert len(network_up(True, 100)) == 3  # 100 s < 3 x 60 s: fresh, scraped
+    assert network_up(True, 200) == []  # older than the horizon: the push's
+    assert len(network_up(False, 200)) == 3  # remote write off: unchanged
 
 
 PROMTOOL = shutil.which("promtool")
