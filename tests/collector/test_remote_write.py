@@ -166,6 +166,39 @@ async def test_sender_retries_5xx_and_429_then_drops_a_400_with_a_count(
         await store.close()
 
 
+async def test_a_collector_restart_loses_nothing_and_resends_nothing(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    store = await late_store(tmp_path, 3)
+    stub = Stub([])
+    app = web.Application()
+    app.router.add_post("/w", stub.handle)
+    server = await aiohttp_server(app)
+    config = collector_config(
+        tmp_path, remote_write={"url": f"http://127.0.0.1:{server.port}/w", "batch": 20}
+    ).remote_write
+    assert config is not None
+    async with ClientSession() as session:
+        assert await Sender(store, config, session).step() == 20
+        await store.close()  # the collector stops with 13 samples still queued
+        store = SQLiteStore(tmp_path / "q.db")
+        await store.open()
+        try:
+            assert (await store.rw_stats()).pending == 13
+            restarted = Sender(store, config, session)
+            assert await restarted.step() == 13
+            assert await restarted.step() == 0
+        finally:
+            await store.close()
+    sent = [
+        (tuple(sorted(labels.items())), ts)
+        for _, body in stub.requests
+        for labels, samples in body
+        for ts, _v in samples
+    ]
+    assert len(stub.requests) == 2 and len(sent) == len(set(sent)) == 33
+
+
 async def test_samples_older_than_max_sample_age_are_counted_not_sent(
     tmp_path: Path, aiohttp_server: Any
 ) -> None:
@@ -316,7 +349,7 @@ class Prometheus:
 
 def needs_prometheus(test: Any) -> Any:
     """Mark a test that starts the real Prometheus (skipped where it is not installed)."""
-    skip = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) not installed")
+    skip = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) missing")
     return pytest.mark.prometheus(skip(test))
 
 
