@@ -364,6 +364,10 @@ def _print_table(header: tuple[str, ...], table: Sequence[tuple[str, ...]]) -> N
         sys.stdout.write("  ".join(cells).rstrip() + "\n")
 
 
+class _UsageError(Exception):
+    """A bad command line: exit 2 with the message."""
+
+
 def _backfill_time(config: CollectorConfig, option: str, text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
@@ -379,11 +383,7 @@ def _backfill_time(config: CollectorConfig, option: str, text: str) -> dt.dateti
     return value
 
 
-class _UsageError(Exception):
-    """A bad command line: exit 2 with the message."""
-
-
-RETRIES_BEFORE_GIVING_UP = 5
+RETRIES_BEFORE_GIVING_UP = 5  # failed pushes in a row before backfill leaves them queued
 
 
 async def _backfill(
@@ -445,7 +445,7 @@ async def _backfill(
                         break
                     failures = failures + 1 if sum(sender.stats.retries.values()) > before else 0
                 await sender.refresh_stats()
-                if failures:
+                if failures >= RETRIES_BEFORE_GIVING_UP:
                     return _fail(
                         f"remote_write: {remote.url} does not accept the samples now; "
                         f"{sender.stats.queue.pending} stay queued and the collector's sender "

@@ -256,6 +256,22 @@ def test_hostile_remote_write_config_exits_2_naming_the_key(
     assert "collector.yaml: " + message in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "yesterday", "--to", "2026-05-02"], "--from: 'yesterday' is not an ISO date"),
+        (["--from", "2026-05-02", "--to", "2026-05-01"], "--from: must be before --to"),
+    ],
+    ids=["not-a-time", "reversed"],
+)
+def test_hostile_backfill_arguments_exit_2_naming_the_option(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    path = write_config(tmp_path)
+    result = run_cli("backfill", "--config", str(path), *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
 def test_the_example_config_documents_remote_write(tmp_path: Path) -> None:
     """The commented remote_write block of the example config, uncommented, loads."""
     example = Path(__file__).resolve().parents[2] / "configs" / "collector.example.yaml"
