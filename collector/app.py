@@ -126,7 +126,10 @@ def create_app(
     """Build the application; org and targets load now so that their errors stop start-up."""
     org = load_org(config.org) if org is None else org
     plans = load_targets(config.targets) if plans is None else plans
-    store = make_store(config) if store is None else store
+    if store is None:
+        store = make_store(config)
+    elif config.remote_write is not None and getattr(store, "late_rule", False) is None:
+        store.late_rule = late_rule(config)  # type: ignore[attr-defined]  # a store given by a caller
     app = web.Application(
         client_max_size=config.limits.max_body, middlewares=[api.error_middleware]
     )
