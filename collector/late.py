@@ -113,6 +113,31 @@ def split(
     return late, scraped
 
 
+def held_range(overdue: Sequence[Accepted], site: str, rule: LateRule) -> tuple[float, float]:
+    """Effective times of the site's stored reports that may cover its late ones."""
+    times = [a.effective for a in overdue if a.report.site == site]
+    reach = max(horizon(rule, a.report.interval_seconds) for a in overdue) + rule.grace_seconds
+    return min(times) - reach, max(times)
+
+
+def site_context(
+    overdue: Sequence[Accepted],
+    site: str,
+    held: Iterable[Sequence[float]],
+    probe: bool,
+    agents: Iterable[Sequence[str | None]],
+) -> SiteContext:
+    """A site's context from the store's rows: (received_at, effective_at) of the reports
+    in ``held_range``, whether a site probe is known, (agent_id, antivirus body) of its
+    counted agents."""
+    return SiteContext(
+        held=[(float(r[0]), float(r[1])) for r in held],
+        has_probe=probe
+        or any(a.report.role == "site-probe" for a in overdue if a.report.site == site),
+        av_states={str(row[0]): av_state(row[1]) for row in agents},
+    )
+
+
 def covered(t: float, held: Iterable[tuple[float, float]], reach: float) -> bool:
     """Whether the collector held, at ``t``, an observation the scrape may still show."""
     return any(received <= t and effective >= t - reach for received, effective in held)

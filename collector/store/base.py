@@ -64,6 +64,15 @@ READ_QUERIES: Final = (
 MAX_PROTECTED_LOOKUPS: Final = 5000  # unprotected computers looked up per refresh
 
 
+# The site's agents still counted (the snapshot's inventory horizon) and their antivirus
+# section, for the late samples (collector.late); ``?`` marks, numbered for PostgreSQL.
+AGENTS_OF_SITE: Final = (
+    "SELECT a.agent_id, s.body FROM agents a LEFT JOIN agent_sections s"
+    " ON s.site = a.site AND s.agent_id = a.agent_id AND s.section = 'antivirus'"
+    " WHERE a.site = ? AND a.last_received_at >= ?"
+)
+
+
 @dataclass(slots=True)
 class Op:
     """One queued write: a function of the writer connection, and who waits for it."""

@@ -50,6 +50,7 @@ from collector.store import (
     token_record,
 )
 from collector.store.base import (
+    AGENTS_OF_SITE,
     PAGE_SIZE,
     Check,
     ContentDigest,
@@ -432,34 +433,24 @@ class PostgresStore(GroupCommitStore):
         overdue, on_time = late.split(accepted, received_at, rule)
         context: dict[str, late.SiteContext] = {}
         for site in sorted({a.report.site for a in overdue}):
-            times = [a.effective for a in overdue if a.report.site == site]
-            reach = (
-                max(late.horizon(rule, a.report.interval_seconds) for a in overdue)
-                + rule.grace_seconds
-            )
+            low, high = late.held_range(overdue, site, rule)
             held = await conn.fetch(
                 "SELECT received_at, effective_at FROM reports WHERE site = $1"
                 " AND effective_at >= $2 AND effective_at <= $3 AND received_at < $4",
                 site,
-                min(times) - reach,
-                max(times),
+                low,
+                high,
                 received_at,
             )
             probe = await conn.fetchval(
                 "SELECT 1 FROM agents WHERE site = $1 AND role = 'site-probe' LIMIT 1", site
             )
-            av = await conn.fetch(
-                "SELECT a.agent_id, s.body FROM agents a LEFT JOIN agent_sections s"
-                " ON s.site = a.site AND s.agent_id = a.agent_id AND s.section = 'antivirus'"
-                " WHERE a.site = $1 AND a.last_received_at >= $2",
+            agents = await conn.fetch(
+                AGENTS_OF_SITE.replace("?", "$1", 1).replace("?", "$2", 1),
                 site,
                 received_at - late.INVENTORY_SECONDS,
             )
-            context[site] = late.SiteContext(
-                held=[(float(r[0]), float(r[1])) for r in held],
-                has_probe=probe is not None or any(a.report.role == "site-probe" for a in overdue),
-                av_states={r[0]: late.av_state(r[1]) for r in av},
-            )
+            context[site] = late.site_context(overdue, site, held, probe is not None, agents)
         rows = late.late_rows(overdue, rule, context)
         await self._queue_rows(conn, rows, received_at)
         for site, at_ms in sorted(late.takeovers(on_time).items()):

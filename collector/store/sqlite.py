@@ -45,6 +45,7 @@ from collector.store import (
     token_record,
 )
 from collector.store.base import (
+    AGENTS_OF_SITE,
     PAGE_SIZE,
     Check,
     ContentDigest,
@@ -449,27 +450,19 @@ class SQLiteStore(GroupCommitStore):
         overdue, on_time = late.split(accepted, received_at, rule)
         context: dict[str, late.SiteContext] = {}
         for site in sorted({a.report.site for a in overdue}):
-            times = [a.effective for a in overdue if a.report.site == site]
-            reach = (
-                max(late.horizon(rule, a.report.interval_seconds) for a in overdue)
-                + rule.grace_seconds
-            )
+            low, high = late.held_range(overdue, site, rule)
             held = conn.execute(
                 "SELECT received_at, effective_at FROM reports WHERE site = ?"
                 " AND effective_at >= ? AND effective_at <= ? AND received_at < ?",
-                (site, min(times) - reach, max(times), received_at),
+                (site, low, high, received_at),
             ).fetchall()
             probe = conn.execute(
                 "SELECT 1 FROM agents WHERE site = ? AND role = 'site-probe' LIMIT 1", (site,)
             ).fetchone()
-            av = conn.execute(
+            agents = conn.execute(
                 AGENTS_OF_SITE, (site, received_at - late.INVENTORY_SECONDS)
             ).fetchall()
-            context[site] = late.SiteContext(
-                held=[(float(r), float(e)) for r, e in held],
-                has_probe=probe is not None or any(a.report.role == "site-probe" for a in overdue),
-                av_states={agent: late.av_state(body) for agent, body in av},
-            )
+            context[site] = late.site_context(overdue, site, held, probe is not None, agents)
         rows = late.late_rows(overdue, rule, context)
         insert = (
             "INSERT INTO remote_write_queue (series, ts_ms, site, value, stale, enqueued_at)"
@@ -886,14 +879,6 @@ def _digest(conn: sqlite3.Connection) -> str:
         for row in conn.execute(sql):
             digest.row(row)
     return digest.hexdigest()
-
-
-# The site's agents still counted (the snapshot's inventory horizon) and their antivirus.
-AGENTS_OF_SITE: Final = (
-    "SELECT a.agent_id, s.body FROM agents a LEFT JOIN agent_sections s"
-    " ON s.site = a.site AND s.agent_id = a.agent_id AND s.section = 'antivirus'"
-    " WHERE a.site = ? AND a.last_received_at >= ?"
-)
 
 
 def _count(conn: sqlite3.Connection, counts: dict[str, int]) -> None:
