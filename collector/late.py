@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from agent.report import NETWORK_CLASSES
-from collector.indicators import AV_STATES, IndicatorSettings
+from agent.report import AV_STATES, NETWORK_CLASSES
+from collector.indicators import IndicatorSettings
 from collector.metrics import MAX_TARGETS_PER_NETWORK, label_value
 from collector.store.ingest import Accepted
 
