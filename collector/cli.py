@@ -177,11 +177,32 @@ def _store_verify(config: CollectorConfig, as_json: bool) -> int:
         from collector.store.postgres import verify_database
 
         check: Any = asyncio.run(verify_database(config.store.url))
-        return _print_check(check.where, check, as_json)
+        return _print_check(check.where, _with_chain(config, check), as_json)
     path = sqlite_path(config.store.url)
     if not os.path.isfile(path):
         return _fail(f"store: {path}: no such file (see store.url in the config)", 1)
-    return _print_check(str(path), verify_file(path), as_json)
+    return _print_check(str(path), _with_chain(config, verify_file(path)), as_json)
+
+
+def _with_chain(config: CollectorConfig, check: Any) -> Any:
+    """The check with the hash chain's findings added (``collector.store.chain``): which
+    report was altered, inserted or deleted. Only a store that opened sound is walked."""
+    import dataclasses
+
+    from collector.config import sqlite_path
+    from collector.store import POSTGRES_SCHEMES
+
+    if not check.ok:
+        return check
+    if config.store.url.startswith(POSTGRES_SCHEMES):
+        from collector.store.postgres import verify_chain_database
+
+        problems = asyncio.run(verify_chain_database(config.store.url))
+    else:
+        from collector.store.sqlite import verify_chain_file
+
+        problems = verify_chain_file(sqlite_path(config.store.url))
+    return dataclasses.replace(check, problems=[*check.problems, *problems]) if problems else check
 
 
 def _print_check(where: str, check: Any, as_json: bool) -> int:
