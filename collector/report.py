@@ -206,7 +206,7 @@ def _pdf(
         [
             ("Đơn vị / Unit:", unit_name),
             ("Kỳ báo cáo / Period:", f"{ev.period.title_vi} ({ev.period.title_en})"),
-            ("So với kỳ trước / Compared with:", f"{previous.title_vi} ({previous.title_en})"),
+            ("Kỳ trước / Previous:", f"{previous.title_vi} ({previous.title_en})"),
             ("Lập lúc / Generated at:", f"{moment.astimezone(given.tz):%d/%m/%Y %H:%M}"),
             ("Người lập / By:", by),
         ],

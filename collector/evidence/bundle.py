@@ -1,7 +1,8 @@
 """Evidence bundles: one signed ``.zip`` per export, verifiable with or without hatang.
 
 A bundle holds ``evidence.xlsx``, ``evidence.pdf``, ``csv/*.csv``, the declarations'
-attachments under ``attachments/``, then ``manifest.json`` (every member's SHA-256 and
+attachments under ``attachments/``, ``SHA256SUMS`` (their hashes for ``sha256sum -c``),
+then ``manifest.json`` (every member's SHA-256 and
 size, the period, the unit, the org/targets/compliance files' hashes, the legal basis
 applied, the store's hash-chain heads, versions and times) and ``manifest.sig``: the raw
 64-byte Ed25519 signature of ``manifest.json``'s exact bytes, which ``openssl pkeyutl
@@ -32,6 +33,7 @@ FORMAT: Final = "hatang-evidence-bundle"
 FORMAT_VERSION: Final = 1
 MANIFEST: Final = "manifest.json"
 SIGNATURE: Final = "manifest.sig"
+SUMS: Final = "SHA256SUMS"
 # Bounds for reading a bundle someone handed us: a zip bomb or a huge archive stops here.
 MAX_MEMBERS: Final = 20_000
 MAX_MEMBER_BYTES: Final = 1 << 30
@@ -165,9 +167,13 @@ def write_bundle(
     """Write members, then the manifest listing them and its signature (atomically)."""
     listed = []
     for name, data in members:
-        if not _SAFE_NAME.match(name) or name in (MANIFEST, SIGNATURE):
+        if not _SAFE_NAME.match(name) or name in (MANIFEST, SIGNATURE, SUMS):
             raise ValueError(f"bad member name {name!r}")
         listed.append({"name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    # The same hashes in `sha256sum -c` format, for auditors without hatang or jq.
+    sums = "".join(f"{e['sha256']}  {e['name']}\n" for e in listed).encode()
+    members = [*members, (SUMS, sums)]
+    listed.append({"name": SUMS, "sha256": hashlib.sha256(sums).hexdigest(), "size": len(sums)})
     manifest = {**manifest, "members": listed, "public_key": public_key_info(key.public_key())}
     body = canonical(manifest)
     signature = key.sign(body)
