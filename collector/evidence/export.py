@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ async def export(
         ("evidence.xlsx", write_xlsx(sheets, given.tz)),
         ("evidence.pdf", pdf_report(ev, sheets, unit_name, who, given.tz)),
         *((f"csv/{t.slug}.csv", write_csv(t, given.tz)) for t in sheets),
-        *((f"attachments/{name}", data) for name, data in sorted(attachments.items())),
+        *((f"attachments/{name}", data) for name, data in _safe_names(attachments)),
     ]
     rules = given.rules
     manifest: dict[str, Any] = {
@@ -200,6 +201,22 @@ async def export(
     except OSError as exc:
         raise EvidenceError(f"--out: {path}: cannot write: {exc.strerror}") from None
     return path
+
+
+def _safe_names(files: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """Attachment names as bundle members: ASCII letters, digits, ``._-`` (a Vietnamese
+    file name keeps its shape, ``Quyết định.pdf`` → ``Quy_t_nh.pdf``), unique."""
+    out: list[tuple[str, bytes]] = []
+    taken: set[str] = set()
+    for name, data in sorted(files.items()):
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "file"
+        candidate, n = safe, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{n}-{safe}"
+        taken.add(candidate)
+        out.append((candidate, data))
+    return out
 
 
 def _os_user() -> str:

@@ -569,3 +569,51 @@ def test_export_with_a_broken_rules_directory_exits_2(collector_dir: Path, tmp_p
                    "--out", str(tmp_path / "out"))  # fmt: skip
     assert proc.returncode == 2
     assert "bad.yaml: line" in proc.stderr
+
+
+def test_a_terminal_sees_progress_and_the_path_stays_alone_on_stdout(
+    collector_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import pty
+    import sys
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "collector", "evidence", "export", "--config",
+             str(collector_dir / "collector.yaml"), "--period", "2025-01", "--out", str(tmp_path)],
+            stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120, cwd=REPO,
+        )  # fmt: skip
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"[6/6]" in shown  # every unit of the demo province, on the terminal only
+    assert proc.stdout.strip().endswith(".zip") and len(proc.stdout.splitlines()) == 1
+
+
+def test_declarations_given_to_the_builders_are_listed_with_their_attachment() -> None:
+    from collector.evidence.render import write_csv
+    from collector.evidence.tables import Declaration, declarations_table
+
+    row = Declaration(
+        unit_id=SITE_A, unit_name="Xã An Bình", period="2025", key="security_regulation",
+        value="Quyết định 12/QĐ-UBND ngày 05/01/2025", declared_by="Trần Thị Bình",
+        declared_at=dt.datetime(2025, 1, 6, 9, tzinfo=TZ).timestamp(),
+        attachment_name="quyet-dinh-12.pdf", attachment_sha256="ab" * 32,
+    )  # fmt: skip
+    text = write_csv(declarations_table([row]), TZ).decode("utf-8-sig")
+    lines = text.splitlines()
+    assert lines[0].startswith("Mã đơn vị / Unit id,")
+    assert "Quyết định 12/QĐ-UBND ngày 05/01/2025" in lines[1]
+    assert "2025-01-06 09:00" in lines[1] and "ab" * 32 in lines[1]
