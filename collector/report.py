@@ -20,7 +20,7 @@ from collector.evidence.bundle import EvidenceError
 from collector.evidence.compute import UNIT_NETWORKS, Evidence, SiteResult, measure
 from collector.evidence.export import Inputs, _os_user, evidence_of
 from collector.evidence.render import NO_DATA, Column, Pdf, Table, text, write_xlsx
-from collector.evidence.tables import INDICATOR_VI, units_table
+from collector.evidence.tables import INDICATOR_VI, UNIT_ID, UNIT_NAME, units_table
 from collector.period import Period
 from collector.store import Store
 from collector.targets import INDICATORS, Goal, GoalLevel
@@ -126,8 +126,8 @@ def furthest_table(ev: Evidence) -> Table:
         "Furthest from target",
         [
             Column("Chỉ tiêu", "Indicator"),
-            Column("Mã đơn vị", "Unit id"),
-            Column("Tên đơn vị", "Unit name"),
+            UNIT_ID,
+            UNIT_NAME,
             Column("Tỉ lệ có kết nối", "Share up", "ratio"),
             Column("Ngưỡng đạt", "Threshold", "ratio"),
             Column("Cách ngưỡng (điểm %)", "Gap (points)", "float"),

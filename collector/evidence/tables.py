@@ -12,6 +12,10 @@ from collector.compliance import AT_MOST
 from collector.evidence.compute import DAY, Evidence, SiteResult
 from collector.evidence.render import NO_DATA, Column, Pdf, Table, line_chart, text
 
+UNIT_ID: Final = Column("Mã đơn vị", "Unit id")
+UNIT_NAME: Final = Column("Tên đơn vị", "Unit name")
+AGENT_ID: Final = Column("Mã agent", "Agent id")
+HOSTNAME: Final = Column("Tên máy", "Hostname")
 STATUS: Final = {
     "met": "đạt / met",
     "missed": "chưa đạt / missed",
@@ -130,8 +134,8 @@ def units_table(sites: Sequence[SiteResult]) -> Table:
         "Đơn vị",
         "Units",
         [
-            Column("Mã đơn vị", "Unit id"),
-            Column("Tên đơn vị", "Unit name"),
+            UNIT_ID,
+            UNIT_NAME,
             Column("Cấp", "Level"),
             Column("Cán bộ (khai báo)", "Officials (declared)", "int"),
             Column("Số báo cáo", "Reports", "int"),
@@ -174,9 +178,9 @@ def computers_table(sites: Sequence[SiteResult]) -> Table:
         "Máy tính",
         "Computers",
         [
-            Column("Mã đơn vị", "Unit id"),
-            Column("Mã agent", "Agent id"),
-            Column("Tên máy", "Hostname"),
+            UNIT_ID,
+            AGENT_ID,
+            HOSTNAME,
             Column("Hệ điều hành", "OS"),
             Column("Địa chỉ MAC", "MAC addresses"),
             Column("Thấy lần đầu", "First seen", "time"),
@@ -223,9 +227,9 @@ def antivirus_table(sites: Sequence[SiteResult]) -> Table:
         "Phòng chống mã độc",
         "Antivirus",
         [
-            Column("Mã đơn vị", "Unit id"),
-            Column("Mã agent", "Agent id"),
-            Column("Tên máy", "Hostname"),
+            UNIT_ID,
+            AGENT_ID,
+            HOSTNAME,
             Column("Trạng thái cuối", "Last state"),
             Column("Ngày có dữ liệu", "Days with data", "int"),
             Column("Tỉ lệ ngày được bảo vệ", "Share of days protected", "ratio"),
@@ -265,9 +269,9 @@ def firewall_table(sites: Sequence[SiteResult]) -> Table:
         "Tường lửa, bản vá",
         "Firewall, patches",
         [
-            Column("Mã đơn vị", "Unit id"),
-            Column("Mã agent", "Agent id"),
-            Column("Tên máy", "Hostname"),
+            UNIT_ID,
+            AGENT_ID,
+            HOSTNAME,
             Column("Tường lửa (lần cuối)", "Firewall (last)"),
             Column("Nguồn", "Source"),
             Column("Bản vá", "Patches"),
@@ -294,7 +298,7 @@ def connectivity_table(sites: Sequence[SiteResult]) -> Table:
         "Kết nối theo tháng",
         "Connectivity by month",
         [
-            Column("Mã đơn vị", "Unit id"),
+            UNIT_ID,
             Column("Loại mạng", "Network class"),
             Column("Tháng", "Month"),
             Column("Số lần kiểm tra", "Checks", "int"),
@@ -339,7 +343,7 @@ def outages_table(sites: Sequence[SiteResult]) -> Table:
         "Mất kết nối",
         "Outages",
         [
-            Column("Mã đơn vị", "Unit id"),
+            UNIT_ID,
             Column("Loại mạng", "Network class"),
             Column("Loại", "Kind"),
             Column("Bắt đầu", "Start", "time"),
@@ -371,8 +375,8 @@ def agents_table(sites: Sequence[SiteResult]) -> Table:
         "Agent",
         "Agents",
         [
-            Column("Mã đơn vị", "Unit id"),
-            Column("Mã agent", "Agent id"),
+            UNIT_ID,
+            AGENT_ID,
             Column("Vai trò", "Role"),
             Column("Phiên bản", "Version"),
             Column("Chu kỳ (giây)", "Interval (s)", "float"),
@@ -395,7 +399,7 @@ def completeness_table(ev: Evidence) -> Table:
         "Đầy đủ dữ liệu",
         "Data completeness",
         [
-            Column("Mã đơn vị", "Unit id"),
+            UNIT_ID,
             Column("Tháng", "Month"),
             Column("Báo cáo dự kiến", "Reports expected", "float"),
             Column("Báo cáo nhận được", "Reports received", "int"),
@@ -438,8 +442,8 @@ def declarations_table(declarations: Sequence[Declaration]) -> Table:
         "Kê khai",
         "Declarations",
         [
-            Column("Mã đơn vị", "Unit id"),
-            Column("Tên đơn vị", "Unit name"),
+            UNIT_ID,
+            UNIT_NAME,
             Column("Kỳ", "Period"),
             Column("Nội dung", "Key"),
             Column("Giá trị", "Value"),

@@ -54,6 +54,10 @@ class Link:
     prev: str
     hash: str
 
+    def values(self) -> tuple[int, str, str]:
+        """(chain_seq, prev_hash, chain_hash), the column order of every write."""
+        return self.seq, self.prev, self.hash
+
 
 def extend(
     heads: Mapping[str, tuple[int, str]],

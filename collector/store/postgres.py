@@ -400,7 +400,7 @@ class PostgresStore(GroupCommitStore):
             return IngestResult(0, found.duplicates, found.conflicts, 0)
         links, moved = _links(heads, found.accepted, received_at)
         rows = sorted(
-            ((*a.row(received_at), *_link_values(links[a.report.id])) for a in found.accepted),
+            ((*a.row(received_at), *links[a.report.id].values()) for a in found.accepted),
             key=lambda row: row[0],
         )
         inserted = {
@@ -425,7 +425,7 @@ class PostgresStore(GroupCommitStore):
                 "UPDATE reports SET chain_seq = u.seq, prev_hash = u.prev, chain_hash = u.hash"
                 " FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[])"
                 " AS u(id, seq, prev, hash) WHERE reports.id = u.id",
-                *_columns([(i, *_link_values(k)) for i, k in sorted(links.items())], 4),
+                *_columns([(i, *k.values()) for i, k in sorted(links.items())], 4),
             )
         await _save_heads(conn, moved)
         if lost:  # another replica stored these ids between our check and our insert
@@ -707,10 +707,6 @@ async def _digest(conn: Connection) -> str:
     return digest.hexdigest()
 
 
-def _link_values(link: Link) -> tuple[int, str, str]:
-    return link.seq, link.prev, link.hash
-
-
 def _links(
     heads: dict[str, tuple[int, str]], accepted: Sequence[Accepted], received_at: float
 ) -> tuple[dict[str, Link], dict[str, tuple[int, str]]]:
@@ -762,7 +758,7 @@ async def _chain_stored_reports(conn: Connection) -> None:
             "UPDATE reports SET chain_seq = u.seq, prev_hash = u.prev, chain_hash = u.hash"
             " FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[])"
             " AS u(id, seq, prev, hash) WHERE reports.id = u.id",
-            *_columns([(r[2], *_link_values(links[r[2]])) for r in rows], 4),
+            *_columns([(r[2], *links[r[2]].values()) for r in rows], 4),
         )
         after = (rows[-1][0], rows[-1][1], rows[-1][2])
     await _save_heads(conn, heads)

@@ -438,7 +438,7 @@ class SQLiteStore(GroupCommitStore):
                 "INSERT INTO reports (id, site, agent_id, seq, observed_at, effective_at,"
                 " received_at, content_hash, body, chain_seq, prev_hash, chain_hash)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*a.row(received_at), *_link_values(links[a.report.id])) for a in accepted],
+                [(*a.row(received_at), *links[a.report.id].values()) for a in accepted],
             )
             self._update_agents(conn, agent_rows(accepted, received_at))
             self._update_sections(conn, section_rows(accepted))
@@ -761,10 +761,6 @@ def _merge_host_day(conn: sqlite3.Connection, key: tuple[str, str, str], host: H
             host.av_state, host.av_at = av_state, av_at
 
 
-def _link_values(link: Link) -> tuple[int, str, str]:
-    return link.seq, link.prev, link.hash
-
-
 def _append_chain(
     conn: sqlite3.Connection, accepted: Sequence[Accepted], received_at: float
 ) -> dict[str, Link]:
@@ -808,7 +804,7 @@ def _chain_stored_reports(conn: sqlite3.Connection) -> None:
         heads.update(moved)
         conn.executemany(
             "UPDATE reports SET chain_seq = ?, prev_hash = ?, chain_hash = ? WHERE id = ?",
-            [(*_link_values(links[i]), i) for _, _, i, _ in rows],
+            [(*links[i].values(), i) for _, _, i, _ in rows],
         )
         after = (rows[-1][0], rows[-1][1], rows[-1][2])
     _save_heads(conn, heads)
