@@ -705,7 +705,7 @@ def evaluate(
         vi_value = "không có dữ liệu" if g.measured is None else f"{g.measured:.1%}"
         en_value = "no data" if g.measured is None else f"{g.measured:.1%}"
         subject = f"{g.plan}: {g.goal.indicator} ({g.goal.level})"
-        vi = f"Chưa đạt chỉ tiêu {target:.0%} (đạt {vi_value}, hạn {g.goal.deadline})"
+        vi = f"Chưa đạt chỉ tiêu {target:.0%} (đo được: {vi_value}; hạn {g.goal.deadline})"
         en = f"Goal {target:.0%} not attained (measured {en_value}, deadline {g.goal.deadline})"
         found.append(
             Finding("plan_goals_attained", g.goal.level, subject, vi, en, g.measured, target)
