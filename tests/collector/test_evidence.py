@@ -617,3 +617,55 @@ def test_declarations_given_to_the_builders_are_listed_with_their_attachment() -
     assert lines[0].startswith("Mã đơn vị / Unit id,")
     assert "Quyết định 12/QĐ-UBND ngày 05/01/2025" in lines[1]
     assert "2025-01-06 09:00" in lines[1] and "ab" * 32 in lines[1]
+
+
+@pytest.mark.postgres
+async def test_a_postgres_store_gives_the_same_evidence_as_sqlite(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Same history through each backend's ingest: every CSV of the bundle is equal."""
+    from collector.evidence.bundle import verify
+    from collector.evidence.export import export, inputs
+    from collector.store.postgres import PostgresStore
+
+    moment = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    tables: dict[str, dict[str, bytes]] = {}
+    for name, url in (("sqlite", f"sqlite:///{tmp_path}/s.db"), ("postgres", postgres_url)):
+        config = collector_config(tmp_path, targets=[str(TARGETS)], store={"url": url})
+        store = (
+            PostgresStore(postgres_url) if name == "postgres" else SQLiteStore(tmp_path / "s.db")
+        )
+        await store.open()
+        try:
+            await write_history(store)
+            path = await export(
+                config, store, inputs(config, "2025-H1", None), tmp_path / name, "test",
+                now=moment,
+            )  # fmt: skip
+        finally:
+            await store.close()
+        assert verify(path).ok
+        with zipfile.ZipFile(path) as archive:
+            tables[name] = {n: archive.read(n) for n in archive.namelist() if n.startswith("csv/")}
+    assert tables["sqlite"] == tables["postgres"]
+    assert b"72.00" in tables["postgres"]["csv/outages.csv"]
+
+
+@pytest.mark.parametrize("content", [b"not a key\n", b"-----BEGIN PRIVATE KEY-----\nAAAA\n"])
+def test_a_damaged_signing_key_is_named_and_nothing_is_written(
+    collector_dir: Path, tmp_path: Path, content: bytes
+) -> None:
+    key = tmp_path / "damaged.pem"
+    key.write_bytes(content)
+    config = yaml.safe_load((collector_dir / "collector.yaml").read_text())
+    config["store"]["url"] = f"sqlite:///{collector_dir}/collector.db"
+    config["evidence"] = {"signing_key": str(key)}
+    path = tmp_path / "collector.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = run_cli("evidence", "export", "--config", str(path), "--period", "2025",
+                   "--out", str(out))  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{key}: not an unencrypted PEM private key" in proc.stderr
+    assert not out.exists()
+    assert key.read_bytes() == content  # never replaced
