@@ -6,6 +6,7 @@ import datetime as dt
 import getpass
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,7 @@ async def export(
     unit_name = given.unit.name if given.unit else given.org.name
     members: list[tuple[str, bytes]] = [
         ("evidence.xlsx", write_xlsx(sheets, given.tz)),
-        ("evidence.pdf", pdf_report(ev, sheets, unit_name, who, given.tz)),
+        ("evidence.pdf", pdf_report(ev, sheets, unit_name, who, given.tz, declarations)),
         *((f"csv/{t.slug}.csv", write_csv(t, given.tz)) for t in sheets),
         *((f"attachments/{name}", data) for name, data in _safe_names(attachments)),
     ]
@@ -204,12 +205,14 @@ async def export(
 
 
 def _safe_names(files: dict[str, bytes]) -> list[tuple[str, bytes]]:
-    """Attachment names as bundle members: ASCII letters, digits, ``._-`` (a Vietnamese
-    file name keeps its shape, ``Quyết định.pdf`` → ``Quy_t_nh.pdf``), unique."""
+    """Attachment names as bundle members: ASCII letters, digits, ``._-``, unique (a
+    Vietnamese name loses its diacritics: ``Quyết định 12.pdf`` → ``Quyet_dinh_12.pdf``)."""
     out: list[tuple[str, bytes]] = []
     taken: set[str] = set()
     for name, data in sorted(files.items()):
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "file"
+        plain = unicodedata.normalize("NFKD", name.replace("đ", "d").replace("Đ", "D"))
+        plain = "".join(c for c in plain if not unicodedata.combining(c))
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", plain).strip(".") or "file"
         candidate, n = safe, 1
         while candidate in taken:
             n += 1

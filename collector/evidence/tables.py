@@ -531,7 +531,12 @@ MAX_PDF_FINDINGS: Final = 300
 
 
 def pdf_report(
-    ev: Evidence, tables_: Sequence[Table], unit_name: str, by: str, tz: ZoneInfo
+    ev: Evidence,
+    tables_: Sequence[Table],
+    unit_name: str,
+    by: str,
+    tz: ZoneInfo,
+    declarations: Sequence[Declaration] = (),
 ) -> bytes:
     """The PDF a person reads: title page, summary, charts, findings, rules."""
     title = "BÁO CÁO BẰNG CHỨNG AN TOÀN THÔNG TIN"
@@ -656,7 +661,16 @@ def pdf_report(
                 f"... và {len(ev.findings) - MAX_PDF_FINDINGS} phát hiện khác trong tệp Excel"
                 f" / and {len(ev.findings) - MAX_PDF_FINDINGS} more in the workbook."
             )
-    doc.heading("7. Căn cứ pháp lý / Legal basis")
+    doc.heading("7. Kê khai / Declarations")
+    if not declarations:
+        doc.paragraph(NO_DATA)
+    else:
+        doc.table(
+            ["Đơn vị / Unit", "Nội dung / Key", "Giá trị / Value", "Người kê khai / By"],
+            [(d.unit_name, d.key, d.value, d.declared_by) for d in declarations],
+            widths=(45, 40, 60, 35),
+        )
+    doc.heading("8. Căn cứ pháp lý / Legal basis")
     for basis in ev.rules_file.data.legal_basis:
         line = f"{basis.document} ({basis.document_en})"
         if basis.number:

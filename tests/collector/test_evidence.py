@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import openpyxl
 import pytest
 import yaml
@@ -669,3 +670,56 @@ def test_a_damaged_signing_key_is_named_and_nothing_is_written(
     assert f"{key}: not an unencrypted PEM private key" in proc.stderr
     assert not out.exists()
     assert key.read_bytes() == content  # never replaced
+
+
+async def test_declarations_and_attachments_reach_every_part_of_the_bundle(
+    collector_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seam the declarations module plugs into: rows and files from
+    ``_declarations`` land in the workbook, the CSV, the PDF and ``attachments/``."""
+    from collector.config import load_config
+    from collector.evidence import export as export_module
+    from collector.evidence.bundle import verify
+    from collector.evidence.tables import Declaration
+
+    pdf_bytes = b"%PDF-1.4 quyet dinh"
+    row = Declaration(
+        SITE_A, "Xã An Bình", "2025", "security_regulation", "Quyết định 12/QĐ-UBND",
+        "Trần Thị Bình", dt.datetime(2025, 1, 6, tzinfo=TZ).timestamp(), "Quyết định 12.pdf",
+        hashlib.sha256(pdf_bytes).hexdigest(),
+    )  # fmt: skip
+
+    async def declared(*_: Any) -> tuple[list[Declaration], dict[str, bytes]]:
+        return [row], {"Quyết định 12.pdf": pdf_bytes}
+
+    monkeypatch.setattr(export_module, "_declarations", declared)
+    config = load_config(collector_dir / "collector.yaml")
+    key = str(tmp_path / "k.pem")
+    config = msgspec.structs.replace(
+        config, evidence=msgspec.structs.replace(config.evidence, signing_key=key)
+    )
+    store = SQLiteStore(collector_dir / "collector.db")
+    await store.open()
+    try:
+        path = await export_module.export(
+            config, store, export_module.inputs(config, "2025-01", SITE_A), tmp_path, "test"
+        )
+    finally:
+        await store.close()
+    assert verify(path).ok
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read("attachments/Quyet_dinh_12.pdf") == pdf_bytes
+        book = openpyxl.load_workbook(io.BytesIO(archive.read("evidence.xlsx")), read_only=True)
+        (listed,) = sheet_rows(book, "Kê khai")
+        assert listed["Value"] == "Quyết định 12/QĐ-UBND"
+        assert listed["Attachment SHA-256"] == hashlib.sha256(pdf_bytes).hexdigest()
+        assert "Quyết định 12/QĐ-UBND" in archive.read("csv/declarations.csv").decode("utf-8-sig")
+        (tmp_path / "e.pdf").write_bytes(archive.read("evidence.pdf"))
+    text = await asyncio.to_thread(
+        subprocess.run,
+        ["pdftotext", str(tmp_path / "e.pdf"), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Quyết định 12/QĐ-UBND" in text.stdout
