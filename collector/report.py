@@ -20,7 +20,13 @@ from collector.evidence.bundle import EvidenceError
 from collector.evidence.compute import UNIT_NETWORKS, Evidence, SiteResult, measure
 from collector.evidence.export import Inputs, _os_user, evidence_of
 from collector.evidence.render import NO_DATA, Column, Pdf, Table, text, write_xlsx
-from collector.evidence.tables import INDICATOR_VI, UNIT_ID, UNIT_NAME, units_table
+from collector.evidence.tables import (
+    INDICATOR_VI,
+    UNIT_ID,
+    UNIT_NAME,
+    per_official,
+    units_table,
+)
 from collector.period import Period
 from collector.store import Store
 from collector.targets import INDICATORS, Goal, GoalLevel
@@ -105,10 +111,10 @@ def indicators_table(
                         INDICATOR_VI[indicator],
                         level,
                         plan,
-                        goal.goal,
+                        per_official(indicator, goal.goal),
                         goal.deadline if plan else None,
-                        now.measured,
-                        then.measured,
+                        per_official(indicator, now.measured),
+                        per_official(indicator, then.measured),
                         change,
                         now.coverage,
                         status,

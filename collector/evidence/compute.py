@@ -606,6 +606,14 @@ def _rule(rules: Rules, fact: str, value: float | None, coverage: float | None) 
     return out
 
 
+def _count(value: float) -> str:
+    return f"{value:.2f}"  # computers per official: a count per person
+
+
+def _percent(value: float) -> str:
+    return f"{value:.1%}"
+
+
 def _pc(c: Computer) -> str:
     return f"{c.hostname or c.agent_id} ({c.agent_id})"
 
@@ -702,11 +710,12 @@ def evaluate(
         if g.status not in ("missed", "no_data"):
             continue
         target = g.goal.goal or 0.0
-        vi_value = "không có dữ liệu" if g.measured is None else f"{g.measured:.1%}"
-        en_value = "no data" if g.measured is None else f"{g.measured:.1%}"
+        shown = _count if g.goal.indicator == "computers_per_official" else _percent
+        vi_value = "không có dữ liệu" if g.measured is None else shown(g.measured)
+        en_value = "no data" if g.measured is None else shown(g.measured)
         subject = f"{g.plan}: {g.goal.indicator} ({g.goal.level})"
-        vi = f"Chưa đạt chỉ tiêu {target:.0%} (đo được: {vi_value}; hạn {g.goal.deadline})"
-        en = f"Goal {target:.0%} not attained (measured {en_value}, deadline {g.goal.deadline})"
+        vi = f"Chưa đạt chỉ tiêu {shown(target)} (đo được: {vi_value}; hạn {g.goal.deadline})"
+        en = f"Goal {shown(target)} not attained (measured {en_value}, deadline {g.goal.deadline})"
         found.append(
             Finding("plan_goals_attained", g.goal.level, subject, vi, en, g.measured, target)
         )

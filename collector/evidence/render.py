@@ -46,6 +46,20 @@ class Column:
         return f"{self.vi} / {self.en}"
 
 
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """A value shown in another kind than its column's (computers per official is a
+    number of computers, not a share, in a column of shares)."""
+
+    value: Any
+    kind: Kind
+
+
+def as_kind(value: Any, kind: Kind) -> tuple[Any, Kind]:
+    """The value and kind a cell is written with."""
+    return (value.value, value.kind) if isinstance(value, Cell) else (value, kind)
+
+
 @dataclass(slots=True)
 class Table:
     """A titled table; ``rows`` hold plain values (unix seconds for ``time`` columns,
@@ -69,6 +83,7 @@ def _local(ts: float, tz: ZoneInfo) -> dt.datetime:
 
 def text(value: Any, kind: Kind, tz: ZoneInfo) -> str:
     """A cell as text (CSV, PDF)."""
+    value, kind = as_kind(value, kind)
     if value is None:
         return NO_DATA if kind in ("ratio", "float", "int") else ""
     if kind == "ratio":
@@ -136,6 +151,7 @@ def _letter(index: int) -> str:
 
 
 def _xlsx_cell(make: Any, sheet: Any, value: Any, kind: Kind, tz: ZoneInfo) -> Any:
+    value, kind = as_kind(value, kind)
     if value is None:
         return make(sheet, value=NO_DATA if kind in ("ratio", "float", "int") else None)
     if kind == "time":

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from collector.compliance import AT_MOST
 from collector.evidence.compute import DAY, Evidence, SiteResult
-from collector.evidence.render import NO_DATA, Column, Pdf, Table, line_chart, text
+from collector.evidence.render import NO_DATA, Cell, Column, Pdf, Table, line_chart, text
 
 UNIT_ID: Final = Column("Mã đơn vị", "Unit id")
 UNIT_NAME: Final = Column("Tên đơn vị", "Unit name")
@@ -60,6 +60,11 @@ class Declaration:
     declared_at: float  # unix seconds
     attachment_name: str | None = None
     attachment_sha256: str | None = None
+
+
+def per_official(indicator: str, value: float | None) -> Any:
+    """Computers per official is a count per person (1.0 = one each), not a share."""
+    return Cell(value, "float") if indicator == "computers_per_official" else value
 
 
 def _on(value: bool | None) -> str:
@@ -114,9 +119,9 @@ def goals_table(ev: Evidence) -> Table:
                 g.plan,
                 INDICATOR_VI.get(g.goal.indicator, g.goal.indicator),
                 g.goal.level,
-                g.goal.goal,
+                per_official(g.goal.indicator, g.goal.goal),
                 g.goal.deadline,
-                g.measured,
+                per_official(g.goal.indicator, g.measured),
                 g.numerator if g.measured is not None else None,
                 g.denominator if g.measured is not None else None,
                 g.with_data,
@@ -603,8 +608,8 @@ def pdf_report(
                 (
                     INDICATOR_VI.get(g.goal.indicator, g.goal.indicator),
                     g.goal.level,
-                    text(g.goal.goal, "ratio", tz),
-                    text(g.measured, "ratio", tz),
+                    text(per_official(g.goal.indicator, g.goal.goal), "ratio", tz),
+                    text(per_official(g.goal.indicator, g.measured), "ratio", tz),
                     text(g.coverage, "ratio", tz),
                     STATUS[g.status],
                 )

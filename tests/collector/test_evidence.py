@@ -228,6 +228,13 @@ def test_goals_are_measured_with_coverage_and_never_count_no_data(workbook: Any)
 # -- the files open where auditors open them -----------------------------------------------
 
 
+def test_computers_per_official_is_a_count_not_a_share(members: dict[str, bytes]) -> None:
+    goals = members["csv/goals.csv"].decode("utf-8-sig").splitlines()
+    (row,) = [line for line in goals if "computers per official" in line]
+    # 3 agents over 165 declared officials (units without officials are left out)
+    assert ",1.00,2026,0.02," in row and "%" not in row.split(",2026,")[1].split(",")[0]
+
+
 def test_csv_files_are_utf8_with_bom_and_rfc4180(members: dict[str, bytes]) -> None:
     import csv
 
