@@ -554,7 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_token_list(config, args.json))
         return asyncio.run(_token_revoke(config, args.token_id))
     except (
-        OrgError, TargetsError, PeriodError, _UnknownUnit, ComplianceError, EvidenceError
+        OrgError,
+        TargetsError,
+        PeriodError,
+        _UnknownUnit,
+        ComplianceError,
+        EvidenceError,
     ) as exc:
         return _fail(str(exc))
     except StoreError as exc:
