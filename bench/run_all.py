@@ -30,9 +30,6 @@ ORDER = ("footprint", "probes", "arp_sweep", "ingest", "scrape", "evidence")
 
 def run_script(name: str, quick: bool) -> tuple[list[Row], list[str], str]:
     """Run one benchmark; (rows, notes, command)."""
-    if name == "evidence":
-        return [Row("evidence export", "a year for 200 sites / 5,000 computers",
-                    "not implemented yet")], [], "-"  # fmt: skip
     command = [sys.executable, str(BENCH / f"{name}.py")]
     if name == "arp_sweep":
         shown = "python3 bench/arp_sweep.py"

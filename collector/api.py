@@ -654,6 +654,34 @@ async def get_healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if store_ok else 503)
 
 
+async def get_evidence_public_key(request: web.Request) -> web.Response:
+    """GET /api/v1/evidence/public-key: the key evidence bundles are verified against
+    (404 until the first export created it; the server never creates a signing key)."""
+    from pathlib import Path
+
+    from collector.evidence.bundle import EvidenceError, load_key, public_key_info
+
+    path = request.app[CONFIG].evidence.signing_key
+    try:
+        key = None if path is None else await asyncio.to_thread(load_key, Path(path))
+    except EvidenceError as exc:
+        event(log, logging.ERROR, "evidence.key_unreadable", error=str(exc)[:300])
+        return error_response(
+            503,
+            "evidence_key_unreadable",
+            "the evidence signing key cannot be read (see the collector log)",
+            "không đọc được khoá ký bằng chứng (xem nhật ký collector)",
+        )
+    if key is None:
+        return error_response(
+            404,
+            "no_evidence_key",
+            "no evidence key yet: the first `hatang-collector evidence export` creates it",
+            "chưa có khoá ký bằng chứng: lần xuất bằng chứng đầu tiên sẽ tạo khoá",
+        )
+    return web.json_response(public_key_info(key.public_key()))
+
+
 async def get_metrics(request: web.Request) -> web.StreamResponse:
     """GET /metrics: the snapshot's families (rendered once per snapshot) and the app's
     registry, in the Prometheus text format; gzip when the scraper accepts it."""

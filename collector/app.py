@@ -168,6 +168,9 @@ def create_app(
             web.post("/api/v1/reports", api.post_reports, name="reports"),
             web.get("/api/v1/openapi.yaml", api.get_openapi, name="openapi"),
             web.get("/healthz", api.get_healthz, name="healthz"),
+            web.get(
+                "/api/v1/evidence/public-key", api.get_evidence_public_key, name="evidence_key"
+            ),
             web.get("/metrics", api.get_metrics, name="metrics"),
         ]
     )

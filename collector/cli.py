@@ -1,5 +1,6 @@
-"""``hatang-collector``: ``serve``, ``token``, ``store verify``, ``declare``, ``backfill``,
-``--version``.
+"""``hatang-collector``: ``serve``, ``token create|list|revoke``, ``store verify``,
+``declare template|import|list``, ``evidence export|verify|public-key``, ``report``,
+``backfill``, ``--version``.
 
 Exit codes: 0 success, 1 a runtime failure (store cannot open, unknown token id, a
 corrupt store for ``store verify``), 2 a
@@ -26,7 +27,9 @@ from typing import Any, NoReturn
 
 from agent import __version__
 from agent.log import event, setup
+from collector.compliance import ComplianceError
 from collector.config import CollectorConfig, ConfigError, load_config
+from collector.evidence.bundle import EvidenceError
 from collector.org import Org, OrgError, Unit, load_org
 from collector.period import PeriodError
 from collector.store import Store, StoreError
@@ -114,6 +117,29 @@ def _parser() -> argparse.ArgumentParser:
         help="write samples older than remote_write.max_sample_age here, for "
         "`promtool tsdb create-blocks-from openmetrics FILE DATA_DIR`",
     )
+    evidence = commands.add_parser("evidence", help="signed evidence bundles for auditors")
+    evidences = evidence.add_subparsers(
+        dest="evidence_command", required=True, parser_class=_Parser
+    )
+    export = evidences.add_parser("export", help="write one signed bundle (.zip) for a period")
+    export.add_argument("--config", required=True, metavar="FILE")
+    export.add_argument("--period", required=True, metavar="P", help="2026, 2026-H1, 2026-Q3...")
+    export.add_argument("--unit", metavar="ID", help="a unit and everything under it")
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.add_argument("--by", metavar="NAME", help="who exports (default: the OS user)")
+    check = evidences.add_parser("verify", help="check a bundle's members and signature")
+    check.add_argument("bundle", metavar="BUNDLE")
+    check.add_argument("--key", metavar="PUBKEY", help="public key file (PEM or base64)")
+    public = evidences.add_parser("public-key", help="print the bundles' public key")
+    public.add_argument("--config", required=True, metavar="FILE")
+
+    report = commands.add_parser("report", help="attainment report for a period (xlsx or pdf)")
+    report.add_argument("--config", required=True, metavar="FILE")
+    report.add_argument("--period", required=True, metavar="P", help="2026, 2026-H1, 2026-Q3...")
+    report.add_argument("--unit", metavar="ID", help="a unit and everything under it")
+    report.add_argument("--format", choices=("xlsx", "pdf"), default="xlsx")
+    report.add_argument("--out", required=True, metavar="DIR")
+    report.add_argument("--by", metavar="NAME", help="who reports (default: the OS user)")
     return parser
 
 
@@ -202,11 +228,32 @@ def _store_verify(config: CollectorConfig, as_json: bool) -> int:
         from collector.store.postgres import verify_database
 
         check: Any = asyncio.run(verify_database(config.store.url))
-        return _print_check(check.where, check, as_json)
+        return _print_check(check.where, _with_chain(config, check), as_json)
     path = sqlite_path(config.store.url)
     if not os.path.isfile(path):
         return _fail(f"store: {path}: no such file (see store.url in the config)", 1)
-    return _print_check(str(path), verify_file(path), as_json)
+    return _print_check(str(path), _with_chain(config, verify_file(path)), as_json)
+
+
+def _with_chain(config: CollectorConfig, check: Any) -> Any:
+    """The check with the hash chain's findings added (``collector.store.chain``): which
+    report was altered, inserted or deleted. Only a store that opened sound is walked."""
+    import dataclasses
+
+    from collector.config import sqlite_path
+    from collector.store import POSTGRES_SCHEMES
+
+    if not check.ok:
+        return check
+    if config.store.url.startswith(POSTGRES_SCHEMES):
+        from collector.store.postgres import verify_chain_database
+
+        problems = asyncio.run(verify_chain_database(config.store.url))
+    else:
+        from collector.store.sqlite import verify_chain_file
+
+        problems = verify_chain_file(sqlite_path(config.store.url))
+    return dataclasses.replace(check, problems=[*check.problems, *problems]) if problems else check
 
 
 def _print_check(where: str, check: Any, as_json: bool) -> int:
@@ -503,9 +550,101 @@ async def _serve(config: CollectorConfig) -> int:
     return 0
 
 
+def _note(text: str) -> None:
+    sys.stderr.write(f"hatang-collector: {text}\n")
+
+
+async def _evidence_export(config: CollectorConfig, args: argparse.Namespace) -> int:
+    from collector.evidence.export import export, inputs, progress_printer
+
+    given = inputs(config, args.period, args.unit)
+    store = _store(config)
+    await store.open()
+    try:
+        path = await export(
+            config,
+            store,
+            given,
+            Path(args.out),
+            args.by,
+            note=_note,
+            progress=progress_printer(sys.stderr.isatty()),
+        )
+    finally:
+        await store.close()
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def _evidence_verify(args: argparse.Namespace) -> int:
+    """Print every problem and the signature's verdict; OK alone when the bundle holds."""
+    from collector.evidence.bundle import EvidenceError, read_public_key, verify
+
+    try:
+        key = None if args.key is None else read_public_key(Path(args.key))
+        verdict = verify(Path(args.bundle), key)
+    except EvidenceError as exc:
+        return _fail(str(exc))
+    if verdict.ok:
+        sys.stdout.write(f"{verdict.signature}\nOK\n")
+        return 0
+    for problem in verdict.problems:
+        sys.stdout.write(f"{problem}\n")
+    sys.stdout.write(f"{verdict.signature}\nFAILED\n")
+    return 1
+
+
+def _evidence_public_key(config: CollectorConfig) -> int:
+    from collector.config import DEFAULT_SIGNING_KEY
+    from collector.evidence.bundle import load_or_create_key, public_key_info
+
+    path = Path(config.evidence.signing_key or DEFAULT_SIGNING_KEY)
+    key, created = load_or_create_key(path)
+    if created:
+        sys.stderr.write(f"hatang-collector: created the evidence signing key {path}\n")
+    info = public_key_info(key.public_key())
+    sys.stdout.write(info["public_key_pem"])
+    sys.stdout.write(f"fingerprint (sha256 of the raw key): {info['fingerprint_sha256']}\n")
+    sys.stdout.write(f"{info['public_key_base64']}\n")
+    return 0
+
+
+async def _report(config: CollectorConfig, args: argparse.Namespace) -> int:
+    from collector.evidence.export import inputs, progress_printer
+    from collector.report import write_report
+
+    given = inputs(config, args.period, args.unit)
+    store = _store(config)
+    await store.open()
+    try:
+        path = await write_report(
+            config,
+            store,
+            given,
+            Path(args.out),
+            args.format,
+            args.by,
+            progress=progress_printer(sys.stderr.isatty()),
+        )
+    finally:
+        await store.close()
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def _evidence(config: CollectorConfig, args: argparse.Namespace) -> int:
+    if args.command == "report":
+        return asyncio.run(_report(config, args))
+    if args.evidence_command == "public-key":
+        return _evidence_public_key(config)
+    return asyncio.run(_evidence_export(config, args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "evidence" and args.evidence_command == "verify":
+        return _evidence_verify(args)  # an auditor's command: no collector config needed
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -528,12 +667,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_declare_list(config, org, args))
         if args.command == "backfill":
             return asyncio.run(_backfill(config, args.start, args.end, args.openmetrics))
+        if args.command in ("evidence", "report"):
+            return _evidence(config, args)
         if args.token_command == "create":  # noqa: S105 - a sub-command name
             return asyncio.run(_token_create(config, load_org(config.org), args.site, args.note))
         if args.token_command == "list":  # noqa: S105
             return asyncio.run(_token_list(config, args.json))
         return asyncio.run(_token_revoke(config, args.token_id))
-    except (OrgError, TargetsError, PeriodError, _UnknownUnit, _UsageError) as exc:
+    except (
+        OrgError,
+        TargetsError,
+        PeriodError,
+        _UnknownUnit,
+        _UsageError,
+        ComplianceError,
+        EvidenceError,
+    ) as exc:
         return _fail(str(exc))
     except StoreError as exc:
         return _fail(f"store: {exc}", 1)

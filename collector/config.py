@@ -26,6 +26,8 @@ from collector.period import Period, WindowDef, parse_period
 
 __all__ = ["CollectorConfig", "ConfigError", "load_config", "parse_config", "sqlite_path"]
 
+DEFAULT_SIGNING_KEY = "evidence-signing-key.pem"  # beside the config file
+
 
 def sqlite_path(url: str) -> str:
     """The file path of a ``sqlite:`` url (``sqlite:///abs`` is absolute)."""
@@ -270,6 +272,17 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
+class EvidenceConfig(_Section, frozen=True):
+    """Evidence bundles (``hatang-collector evidence``): the signing key and the rules."""
+
+    # Ed25519 private key (PKCS#8 PEM) that signs every bundle's manifest. Created with
+    # owner-only permissions by the first export when missing; default: beside the config
+    # file (evidence-signing-key.pem). Keep a backup: auditors verify against its public key.
+    signing_key: str | None = None
+    # Directory of compliance rules files (configs/compliance/*.yaml); default: the shipped one.
+    compliance: str | None = None
+
+
 class CollectorConfig(_Section, frozen=True):
     """The whole collector configuration (see configs/collector.example.yaml)."""
 
@@ -284,6 +297,7 @@ class CollectorConfig(_Section, frozen=True):
     auth: AuthConfig = AuthConfig()
     metrics: MetricsConfig = MetricsConfig()
     reporting: ReportingConfig = ReportingConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     log: LogConfig = LogConfig()
     remote_write: RemoteWriteConfig | None = None  # off by default
 
@@ -324,12 +338,20 @@ def parse_config(data: Any, file: str = "<config>", base: Path | None = None) ->
     remote = config.remote_write
     if remote is not None:
         remote = _resolve_remote_write(file, base, remote)
+    evidence = msgspec.structs.replace(
+        config.evidence,
+        signing_key=_resolve(base, config.evidence.signing_key or DEFAULT_SIGNING_KEY),
+        compliance=None
+        if config.evidence.compliance is None
+        else _resolve(base, config.evidence.compliance),
+    )
     return msgspec.structs.replace(
         config,
         listen=listen,
         store=store,
         log=log,
         remote_write=remote,
+        evidence=evidence,
         org=_resolve(base, config.org),
         targets=[_resolve(base, t) for t in config.targets],
     )

@@ -445,6 +445,9 @@ class Store(Protocol):
         ...
 
     async def rejection_counts(self) -> dict[str, int]: ...
+    async def chain_heads(self) -> dict[str, tuple[int, str]]:
+        """Each site's newest hash-chain (seq, hash), see ``collector.store.chain``."""
+        ...
 
     async def protected_until(
         self, agents: Sequence[tuple[str, str]]

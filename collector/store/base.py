@@ -60,6 +60,7 @@ READ_QUERIES: Final = (
     "declarations",  # until, since → DECLARATION_COLUMNS rows whose period overlaps
     "declaration_file",  # sha256 → (content,)
     "last_protected_day",  # site, agent_id → (day,) newest day whose last AV state was protected
+    "chain_heads",  # → (site, seq, head): each site's newest hash-chain position
 )
 MAX_PROTECTED_LOOKUPS: Final = 5000  # unprotected computers looked up per refresh
 
@@ -392,3 +393,8 @@ class GroupCommitStore:
                 midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
                 until[pair] = midnight.timestamp() - self.rollup_offset
         return until
+
+    async def chain_heads(self) -> dict[str, tuple[int, str]]:
+        """Each site's newest hash-chain position and hash (see ``collector.store.chain``):
+        what an evidence manifest records, so later rewriting of history shows."""
+        return {str(s): (int(n), str(h)) for s, n, h in await self._rows("chain_heads")}

@@ -59,6 +59,15 @@ from collector.store.base import (
     digest_queries,
     schema_problems,
 )
+from collector.store.chain import (
+    BACKFILL_PAGE,
+    CHAIN_VERSION,
+    HEADS_SQL,
+    VERIFY_SQL,
+    Checker,
+    Link,
+    extend,
+)
 from collector.store.ingest import Accepted, Rollups, agent_rows, rollups, section_rows, triage
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,7 @@ GROUP_RETRIES: Final = 5  # deadlock / serialization failure with another replic
 READ_POOL_SIZE: Final = 4
 # Any constant: serialises migrations of collector replicas that start together.
 MIGRATION_LOCK: Final = 0x6861_7461_6E67  # "hatang"
+CHAIN_LOCK: Final = 0x6874_6368  # "htch": the class of the per-site hash-chain locks
 # Failures of the database or of the way to it: the whole call fails (503, agents retry).
 _DB_ERRORS: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # A bug in one operation of a group: it fails alone, the others still commit.
@@ -159,6 +169,7 @@ class PostgresStore(GroupCommitStore):
         "declaration_file": "SELECT content FROM declaration_files WHERE sha256 = $1",
         "last_protected_day": "SELECT MAX(day) FROM host_daily WHERE site = $1 AND agent_id = $2"
         " AND antivirus_state = 'protected'",
+        "chain_heads": HEADS_SQL,
     }
 
     def __init__(
@@ -246,6 +257,8 @@ class PostgresStore(GroupCommitStore):
                 if version <= current:
                     continue
                 await conn.execute(sql)  # simple protocol: the whole file, in this transaction
+                if version == CHAIN_VERSION:
+                    await _chain_stored_reports(conn)
                 await conn.execute(
                     "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
                     version,
@@ -377,6 +390,9 @@ class PostgresStore(GroupCommitStore):
         self, conn: Connection, batch: list[tuple[Report, bytes]], clock_offset: float
     ) -> IngestResult:
         received_at = float(self.clock())
+        # The sites' chain heads, locked first (in site order): another replica appending to
+        # the same site waits here until this transaction ends, so each chain stays one line.
+        heads = await _lock_heads(conn, sorted({r.site for r, _ in batch}))
         ids = sorted({r.id for r, _ in batch})
         stored = await conn.fetch(
             "SELECT id, content_hash FROM reports WHERE id = ANY($1::text[])", ids
@@ -386,19 +402,36 @@ class PostgresStore(GroupCommitStore):
         )
         if not found.accepted:
             return IngestResult(0, found.duplicates, found.conflicts, 0)
-        rows = sorted((a.row(received_at) for a in found.accepted), key=lambda row: row[0])
+        links, moved = _links(heads, found.accepted, received_at)
+        rows = sorted(
+            ((*a.row(received_at), *links[a.report.id].values()) for a in found.accepted),
+            key=lambda row: row[0],
+        )
         inserted = {
             row[0]
             for row in await conn.fetch(
                 "INSERT INTO reports (id, site, agent_id, seq, observed_at, effective_at,"
-                " received_at, content_hash, body) SELECT * FROM unnest($1::text[], $2::text[],"
+                " received_at, content_hash, body, chain_seq, prev_hash, chain_hash)"
+                " SELECT * FROM unnest($1::text[], $2::text[],"
                 " $3::text[], $4::int8[], $5::float8[], $6::float8[], $7::float8[], $8::text[],"
-                " $9::text[]) ON CONFLICT (id) DO NOTHING RETURNING id",
-                *_columns(rows, 9),
+                " $9::text[], $10::int8[], $11::text[], $12::text[])"
+                " ON CONFLICT (id) DO NOTHING RETURNING id",
+                *_columns(rows, 12),
             )
         }
         accepted = [a for a in found.accepted if a.report.id in inserted]
         lost = [a for a in found.accepted if a.report.id not in inserted]
+        if lost:
+            # The same id stored meanwhile under another site's lock (a hostile or broken
+            # agent reusing ids): chain again without the lost ones, so no position is skipped.
+            links, moved = _links(heads, accepted, received_at)
+            await conn.execute(
+                "UPDATE reports SET chain_seq = u.seq, prev_hash = u.prev, chain_hash = u.hash"
+                " FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[])"
+                " AS u(id, seq, prev, hash) WHERE reports.id = u.id",
+                *_columns([(i, *k.values()) for i, k in sorted(links.items())], 4),
+            )
+        await _save_heads(conn, moved)
         if lost:  # another replica stored these ids between our check and our insert
             stored = await conn.fetch(
                 "SELECT id, content_hash FROM reports WHERE id = ANY($1::text[])",
@@ -859,6 +892,87 @@ async def _count(conn: Connection, counts: dict[str, int]) -> None:
             " DO UPDATE SET count = remote_write_counts.count + excluded.count",
             *_columns(rows, 2),
         )
+
+
+def _links(
+    heads: dict[str, tuple[int, str]], accepted: Sequence[Accepted], received_at: float
+) -> tuple[dict[str, Link], dict[str, tuple[int, str]]]:
+    return extend(heads, ((a.report.site, a.report.id, a.digest, received_at) for a in accepted))
+
+
+async def _lock_heads(conn: Connection, sites: list[str]) -> dict[str, tuple[int, str]]:
+    """Take each site's chain lock for this transaction (in site order), then read the
+    heads: a transaction-scoped advisory lock needs no row, so a batch of replays leaves
+    nothing behind."""
+    for site in sites:
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", CHAIN_LOCK, site)
+    rows = await conn.fetch(
+        "SELECT site, seq, head FROM chain_heads WHERE site = ANY($1::text[])", sites
+    )
+    return {r[0]: (int(r[1]), str(r[2])) for r in rows}
+
+
+async def _save_heads(conn: Connection, heads: dict[str, tuple[int, str]]) -> None:
+    if heads:
+        items = sorted(heads.items())
+        await conn.execute(
+            "INSERT INTO chain_heads (site, seq, head)"
+            " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[])"
+            " ON CONFLICT (site) DO UPDATE SET seq = excluded.seq, head = excluded.head",
+            [s for s, _ in items],
+            [n for _, (n, _) in items],
+            [h for _, (_, h) in items],
+        )
+
+
+async def _chain_stored_reports(conn: Connection) -> None:
+    """Chain the reports stored before version 4 (see the SQLite store's twin), a page at
+    a time, inside the migration transaction (replicas wait on the migration lock)."""
+    heads: dict[str, tuple[int, str]] = {}
+    after: tuple[str, float, str] = ("", float("-inf"), "")
+    while True:
+        rows = await conn.fetch(
+            "SELECT site, received_at, id, content_hash FROM reports"  # noqa: S608 - a constant
+            ' WHERE (site COLLATE "C", received_at, id COLLATE "C") > ($1, $2, $3)'
+            f' ORDER BY site COLLATE "C", received_at, id COLLATE "C" LIMIT {BACKFILL_PAGE}',
+            *after,
+        )
+        if not rows:
+            break
+        links, moved = extend(heads, ((r[0], r[2], r[3], r[1]) for r in rows))
+        heads.update(moved)
+        await conn.execute(
+            "UPDATE reports SET chain_seq = u.seq, prev_hash = u.prev, chain_hash = u.hash"
+            " FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[])"
+            " AS u(id, seq, prev, hash) WHERE reports.id = u.id",
+            *_columns([(r[2], *links[r[2]].values()) for r in rows], 4),
+        )
+        after = (rows[-1][0], rows[-1][1], rows[-1][2])
+    await _save_heads(conn, heads)
+
+
+async def verify_chain_database(url: str, *, connect_timeout: float = 10.0) -> list[str]:
+    """The hash chain's problems in a database (one read-only snapshot; empty when sound)."""
+    shown = redact(url)
+    try:
+        conn = await asyncpg.connect(url, timeout=connect_timeout)
+    except _DB_ERRORS as exc:
+        raise StoreError(f"{shown}: cannot connect: {exc}") from exc
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            version = await conn.fetchval("SELECT MAX(version) FROM schema_version")
+            if int(version or 0) < CHAIN_VERSION:
+                return []
+            heads = {r[0]: (int(r[1]), str(r[2])) for r in await conn.fetch(HEADS_SQL)}
+            checker = Checker(heads)
+            async for row in conn.cursor(VERIFY_SQL, prefetch=1000):
+                checker.feed(tuple(row))
+            return checker.finish()
+    except _DB_ERRORS as exc:
+        return [f"hash chain: {exc}"]
+    finally:
+        with contextlib.suppress(*_DB_ERRORS):
+            await conn.close(timeout=5)
 
 
 DatabaseCheck = Check  # what ``verify_database`` answers (``where``: the redacted url)
