@@ -320,6 +320,20 @@ class SnmpConfig(_Section, frozen=True):
     devices: Annotated[list[SnmpDeviceConfig], msgspec.Meta(max_length=16)] = []
 
 
+class CentralFetchConfig(_Section, frozen=True):
+    """Fetch the central configuration from the collector (docs/central-config.md)."""
+
+    enabled: bool = True
+    refresh: Duration = Duration(300.0)  # how often to ask (an unchanged config costs a 304)
+    cache: str | None = None  # the last good one; default: central.json next to the spool
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.refresh <= 86400:
+            raise ValueError("refresh: between 10s and 1d")
+        if self.cache == "":
+            raise ValueError("cache: must not be empty")
+
+
 class AgentConfig(_Section, frozen=True):
     """The whole agent configuration (see configs/agent.example.yaml)."""
 
@@ -336,6 +350,7 @@ class AgentConfig(_Section, frozen=True):
     discovery: DiscoveryConfig = DiscoveryConfig()
     snmp: SnmpConfig = SnmpConfig()
     log: LogConfig = LogConfig()
+    central: CentralFetchConfig | None = None  # none: standalone, this file is the whole config
 
     def __post_init__(self) -> None:
         if self.interval < 1:
@@ -376,6 +391,46 @@ def parse_config(data: Any, file: str = "<config>") -> AgentConfig:
 def load_config(path: str | Path) -> AgentConfig:
     """Load and validate an agent config file; errors name the file as it was given."""
     return parse_config(read_yaml(path), str(path))
+
+
+# The keys the collector's central configuration may set (collector/central.py); every
+# other key (site, role, agent_id, collector, spool, log, central) is local to the PC.
+CENTRAL_KEYS: Final = (
+    "interval",
+    "jitter",
+    "networks",
+    "inventory",
+    "antivirus",
+    "discovery",
+    "snmp",
+)
+
+
+def merge_config(
+    into: dict[str, Any],
+    layer: Any,
+    *,
+    file: str = "",
+    origin: dict[str, str] | None = None,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """Merge a config layer into ``into`` (changed in place and returned): mappings merge
+    key by key, lists and values replace. ``origin`` records which ``file`` set each key
+    path, so an error in the merged config can name the file it came from."""
+    import copy
+
+    for key, value in layer.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        current = into.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merge_config(current, value, file=file, origin=origin, prefix=path)
+            continue
+        into[key] = copy.deepcopy(value)
+        if origin is not None:
+            for stale in [p for p in origin if p.startswith((path + ".", path + "["))]:
+                del origin[stale]
+            origin[path] = file
+    return into
 
 
 def configured_networks(config: AgentConfig) -> list[NetworkClass]:
