@@ -328,8 +328,8 @@ class CentralFetchConfig(_Section, frozen=True):
     cache: str | None = None  # the last good one; default: central.json next to the spool
 
     def __post_init__(self) -> None:
-        if not 10 <= self.refresh <= 86400:
-            raise ValueError("refresh: between 10s and 1d")
+        if not 1 <= self.refresh <= 86400:
+            raise ValueError("refresh: between 1s and 1d")
         if self.cache == "":
             raise ValueError("cache: must not be empty")
 

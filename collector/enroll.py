@@ -276,9 +276,9 @@ def _refused(reason: str) -> api.Rejection:
     return rej
 
 
-def _bad_body(message: str, field: str = "$") -> api.Rejection:
+def _bad_body(message: str, field: str = "$", status: int = 422) -> api.Rejection:
     return api.Rejection(
-        422 if field != "$" else 400,
+        status,
         "invalid_enrollment",
         f"{field}: {message}",
         f"Yêu cầu đăng ký không hợp lệ tại {field}: {message}",
@@ -294,9 +294,9 @@ def parse_request(body: bytes) -> EnrollRequest:
     except msgspec.ValidationError as exc:
         match = _FIELD.match(str(exc))
         msg, path = (match.group("msg"), match.group("field")) if match else (str(exc), "$")
-        raise _bad_body(msg, path if path != "$" else "$.") from None
+        raise _bad_body(msg, path) from None
     except msgspec.DecodeError as exc:
-        raise _bad_body(f"body is not valid JSON: {exc}") from None
+        raise _bad_body(f"body is not valid JSON: {exc}", status=400) from None
 
 
 async def _read(request: web.Request) -> bytes:
