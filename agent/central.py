@@ -152,6 +152,7 @@ class Refresher:
         self.rejected: tuple[str, str] | None = None  # (version, error) last rejected
         self.fetches = 0
         self.not_modified = 0
+        self.standalone = False  # the collector serves no central config (404)
         self._reported: tuple[Any, ...] | None = None
 
     def load_cache(self) -> Applied | None:
@@ -193,6 +194,7 @@ class Refresher:
             self.not_modified += 1
             await self._report()
             return None
+        self.standalone = resp.status == 404
         if resp.status != 200:
             level = logging.DEBUG if resp.status == 404 else logging.WARNING
             event(log, level, "central.fetch_failed", collector_says=resp.describe())
@@ -252,6 +254,24 @@ class Refresher:
             self._reported = state
         else:
             event(log, logging.WARNING, "central.status_refused", collector_says=resp.describe())
+
+    async def first(self, stop: asyncio.Event) -> bool:
+        """Wait for a first good central config (no cache yet); False when stopped first.
+
+        Without one the agent would probe what its local file alone says (the default
+        gateway, nothing else) and report that as the office's state: better to wait.
+        A collector that serves no central config (404) means standalone: go on.
+        """
+        delay = 1.0
+        while not stop.is_set():
+            if await self.fetch() is not None or self.version is not None or self.standalone:
+                return True
+            event(log, logging.WARNING, "central.waiting", retry_in_seconds=delay,
+                  hint="no central configuration yet; checks start once it arrives")  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, self.refresh, 60.0)
+        return False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch now, then every ``refresh`` until ``stop``."""

@@ -82,6 +82,35 @@ def _proposed_id(spool: Path) -> str:
     return machine_agent_id()
 
 
+def _first_central(data: dict[str, Any], path: str, token: str, agent_id: str) -> str:
+    """Fetch and cache the central config now, so that `check` and the first `run` cycle
+    probe what the province set; a line saying what happened (never fatal)."""
+    import asyncio
+    import logging
+
+    from agent.central import Refresher
+
+    logging.getLogger("agent.central").setLevel(logging.CRITICAL)  # the line below says it
+    config = parse_config(data, path)
+    refresher = Refresher(data, config, path, token, agent_id, lambda c: None)
+    applied = asyncio.run(refresher.fetch())
+    if applied is not None:
+        networks = [n for n in ("lan", "wan", "dedicated", "internet")
+                    if applied.config.networks.get(n) is not None]  # fmt: skip
+        return (
+            f"Cấu hình tập trung / central configuration {applied.version}: "
+            f"{', '.join(networks) or 'lan (default gateway)'}"
+        )
+    if refresher.rejected is not None:
+        return (
+            "Cảnh báo / Warning: this PC rejected the central configuration "
+            f"({refresher.rejected[1]}); the collector sees it in `agents list`"
+        )
+    if refresher.standalone:
+        return "Máy chủ không có cấu hình tập trung / no central configuration: local file only"
+    return "Chưa tải được cấu hình tập trung / central configuration not fetched yet (retried)"
+
+
 def run(args: argparse.Namespace) -> int:
     """Enroll; print what was done and what comes next (Vietnamese and English)."""
     target = Path(args.config)
@@ -165,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         credential.unlink(missing_ok=True)
         return _refused(f"cannot write {target}: {exc}; nothing was kept")
+    central = _first_central(data, str(target), token, agent_id)
     name = answer.get("site_name") or site
     sys.stdout.write(
         f"Đã đăng ký máy này với đơn vị {name} ({site}), mã tác tử {agent_id}, "
@@ -175,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         "Bước tiếp theo / Next:\n"
         f"  hatang-agent check --config {target}   # kiểm tra kết nối / check the links\n"
         f"  hatang-agent run --config {target}     # hoặc cài dịch vụ / or install the service\n"
-        "Danh sách mục tiêu kiểm tra do máy chủ tỉnh cấp / probe targets come from the collector.\n"
+        f"{central}\n"
     )
     sys.stdout.write(f"{target}\n")
     return EXIT_OK

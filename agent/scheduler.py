@@ -120,6 +120,9 @@ class Daemon:
             cached = self.refresher.load_cache()  # the last good one, until the collector answers
             if cached is not None:
                 self.apply_config(cached.config)
+            elif not await self.refresher.first(self._stop):
+                await asyncio.to_thread(self.spool.close)
+                return EXIT_OK
         sections = self.sections
         self._log_start(sections)
         for section in sections:
