@@ -585,7 +585,8 @@ async def _serve(config: CollectorConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
         # SIGHUP re-reads the central agent configuration; a broken one is logged (file and
         # key) and the previous one keeps being served.
-        loop.add_signal_handler(signal.SIGHUP, app[CENTRAL].reload)
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            loop.add_signal_handler(signal.SIGHUP, app[CENTRAL].reload)
         await stop.wait()
         event(log, logging.INFO, "collector.stopping")
     finally:

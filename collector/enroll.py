@@ -145,18 +145,27 @@ def make_codes(
     sites: list[str], uses: int, expires_in: float, taken: set[str], note: str | None = None
 ) -> list[tuple[EnrollCode, str]]:
     """New codes for ``sites`` (ids distinct from ``taken`` and each other): (record, code)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     now = time.time()
-    made: list[tuple[EnrollCode, str]] = []
-    for site in sites:
+    codes: list[str] = []
+    for _site in sites:
         while True:
             code = new_code()
-            raw = normalize_code(code)
-            if code_id(raw) not in taken:
+            if code_id(normalize_code(code)) not in taken:
                 break
-        taken.add(code_id(raw))
+        taken.add(code_id(normalize_code(code)))
+        codes.append(code)
+    # scrypt releases the GIL: a province's 3,000 codes hash on every core.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        hashes = list(pool.map(hash_code, (normalize_code(c) for c in codes)))
+    made: list[tuple[EnrollCode, str]] = []
+    for site, code, digest in zip(sites, codes, hashes, strict=True):
+        raw = normalize_code(code)
         record = EnrollCode(
             code_id=code_id(raw),
-            code_hash=hash_code(raw),
+            code_hash=digest,
             site=site,
             max_uses=uses,
             uses=0,
