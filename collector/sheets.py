@@ -21,7 +21,7 @@ from agent.units import Duration
 from collector.config import CollectorConfig
 from collector.enroll import expiry_text, make_codes
 from collector.org import Org
-from collector.store import EnrollCode, EnrolledAgent
+from collector.store import EnrollCode, EnrolledAgent, redeem_refusal
 
 MAX_USES: Final = 10_000
 MAX_EXPIRY: Final = 366 * 86400.0
@@ -153,15 +153,8 @@ def _utc(value: float | None) -> str | None:
 
 
 def _code_state(code: EnrollCode, now: float) -> str:
-    if code.revoked_at is not None:
-        return "revoked"
-    if code.locked_at is not None:
-        return "locked"
-    if code.expires_at <= now:
-        return "expired"
-    if code.uses >= code.max_uses:
-        return "used_up"
-    return "active"
+    outcome = redeem_refusal(code, now)
+    return "active" if outcome == "ok" else outcome
 
 
 def print_codes(codes: Sequence[EnrollCode], as_json: bool) -> int:
@@ -181,9 +174,7 @@ def print_codes(codes: Sequence[EnrollCode], as_json: bool) -> int:
         }
         for c in codes
     ]
-    if as_json:
-        for item in items:
-            sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+    if _json_lines(items, as_json):
         return 0
     header = ("CODE ID", "SITE", "USES", "FAILURES", "STATE", "EXPIRES", "NOTE")
     table = [
@@ -220,9 +211,7 @@ def print_agents(agents: Sequence[EnrolledAgent], as_json: bool) -> int:
         }
         for a in agents
     ]
-    if as_json:
-        for item in items:
-            sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+    if _json_lines(items, as_json):
         return 0
     header = ("AGENT ID", "SITE", "HOSTNAME", "ROLE", "VERSION", "LAST REPORT", "CONFIG", "ERROR")
     table = [
@@ -240,6 +229,14 @@ def print_agents(agents: Sequence[EnrolledAgent], as_json: bool) -> int:
     ]
     _table(header, table)
     return 0
+
+
+def _json_lines(items: Sequence[dict[str, Any]], as_json: bool) -> bool:
+    """Print one JSON object per line when ``as_json``; whether it did."""
+    if as_json:
+        for item in items:
+            sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+    return as_json
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
