@@ -53,15 +53,15 @@ GROUP_LENGTH: Final = 4
 CODE_LENGTH: Final = GROUPS * GROUP_LENGTH
 ID_LENGTH: Final = GROUP_LENGTH
 SECRET_BITS: Final = (CODE_LENGTH - ID_LENGTH) * 5  # 60
-# scrypt cost: ~16 MiB and tens of milliseconds per check. Verifying costs the collector
-# that much only for requests that passed the per-address throttle.
-SCRYPT_N: Final = 2**14
+# scrypt cost: 8 MiB and some 50 ms per check. Verifying costs the collector that much
+# only for requests that passed the per-address throttle.
+SCRYPT_N: Final = 2**13
 SCRYPT_R: Final = 8
 SCRYPT_P: Final = 1
 MAX_ENROLL_BODY: Final = 4096
 _FIELD: Final = re.compile(r"^(?P<msg>.*?) - at `(?P<field>\$[^`]*)`$", re.DOTALL)
 # A fixed salt for the dummy verification of unknown ids (same work, same timing).
-_DUMMY_HASH: Final = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$" + "0" * 64
+_DUMMY_HASH: Final = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$AAAAAAAAAAAAAAAAAAAAAA$" + "0" * 64
 
 
 class CodeFormatError(ValueError):
@@ -104,11 +104,11 @@ def hash_code(raw: str) -> str:
     Why slow and not a plain SHA-256 like the agent tokens: a token has 256 random bits,
     a code only 60 (it must be typed by hand). With a copy of the database and a fast
     hash, a GPU tries 2^60 SHA-256 in weeks, inside a code's lifetime; with scrypt at
-    16 MiB per try the same search costs some 10^9 CPU-years. A keyed hash (pepper)
+    8 MiB per try the same search costs some 10^9 CPU-years. A keyed hash (pepper)
     would protect as well only while the key is kept apart from the database, which a
     single-machine collector cannot promise; scrypt needs no second secret. The cost is
     paid online only for requests that pass the throttle, and 3,000 enrollments cost the
-    collector about a CPU-minute in total.
+    collector a few CPU-minutes in total.
     """
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(raw.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)

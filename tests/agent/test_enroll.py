@@ -153,6 +153,27 @@ def test_enroll_writes_a_private_credential_and_a_config_that_runs(
     assert again.returncode == 2 and "--force" in again.stderr
     assert (home / "agent.yaml").read_bytes() == before
 
+    # A second PC, the site probe, with a second collector address (never run here: a site
+    # probe sweeps its LAN).
+    probe_home = tmp_path / "probe"
+    done = enroll(collector, probe_home, code, "--role", "site-probe",
+                  "--collector", "http://127.0.0.2:9")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    probe = load_config(probe_home / "agent.yaml")
+    assert probe.role == "site-probe" and probe.agent_id != config.agent_id
+    assert probe.collector is not None
+    assert probe.collector.urls == [collector.url, "http://127.0.0.2:9"]
+    assert {r["role"] for r in agents_list(collector).values()} == {"host", "site-probe"}
+
+    # `check` right after enrolling probes what the province set (the cached central config).
+    checked = subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(home / "agent.yaml"), "--json"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    lan = json.loads(checked.stdout)["networks"]["lan"]
+    assert [t["target"] for t in lan["targets"]] == [f"127.0.0.1:{listener}"] and lan["up"]
+
     set_local(home, central={"refresh": "1s"})
     agent = Agent(home / "agent.yaml", home / "agent.log")
     agents.append(agent)
