@@ -585,8 +585,17 @@ async def _serve(config: CollectorConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
         # SIGHUP re-reads the central agent configuration; a broken one is logged (file and
         # key) and the previous one keeps being served.
+        reloads: set[asyncio.Future[bool]] = set()
+
+        def reload() -> None:
+            # In a thread: a province's layers take some 0.4 s to merge and validate, which
+            # ingests must not wait for; the new config is swapped in whole at the end.
+            future = asyncio.ensure_future(asyncio.to_thread(app[CENTRAL].reload))
+            reloads.add(future)
+            future.add_done_callback(reloads.discard)
+
         if hasattr(signal, "SIGHUP"):  # not on Windows
-            loop.add_signal_handler(signal.SIGHUP, app[CENTRAL].reload)
+            loop.add_signal_handler(signal.SIGHUP, reload)
         await stop.wait()
         event(log, logging.INFO, "collector.stopping")
     finally:
