@@ -293,3 +293,30 @@ def test_a_broken_central_config_stops_the_collector_at_start(tmp_path: Path) ->
     done = run_cli("serve", "--config", str(path))
     assert done.returncode == 2
     assert "province.yaml: networks.lan.targets[0]: unknown key 'adress'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--collector", "ftp://x"], "--collector[0]: 'ftp://x' does not start with http://"),
+        (
+            ["--collector", "https://127.0.0.1:9", "--ca-file", "/nonexistent.pem"],
+            "--ca-file: cannot load /nonexistent.pem",
+        ),
+        (["--collector", "http://127.0.0.1:9", "--role", "boss"], "--role: invalid choice"),
+        (["--collector", "http://127.0.0.1:9", "--code", "!!!"], "--code: an enrollment code"),
+        (["--code", "K7QM-3XWD-9PTA-HN4R"], "the following arguments are required: --collector"),
+    ],
+)
+def test_bad_enroll_usage_exits_2_naming_the_option(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    argv = [*args] if "--code" in args else [*args, "--code", "K7QM-3XWD-9PTA-HN4R"]
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "enroll", "--config", str(tmp_path / "pc" / "a.yaml"),
+         "--state-dir", str(tmp_path / "pc" / "state"), *argv],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr
+    assert not (tmp_path / "pc").exists()
