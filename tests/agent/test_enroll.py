@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from agent.config import load_config
-from tests.agent.test_daemon import Agent
+from tests.agent.test_daemon import Agent, agents  # noqa: F401 - the fixture
 from tests.collector.conftest import (
     SITE,
     CollectorProcess,
@@ -36,14 +36,6 @@ from tests.netns import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 StartCollector = Callable[..., CollectorProcess]
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    started: list[Agent] = []
-    yield started
-    for agent in started:
-        agent.close()
 
 
 def province_layer(port: int, **extra: Any) -> dict[str, Any]:
@@ -131,7 +123,7 @@ def test_enroll_writes_a_private_credential_and_a_config_that_runs(
     collector_process: StartCollector,  # noqa: F811
     tmp_path: Path,
     listener: int,
-    agents: list[Agent],
+    agents: list[Agent],  # noqa: F811 - the fixture
 ) -> None:
     collector = start(collector_process, tmp_path, listener)
     code = new_code(collector, uses=2)
@@ -227,7 +219,7 @@ def test_central_config_changes_reach_a_running_agent_and_rejections_are_visible
     tmp_path: Path,
     listener: int,
     closed_port: int,
-    agents: list[Agent],
+    agents: list[Agent],  # noqa: F811 - the fixture
 ) -> None:
     collector = start(collector_process, tmp_path, listener)
     home = tmp_path / "pc1"
