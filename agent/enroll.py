@@ -58,6 +58,13 @@ def add_parser(commands: Any) -> None:
         help=f"credential, spool and config cache (default {_default_state_dir()})",
     )
     enroll.add_argument("--force", action="store_true", help="replace an existing config")
+    if sys.platform != "win32":
+        enroll.add_argument(
+            "--user",
+            metavar="NAME",
+            help="the service's user: it is made owner of the credential and the state "
+            "directory (enroll runs as root, the agent as this user)",
+        )
 
 
 def _usage(message: str) -> int:
@@ -142,6 +149,14 @@ def run(args: argparse.Namespace) -> int:
             )
     if target.is_dir():
         return _usage(f"--config: {target} is a directory")
+    owner = getattr(args, "user", None)
+    if owner is not None:
+        import pwd
+
+        try:
+            pwd.getpwnam(owner)
+        except KeyError:
+            return _usage(f"--user: no user {owner!r} on this computer")
     from agent.central import ENROLL_PATH, call
     from agent.sender import TransportError
 
@@ -195,6 +210,18 @@ def run(args: argparse.Namespace) -> int:
         credential.unlink(missing_ok=True)
         return _refused(f"cannot write {target}: {exc}; nothing was kept")
     central = _first_central(data, str(target), token, agent_id)
+    if owner is not None:
+        import shutil
+
+        try:
+            for path in (state, credential, state / "central.json"):
+                if path.exists():
+                    shutil.chown(path, owner)
+        except OSError as exc:
+            return _refused(
+                f"enrolled, but {state} could not be given to {owner}: {exc}; "
+                f"run: chown -R {owner} {state}"
+            )
     name = answer.get("site_name") or site
     sys.stdout.write(
         f"Đã đăng ký máy này với đơn vị {name} ({site}), mã tác tử {agent_id}, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import sqlite3
 import subprocess
@@ -148,9 +149,13 @@ def test_enroll_writes_a_private_credential_and_a_config_that_runs(
     # A second PC, the site probe, with a second collector address (never run here: a site
     # probe sweeps its LAN).
     probe_home = tmp_path / "probe"
+    service_user = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
     done = enroll(collector, probe_home, code, "--role", "site-probe",
-                  "--collector", "http://127.0.0.2:9")  # fmt: skip
+                  "--collector", "http://127.0.0.2:9", "--user", service_user)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    owner = pwd.getpwnam(service_user).pw_uid
+    assert os.stat(probe_home / "state" / "credential").st_uid == owner
+    assert os.stat(probe_home / "state").st_uid == owner
     probe = load_config(probe_home / "agent.yaml")
     assert probe.role == "site-probe" and probe.agent_id != config.agent_id
     assert probe.collector is not None
@@ -298,6 +303,7 @@ def test_a_broken_central_config_stops_the_collector_at_start(tmp_path: Path) ->
         (["--collector", "http://127.0.0.1:9", "--role", "boss"], "--role: invalid choice"),
         (["--collector", "http://127.0.0.1:9", "--code", "!!!"], "--code: an enrollment code"),
         (["--code", "K7QM-3XWD-9PTA-HN4R"], "the following arguments are required: --collector"),
+        (["--collector", "http://127.0.0.1:9", "--user", "no-such-user-x"], "--user: no user"),
     ],
 )
 def test_bad_enroll_usage_exits_2_naming_the_option(
