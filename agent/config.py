@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from agent.configerror import ConfigError, Wording, humanise, show
+from agent.layers import CENTRAL_KEYS, merge_config
 from agent.log import LogConfig
 from agent.probes import TargetConfig
 from agent.probes.base import PortNumber, check_host
@@ -27,7 +28,15 @@ from agent.yamlfile import read_yaml
 
 # ConfigError and read_yaml live in agent.configerror and agent.yamlfile (they import no
 # probe modules); the names stay importable from here for older callers.
-__all__ = ["AgentConfig", "ConfigError", "load_config", "parse_config", "read_yaml"]
+__all__ = [
+    "CENTRAL_KEYS",
+    "AgentConfig",
+    "ConfigError",
+    "load_config",
+    "merge_config",
+    "parse_config",
+    "read_yaml",
+]
 
 
 def _default_state_dir() -> Path:
@@ -391,46 +400,6 @@ def parse_config(data: Any, file: str = "<config>") -> AgentConfig:
 def load_config(path: str | Path) -> AgentConfig:
     """Load and validate an agent config file; errors name the file as it was given."""
     return parse_config(read_yaml(path), str(path))
-
-
-# The keys the collector's central configuration may set (collector/central.py); every
-# other key (site, role, agent_id, collector, spool, log, central) is local to the PC.
-CENTRAL_KEYS: Final = (
-    "interval",
-    "jitter",
-    "networks",
-    "inventory",
-    "antivirus",
-    "discovery",
-    "snmp",
-)
-
-
-def merge_config(
-    into: dict[str, Any],
-    layer: Any,
-    *,
-    file: str = "",
-    origin: dict[str, str] | None = None,
-    prefix: str = "",
-) -> dict[str, Any]:
-    """Merge a config layer into ``into`` (changed in place and returned): mappings merge
-    key by key, lists and values replace. ``origin`` records which ``file`` set each key
-    path, so an error in the merged config can name the file it came from."""
-    import copy
-
-    for key, value in layer.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        current = into.get(key)
-        if isinstance(value, dict) and isinstance(current, dict):
-            merge_config(current, value, file=file, origin=origin, prefix=path)
-            continue
-        into[key] = copy.deepcopy(value)
-        if origin is not None:
-            for stale in [p for p in origin if p.startswith((path + ".", path + "["))]:
-                del origin[stale]
-            origin[path] = file
-    return into
 
 
 def configured_networks(config: AgentConfig) -> list[NetworkClass]:

@@ -32,15 +32,16 @@ from typing import Any, Final, get_args
 import msgspec
 from aiohttp import web
 
-from agent.config import CENTRAL_KEYS, ConfigError, merge_config, parse_config, read_yaml
+from agent.configerror import ConfigError
+from agent.layers import CENTRAL_KEYS, LOCAL_KEYS, merge_config
 from agent.log import event
 from agent.report import Id, Role
+from agent.yamlfile import read_yaml
 from collector import api
 from collector.org import Org
 
 log = logging.getLogger(__name__)
 
-LOCAL_KEYS: Final = ("site", "role", "agent_id", "collector", "spool", "log", "central")
 ROLES: Final[tuple[str, ...]] = get_args(Role)
 LEVELS: Final = ("province", "agency", "district", "commune")
 MAX_LAYER_FILES: Final = 20_000
@@ -218,7 +219,13 @@ def version_of(config: Mapping[str, Any]) -> str:
 
 
 def validate(site: str, role: str, config: Mapping[str, Any], file: str = "<central>") -> None:
-    """Validate central keys exactly as an agent will (placeholders for the local keys)."""
+    """Validate central keys exactly as an agent will (placeholders for the local keys).
+
+    The agent's own validation, imported only here: a collector without ``agent_config``
+    never loads the agent's probe modules.
+    """
+    from agent.config import parse_config
+
     parse_config({"site": site, "role": role, **config}, file)
 
 

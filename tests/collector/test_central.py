@@ -35,6 +35,17 @@ def tcp(address: str) -> dict[str, Any]:
     return {"targets": [{"kind": "tcp", "address": address}]}
 
 
+def test_every_agent_key_is_either_central_or_local() -> None:
+    import msgspec
+
+    from agent.config import AgentConfig
+    from agent.layers import CENTRAL_KEYS, LOCAL_KEYS
+
+    fields = {f.encode_name for f in msgspec.structs.fields(AgentConfig)}
+    assert set(CENTRAL_KEYS) | set(LOCAL_KEYS) == fields
+    assert not set(CENTRAL_KEYS) & set(LOCAL_KEYS)
+
+
 def test_layers_merge_province_level_ancestors_site_later_wins_lists_replace(
     tmp_path: Path,
 ) -> None:
