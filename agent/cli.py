@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         "sent to the collector. Stops cleanly on SIGTERM/SIGINT.",
     )
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="agent YAML file")
+    from agent.enroll import add_parser as add_enroll
+
+    add_enroll(commands)
     return parser
 
 
@@ -142,7 +145,7 @@ def _check(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.log import event, setup
 
-    config = load_config(args.config)
+    config = with_central_cache(load_config(args.config), args.config)
     # Interactive: events go to stderr (stdout stays pure JSON with --json).
     setup("debug" if args.verbose else "warning")
     report, networks_ran = asyncio.run(check_once(config))
@@ -165,6 +168,21 @@ def _check(args: argparse.Namespace) -> int:
         )
         return EXIT_DOWN
     return exit_code(report)
+
+
+def with_central_cache(config: AgentConfig, path: str) -> AgentConfig:
+    """An enrolled agent's config with its last good central config (what `run` starts on),
+    so that `check` probes the targets the province set; the local file alone otherwise."""
+    if config.central is None or config.collector is None:
+        return config
+    from agent.central import Refresher
+
+    refresher = Refresher({}, config, path, "-", "-", lambda c: None)
+    from agent.config import read_yaml
+
+    refresher.local = read_yaml(path)
+    cached = refresher.load_cache()
+    return cached.config if cached is not None else config
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -207,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     from agent.config import ConfigError  # after parsing: --version needs no config code
 
+    if args.command == "enroll":
+        from agent.enroll import run as enroll
+
+        return enroll(args)
     handler = _check if args.command == "check" else _run
     try:
         return handler(args)

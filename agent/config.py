@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from agent.configerror import ConfigError, Wording, humanise, show
+from agent.layers import CENTRAL_KEYS, merge_config
 from agent.log import LogConfig
 from agent.probes import TargetConfig
 from agent.probes.base import PortNumber, check_host
@@ -27,7 +28,15 @@ from agent.yamlfile import read_yaml
 
 # ConfigError and read_yaml live in agent.configerror and agent.yamlfile (they import no
 # probe modules); the names stay importable from here for older callers.
-__all__ = ["AgentConfig", "ConfigError", "load_config", "parse_config", "read_yaml"]
+__all__ = [
+    "CENTRAL_KEYS",
+    "AgentConfig",
+    "ConfigError",
+    "load_config",
+    "merge_config",
+    "parse_config",
+    "read_yaml",
+]
 
 
 def _default_state_dir() -> Path:
@@ -320,6 +329,20 @@ class SnmpConfig(_Section, frozen=True):
     devices: Annotated[list[SnmpDeviceConfig], msgspec.Meta(max_length=16)] = []
 
 
+class CentralFetchConfig(_Section, frozen=True):
+    """Fetch the central configuration from the collector (docs/central-config.md)."""
+
+    enabled: bool = True
+    refresh: Duration = Duration(300.0)  # how often to ask (an unchanged config costs a 304)
+    cache: str | None = None  # the last good one; default: central.json next to the spool
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.refresh <= 86400:
+            raise ValueError("refresh: between 1s and 1d")
+        if self.cache == "":
+            raise ValueError("cache: must not be empty")
+
+
 class AgentConfig(_Section, frozen=True):
     """The whole agent configuration (see configs/agent.example.yaml)."""
 
@@ -336,6 +359,7 @@ class AgentConfig(_Section, frozen=True):
     discovery: DiscoveryConfig = DiscoveryConfig()
     snmp: SnmpConfig = SnmpConfig()
     log: LogConfig = LogConfig()
+    central: CentralFetchConfig | None = None  # none: standalone, this file is the whole config
 
     def __post_init__(self) -> None:
         if self.interval < 1:

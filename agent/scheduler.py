@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent import __version__, memory
-from agent.config import AgentConfig, ConfigError
+from agent.central import Refresher
+from agent.config import AgentConfig, ConfigError, read_yaml
 from agent.log import event, setup
 from agent.report import Report, utcnow
 from agent.sections import Section, SectionName, collect, enabled_sections, make_report
@@ -65,6 +66,7 @@ class Daemon:
     ) -> None:
         """``sections`` defaults to the enabled entries of ``agent.sections.SECTIONS``."""
         self.config = config
+        self._own_sections = sections is None  # then a new central config may change them
         self.sections = list(sections) if sections is not None else enabled_sections(config)
         self.config_path = config_path
         self.spool: Spool | None = None
@@ -76,7 +78,9 @@ class Daemon:
         self._wake = asyncio.Event()
         self._pending: dict[SectionName, Any] = {}
         self._runs: set[asyncio.Task[None]] = set()
+        self._loops: dict[SectionName, asyncio.Task[None]] = {}
         self._settled = False
+        self.refresher: Refresher | None = None
 
     def stop(self) -> None:
         """Ask the daemon to shut down (idempotent; safe from signal handlers)."""
@@ -110,12 +114,22 @@ class Daemon:
             await asyncio.to_thread(self.spool.close)
             return EXIT_FAILURE
 
+        if token is not None:
+            self.refresher = self._make_refresher(token)
+        if self.refresher is not None:
+            cached = self.refresher.load_cache()  # the last good one, until the collector answers
+            if cached is not None:
+                self.apply_config(cached.config)
+            elif not await self.refresher.first(self._stop):
+                await asyncio.to_thread(self.spool.close)
+                return EXIT_OK
         sections = self.sections
         self._log_start(sections)
-        tasks = [
-            asyncio.create_task(self._section_loop(s), name=f"section-{s.name}") for s in sections
-        ]
-        tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+        for section in sections:
+            self._start_loop(section)
+        tasks = [asyncio.create_task(self._status_loop(), name="status")]
+        if self.refresher is not None:
+            tasks.append(asyncio.create_task(self.refresher.run(self._stop), name="central"))
         sender_task = (
             asyncio.create_task(self.sender.run(self._stop, self._wake), name="sender")
             if self.sender
@@ -126,6 +140,41 @@ class Daemon:
         finally:
             await self._shutdown(tasks, sender_task)
         return EXIT_OK
+
+    def _make_refresher(self, token: str) -> Refresher | None:
+        """The central-config refresher when the local file asks for one (``central:``)."""
+        config = self.config
+        if config.central is None or not config.central.enabled or config.collector is None:
+            return None
+        try:
+            local = read_yaml(self.config_path)
+        except ConfigError as exc:
+            event(log, logging.ERROR, "central.disabled", error=str(exc))
+            return None
+        assert self.agent_id is not None
+        return Refresher(local, config, self.config_path, token, self.agent_id, self.apply_config)
+
+    def apply_config(self, config: AgentConfig) -> None:
+        """Run ``config`` from now on: each section's next tick uses its targets and interval;
+        sections it turns on start, sections it turns off stop (no restart)."""
+        self.config = config
+        if not self._own_sections:
+            return
+        self.sections = enabled_sections(config)
+        if not self._loops:
+            return  # not running yet: run() starts the loops
+        wanted = {s.name: s for s in self.sections}
+        for name, task in list(self._loops.items()):
+            if name not in wanted:
+                task.cancel()
+                del self._loops[name]
+        for name, section in wanted.items():
+            if name not in self._loops:
+                self._start_loop(section)
+
+    def _start_loop(self, section: Section) -> None:
+        task = asyncio.create_task(self._section_loop(section), name=f"section-{section.name}")
+        self._loops[section.name] = task
 
     def _config_error(self, exc: ConfigError) -> int:
         file = exc.file or self.config_path
@@ -169,6 +218,10 @@ class Daemon:
         tick = 0
         running: asyncio.Task[None] | None = None
         while not self._stop.is_set():
+            current = float(section.interval(self.config))
+            if current != interval:  # a new central config: a new grid from now
+                interval, spread = current, self.config.jitter * current
+                start, tick = loop.time(), 0
             if running is not None and not running.done():
                 event(
                     log,
@@ -294,7 +347,7 @@ class Daemon:
     ) -> None:
         """Stop scheduling, let the sender notice, close the spool."""
         self._stop.set()
-        doomed = [*tasks, *self._runs]
+        doomed = [*tasks, *self._loops.values(), *self._runs]
         for task in doomed:
             task.cancel()
         await asyncio.gather(*doomed, return_exceptions=True)

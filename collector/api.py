@@ -144,6 +144,8 @@ STORE: Final = web.AppKey("store", Store)
 AUTH: Final = web.AppKey("auth", Authenticator)
 ORG: Final = web.AppKey("org", Org)
 TOKEN_ID: Final = web.RequestKey("token_id", str)
+# The agent id a per-agent credential (enrollment) is bound to; unset for site tokens.
+CREDENTIAL_AGENT: Final = web.RequestKey("credential_agent", str)
 REGISTRY: Final = web.AppKey("registry", CollectorRegistry)
 METRICS: Final = web.AppKey("metrics", IngestMetrics)
 EXPOSITION: Final = web.AppKey("exposition", Exposition)  # GET /metrics
@@ -395,6 +397,8 @@ async def _authenticate(request: web.Request) -> str:
     result = await request.app[AUTH].authenticate(header or None)
     if not isinstance(result, AuthFailure):
         request[TOKEN_ID] = result.token_id
+        if result.agent_id is not None:
+            request[CREDENTIAL_AGENT] = result.agent_id
         if result.site not in request.app[ORG]:
             # The token is sound but its unit left the org tree (a merger, a typo fixed):
             # a token problem, not bad content, so the agent keeps its reports queued.
@@ -434,6 +438,34 @@ async def _authenticate(request: web.Request) -> str:
         reason="unauthorized",
         headers={"WWW-Authenticate": 'Bearer realm="hatang"'},
     )
+
+
+async def authenticate_request(request: web.Request) -> str:
+    """The caller's site for the other authenticated endpoints (Rejection when refused)."""
+    try:
+        return await _authenticate(request)
+    except StoreUnavailable as exc:
+        raise _store_unavailable(exc) from None
+
+
+def check_agent(request: web.Request, agent_id: str, field: str, index: int | None = None) -> None:
+    """403 when a per-agent credential speaks for another agent id than its own.
+
+    Site tokens (``token create``) may carry any agent id of their site, as before.
+    """
+    bound = request.get(CREDENTIAL_AGENT)
+    if bound is not None and agent_id != bound:
+        raise Rejection(
+            403,
+            "agent_mismatch",
+            f"{field} is {agent_id[:80]!r}, but this credential belongs to agent {bound!r};"
+            " use the agent_id written by `hatang-agent enroll`",
+            f"{field} là {agent_id[:80]!r}, nhưng chứng thực này thuộc tác tử {bound!r};"
+            " hãy dùng agent_id do `hatang-agent enroll` ghi",
+            reason="site_mismatch",
+            field=field,
+            index=index,
+        )
 
 
 def clock_offset(batch: Batch, received_at: float, tolerance: float) -> float:
@@ -545,6 +577,8 @@ async def _ingest(
             field="$.reports",
         )
     _check_sites(batch.reports, site)
+    for index, report in enumerate(batch.reports):
+        check_agent(request, report.agent_id, f"$.reports[{index}].agent_id", index)
     offset = clock_offset(batch, time.time(), app[CONFIG].clock_skew.max_offset)
     try:
         result = await store.ingest(

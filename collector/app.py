@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from agent import __version__
 from agent.log import event
-from collector import api
+from collector import api, central, enroll
 from collector.auth import Authenticator
 from collector.config import CollectorConfig
 from collector.indicators import IndicatorSettings, SnapshotBuilder
@@ -158,6 +158,11 @@ def create_app(
     app[api.REFRESH] = asyncio.Event()
     app[BUILDER] = builder
     app[api.EXPOSITION] = Exposition(builder, registry)
+    layers = config.agent_config.dir if config.agent_config is not None else None
+    app[central.CENTRAL] = central.CentralHolder(layers, org)  # ConfigError stops start-up
+    app[enroll.ENROLL] = enroll.EnrollState(
+        config.enroll.throttle_burst, config.enroll.throttle_per_minute, config.enroll.max_failures
+    )
 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_background_ctx)
@@ -166,6 +171,9 @@ def create_app(
     app.router.add_routes(
         [
             web.post("/api/v1/reports", api.post_reports, name="reports"),
+            web.post("/api/v1/enroll", enroll.post_enroll, name="enroll"),
+            web.get("/api/v1/config", central.get_config, name="config"),
+            web.post("/api/v1/config/status", central.post_config_status, name="config_status"),
             web.get("/api/v1/openapi.yaml", api.get_openapi, name="openapi"),
             web.get("/healthz", api.get_healthz, name="healthz"),
             web.get(

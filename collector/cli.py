@@ -1,12 +1,14 @@
 """``hatang-collector``: ``serve``, ``token create|list|revoke``, ``store verify``,
 ``declare template|import|list``, ``evidence export|verify|public-key``, ``report``,
-``backfill``, ``--version``.
+``backfill``, ``enroll-code create|list|revoke``, ``agents list|revoke``, ``--version``.
 
 Exit codes: 0 success, 1 a runtime failure (store cannot open, unknown token id, a
 corrupt store for ``store verify``), 2 a
 usage or configuration error — the message names the file and key path (or the unknown
 site). ``token create`` prints the token alone on the last line so scripts can take it
-with ``tail -n 1``; it is shown once and stored only as a hash.
+with ``tail -n 1``; it is shown once and stored only as a hash. ``enroll-code create``
+prints the code (or, for many sites, the sheet's CSV path) alone on the last line.
+``serve`` re-reads the central agent configuration on SIGHUP.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke = tokens.add_parser("revoke", help="revoke a token (effective at once)")
     revoke.add_argument("--config", required=True, metavar="FILE")
     revoke.add_argument("token_id", metavar="ID", help="token id as shown by `token list`")
+
+    _enroll_parsers(commands)
 
     store = commands.add_parser("store", help="check the store")
     stores = store.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
@@ -141,6 +145,48 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, metavar="DIR")
     report.add_argument("--by", metavar="NAME", help="who reports (default: the OS user)")
     return parser
+
+
+def _enroll_parsers(commands: Any) -> None:
+    """``enroll-code create|list|revoke`` and ``agents list|revoke`` (collector/enroll.py)."""
+    code = commands.add_parser("enroll-code", help="enrollment codes for new agents")
+    codes = code.add_subparsers(dest="code_command", required=True, parser_class=_Parser)
+    create = codes.add_parser(
+        "create",
+        help="create codes: one site (code on the last line) or a sheet for many",
+        description="Create enrollment codes. With --site the code is printed alone on the "
+        "last line; with --all-sites or --level a CSV and an XLSX sheet (site, Vietnamese "
+        "name, code, expiry) are written to --out and the CSV path is the last line.",
+    )
+    create.add_argument("--config", required=True, metavar="FILE")
+    which = create.add_mutually_exclusive_group(required=True)
+    which.add_argument("--site", metavar="ID", help="unit id from the org file")
+    which.add_argument("--all-sites", action="store_true", help="every unit of the org file")
+    which.add_argument("--level", choices=("province", "agency", "district", "commune"))
+    create.add_argument(
+        "--uses", type=int, default=20, metavar="N", help="computers per code (default 20)"
+    )
+    create.add_argument(
+        "--expires", default="14d", metavar="DURATION", help="e.g. 14d, 48h (default 14d)"
+    )
+    create.add_argument("--note", metavar="TEXT", help="what the codes are for")
+    create.add_argument("--out", default=".", metavar="DIR", help="where sheets go (default .)")
+    listing = codes.add_parser("list", help="list codes (never the codes themselves)")
+    listing.add_argument("--config", required=True, metavar="FILE")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    revoke = codes.add_parser("revoke", help="revoke a code (its remaining uses are void)")
+    revoke.add_argument("--config", required=True, metavar="FILE")
+    revoke.add_argument("code_id", metavar="CODE_ID", help="the code's first group, or the code")
+
+    agents = commands.add_parser("agents", help="enrolled agents")
+    agent_cmds = agents.add_subparsers(dest="agents_command", required=True, parser_class=_Parser)
+    alist = agent_cmds.add_parser("list", help="enrolled agents, last report, config in use")
+    alist.add_argument("--config", required=True, metavar="FILE")
+    alist.add_argument("--site", metavar="ID", help="only this site")
+    alist.add_argument("--json", action="store_true", help="one JSON object per line")
+    arevoke = agent_cmds.add_parser("revoke", help="revoke one agent (effective at once)")
+    arevoke.add_argument("--config", required=True, metavar="FILE")
+    arevoke.add_argument("agent_id", metavar="AGENT_ID")
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -506,10 +552,51 @@ async def _backfill(
     return 0
 
 
+async def _enroll_command(config: CollectorConfig, args: argparse.Namespace) -> int:
+    from collector import sheets
+
+    if args.command == "enroll-code" and args.code_command == "create":
+        return await sheets.create_codes(config, load_org(config.org), args)
+    store = _store(config)
+    await store.open()
+    try:
+        if args.command == "enroll-code" and args.code_command == "list":
+            codes = await store.list_enroll_codes()
+            return sheets.print_codes(codes, args.json)
+        if args.command == "enroll-code":
+            from collector.enroll import CodeFormatError, normalize_code
+
+            code_id = args.code_id.strip().upper()
+            if len(code_id) > 4:
+                try:
+                    code_id = normalize_code(code_id)[:4]
+                except CodeFormatError as exc:
+                    return _fail(f"CODE_ID: {exc}")
+            if not await store.revoke_enroll_code(code_id):
+                return _fail(f"no enrollment code with id {code_id!r} (see `enroll-code list`)", 1)
+            sys.stdout.write(f"enrollment code {code_id} revoked / đã thu hồi mã {code_id}\n")
+            return 0
+        if args.agents_command == "list":
+            if args.site is not None and args.site not in load_org(config.org):
+                return _fail(f"--site: unknown site {args.site!r}: not a unit in {config.org}")
+            agents = [a for a in await store.enrolled_agents() if args.site in (None, a.site)]
+            return sheets.print_agents(agents, args.json)
+        if not await store.revoke_agent(args.agent_id):
+            return _fail(f"no enrolled agent {args.agent_id!r} (see `agents list`)", 1)
+        sys.stdout.write(
+            f"agent {args.agent_id} revoked: its next request is refused / "
+            f"đã thu hồi tác tử {args.agent_id}\n"
+        )
+        return 0
+    finally:
+        await store.close()
+
+
 async def _serve(config: CollectorConfig) -> int:
     from aiohttp import web
 
     from collector.app import create_app, server_kwargs
+    from collector.central import CENTRAL
 
     app = create_app(config)
     ssl_context = None
@@ -543,6 +630,19 @@ async def _serve(config: CollectorConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # SIGHUP re-reads the central agent configuration; a broken one is logged (file and
+        # key) and the previous one keeps being served.
+        reloads: set[asyncio.Future[bool]] = set()
+
+        def reload() -> None:
+            # In a thread: a province's layers take some 0.4 s to merge and validate, which
+            # ingests must not wait for; the new config is swapped in whole at the end.
+            future = asyncio.ensure_future(asyncio.to_thread(app[CENTRAL].reload))
+            reloads.add(future)
+            future.add_done_callback(reloads.discard)
+
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            loop.add_signal_handler(signal.SIGHUP, reload)
         await stop.wait()
         event(log, logging.INFO, "collector.stopping")
     finally:
@@ -669,6 +769,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_backfill(config, args.start, args.end, args.openmetrics))
         if args.command in ("evidence", "report"):
             return _evidence(config, args)
+        if args.command in ("enroll-code", "agents"):
+            return asyncio.run(_enroll_command(config, args))
         if args.token_command == "create":  # noqa: S105 - a sub-command name
             return asyncio.run(_token_create(config, load_org(config.org), args.site, args.note))
         if args.token_command == "list":  # noqa: S105
@@ -682,6 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _UsageError,
         ComplianceError,
         EvidenceError,
+        ConfigError,
     ) as exc:
         return _fail(str(exc))
     except StoreError as exc:

@@ -283,6 +283,20 @@ class EvidenceConfig(_Section, frozen=True):
     compliance: str | None = None
 
 
+class AgentLayersConfig(_Section, frozen=True):
+    """Central agent configuration (docs/central-config.md): the directory of layer files."""
+
+    dir: Annotated[str, msgspec.Meta(min_length=1)]  # relative to this file's directory
+
+
+class EnrollConfig(_Section, frozen=True):
+    """Enrollment codes (docs/security.md has the arithmetic behind the defaults)."""
+
+    max_failures: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10  # wrong guesses lock a code
+    throttle_burst: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10  # failures per address
+    throttle_per_minute: Annotated[float, msgspec.Meta(gt=0, le=600)] = 1.0  # refill rate
+
+
 class CollectorConfig(_Section, frozen=True):
     """The whole collector configuration (see configs/collector.example.yaml)."""
 
@@ -300,6 +314,8 @@ class CollectorConfig(_Section, frozen=True):
     evidence: EvidenceConfig = EvidenceConfig()
     log: LogConfig = LogConfig()
     remote_write: RemoteWriteConfig | None = None  # off by default
+    agent_config: AgentLayersConfig | None = None  # none: agents run their local files only
+    enroll: EnrollConfig = EnrollConfig()
 
 
 def _resolve(base: Path, path: str) -> str:
@@ -345,8 +361,12 @@ def parse_config(data: Any, file: str = "<config>", base: Path | None = None) ->
         if config.evidence.compliance is None
         else _resolve(base, config.evidence.compliance),
     )
+    layers = config.agent_config
+    if layers is not None:
+        layers = msgspec.structs.replace(layers, dir=_resolve(base, layers.dir))
     return msgspec.structs.replace(
         config,
+        agent_config=layers,
         listen=listen,
         store=store,
         log=log,

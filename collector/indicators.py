@@ -11,6 +11,7 @@ computed (numerator, denominator, window, units without agents) is written up in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -273,6 +274,8 @@ class Snapshot:
     skipped_rows: int = 0  # store rows left out because they could not be read or used
     # Per level (and "all"): units with some declaration in force now, and units without.
     declaration_units: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # (site, agents whose latest central-config status is a rejection), for sites with any
+    config_errors: tuple[tuple[str, int], ...] = ()
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -846,7 +849,7 @@ class SnapshotBuilder:
             if isinstance(a.antivirus, AntivirusStatus) and a.antivirus.state in AV_UNPROTECTED
         ]
         protected_until = await self.store.protected_until(unprotected)
-        return build_snapshot(
+        snapshot = build_snapshot(
             self.org,
             self.plans,
             settings,
@@ -859,3 +862,9 @@ class SnapshotBuilder:
             declarations=declarations,
             protected_until=protected_until,
         )
+        # Optional in the protocol: stores made for indicator tests do not keep it.
+        config_errors = getattr(self.store, "config_error_counts", None)
+        if config_errors is None:
+            return snapshot
+        counts: dict[str, int] = await config_errors()
+        return dataclasses.replace(snapshot, config_errors=tuple(sorted(counts.items())))

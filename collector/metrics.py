@@ -292,6 +292,14 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         (),
     ),
     MetricSpec(
+        "hatang_site_agent_config_errors",
+        "gauge",
+        "Agents of the site whose latest central configuration they rejected (they run their "
+        "last good one; `hatang-collector agents list` names them and the error). Present for "
+        "sites whose agents report a configuration status.",
+        ("site",),
+    ),
+    MetricSpec(
         "hatang_snapshot_timestamp_seconds",
         "gauge",
         "When the indicator snapshot being served was computed (Unix time).",
@@ -473,6 +481,9 @@ def emit(source: SnapshotSource, add: Add) -> None:
         if view.agents:
             add("hatang_site_spool_dropped_reports", one, view.spool_dropped)
             add("hatang_site_clock_skew_agents", one, view.clock_skew_agents)
+
+    for site_id, errors in snapshot.config_errors:
+        add("hatang_site_agent_config_errors", (label_value(site_id),), errors)
 
     for value in snapshot.indicators:
         labels = (value.indicator, value.level)

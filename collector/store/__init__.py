@@ -21,7 +21,7 @@ import math
 import secrets
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -91,10 +91,11 @@ class TokenRecord:
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
     note: str | None
+    agent_id: str | None = None  # set for a per-agent credential (enrollment): reports must match
 
 
 def token_record(row: Sequence[Any]) -> TokenRecord:
-    """A ``tokens`` row (token_id, site, created_at, revoked_at, last_used_at, note)."""
+    """A ``tokens`` row (token_id, site, created_at, revoked_at, last_used_at, note[, agent_id])."""
     return TokenRecord(
         token_id=row[0],
         site=row[1],
@@ -102,7 +103,134 @@ def token_record(row: Sequence[Any]) -> TokenRecord:
         revoked_at=None if row[3] is None else from_unix(row[3]),
         last_used_at=None if row[4] is None else from_unix(row[4]),
         note=row[5],
+        agent_id=row[6] if len(row) > 6 else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollCode:
+    """One enrollment code as stored (never the code itself: ``code_hash``)."""
+
+    code_id: str
+    code_hash: str
+    site: str
+    max_uses: int
+    uses: int
+    failures: int
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    locked_at: float | None = None
+    note: str | None = None
+
+
+ENROLL_CODE_COLUMNS = (
+    "code_id, code_hash, site, max_uses, uses, failures, created_at, expires_at,"
+    " revoked_at, locked_at, note"
+)
+
+
+def enroll_code(row: Sequence[Any]) -> EnrollCode:
+    """An ``enroll_codes`` row in ``ENROLL_CODE_COLUMNS`` order."""
+    return EnrollCode(
+        str(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]), int(row[5]),
+        float(row[6]), float(row[7]),
+        None if row[8] is None else float(row[8]),
+        None if row[9] is None else float(row[9]),
+        row[10],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class NewAgent:
+    """What an enrollment records: the agent, its credential's id and hash."""
+
+    agent_id: str  # proposed; the store makes it unique (``-xxxx`` suffix when taken)
+    hostname: str
+    role: str
+    agent_version: str
+    token_id: str
+    token_hash: str
+    peer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolledAgent:
+    """One enrolled agent with what ``agents list`` shows."""
+
+    agent_id: str
+    site: str
+    hostname: str
+    role: str
+    agent_version: str
+    enrolled_at: float
+    token_id: str
+    code_id: str
+    revoked_at: float | None
+    last_report_at: float | None
+    config_version: str | None
+    config_error: str | None
+    config_rejected: str | None
+
+
+ENROLLED_AGENTS_QUERY = (
+    "SELECT e.agent_id, e.site, e.hostname, e.role, e.agent_version, e.enrolled_at,"
+    " e.token_id, e.code_id, t.revoked_at, a.last_received_at, s.version, s.error, s.rejected"
+    " FROM enrolled_agents e LEFT JOIN tokens t ON t.token_id = e.token_id"
+    " LEFT JOIN agents a ON a.site = e.site AND a.agent_id = e.agent_id"
+    " LEFT JOIN agent_config_status s ON s.site = e.site AND s.agent_id = e.agent_id"
+    " ORDER BY e.site, e.agent_id"
+)
+CONFIG_ERRORS_QUERY = (
+    "SELECT site, SUM(CASE WHEN error IS NULL THEN 0 ELSE 1 END) FROM agent_config_status"
+    " GROUP BY site ORDER BY site"
+)
+
+
+def enrolled_agent(row: Sequence[Any]) -> EnrolledAgent:
+    """A row of ``ENROLLED_AGENTS_QUERY``."""
+
+    def when(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    return EnrolledAgent(
+        agent_id=str(row[0]),
+        site=str(row[1]),
+        hostname=str(row[2]),
+        role=str(row[3]),
+        agent_version=str(row[4]),
+        enrolled_at=float(row[5]),
+        token_id=str(row[6]),
+        code_id=str(row[7]),
+        revoked_at=when(row[8]),
+        last_report_at=when(row[9]),
+        config_version=row[10],
+        config_error=row[11],
+        config_rejected=row[12],
+    )
+
+
+RedeemOutcome = Literal["ok", "unknown", "used_up", "expired", "revoked", "locked"]
+
+
+def distinct_agent_id(agent_id: str) -> str:
+    """``agent_id`` made distinct when taken (cloned PCs share a machine id): ``<id>-<4 hex>``."""
+    return f"{agent_id[:59]}-{secrets.token_hex(2)}"
+
+
+def redeem_refusal(code: EnrollCode | None, now: float) -> RedeemOutcome:
+    """Why a code cannot be redeemed now ("ok" when it can): the one rule for both stores."""
+    if code is None:
+        return "unknown"
+    if code.revoked_at is not None:
+        return "revoked"
+    if code.locked_at is not None:
+        return "locked"
+    if code.expires_at <= now:
+        return "expired"
+    if code.uses >= code.max_uses:
+        return "used_up"
+    return "ok"
 
 
 def to_unix(value: dt.datetime) -> float:
@@ -415,6 +543,44 @@ class Store(Protocol):
     async def revoke_token(self, token_id: str) -> bool: ...
     async def touch_tokens(self, last_used: dict[str, dt.datetime]) -> None:
         """Record when tokens were last used (batched by the caller; not part of digest)."""
+        ...
+
+    async def add_enroll_codes(self, codes: Sequence[EnrollCode]) -> None:
+        """Store new enrollment codes in one transaction (a taken code_id is a StoreError)."""
+        ...
+
+    async def list_enroll_codes(self) -> list[EnrollCode]: ...
+    async def get_enroll_code(self, code_id: str) -> EnrollCode | None: ...
+    async def revoke_enroll_code(self, code_id: str) -> bool: ...
+    async def enroll_failed(self, code_id: str, max_failures: int) -> None:
+        """Count a wrong guess at ``code_id``; lock the code at ``max_failures``."""
+        ...
+
+    async def redeem_enroll_code(
+        self, code_id: str, agent: NewAgent, now: float
+    ) -> tuple[RedeemOutcome, str]:
+        """Atomically use one use of the code and record the agent and its credential;
+        return the outcome and the agent id given (unique across the province)."""
+        ...
+
+    async def enrolled_agents(self) -> list[EnrolledAgent]: ...
+    async def revoke_agent(self, agent_id: str) -> bool:
+        """Revoke an enrolled agent's credential (effective on its next request)."""
+        ...
+
+    async def record_config_status(
+        self,
+        site: str,
+        agent_id: str,
+        version: str | None,
+        error: str | None,
+        rejected: str | None,
+    ) -> None:
+        """Record which central config version an agent runs and what it last rejected."""
+        ...
+
+    async def config_error_counts(self) -> dict[str, int]:
+        """Per site: agents whose latest central configuration status is an error."""
         ...
 
     async def agent_states(self) -> list[AgentState]: ...

@@ -22,10 +22,15 @@ from agent.log import event
 from agent.report import Report
 from collector.late import LateRule
 from collector.store import (
+    CONFIG_ERRORS_QUERY,
+    ENROLL_CODE_COLUMNS,
+    ENROLLED_AGENTS_QUERY,
     AgentNetworkWindow,
     AgentStates,
     DailyHost,
     DailyNetwork,
+    EnrollCode,
+    EnrolledAgent,
     IngestResult,
     NetworkWindow,
     StoredDeclaration,
@@ -33,6 +38,8 @@ from collector.store import (
     StoreUnavailable,
     TokenRecord,
     assemble_agent_states,
+    enroll_code,
+    enrolled_agent,
     stored_declaration,
     to_unix,
     token_record,
@@ -166,6 +173,7 @@ class GroupCommitStore:
     """The backend-independent half of a store: settings, writer task, shared reads."""
 
     SQL: ClassVar[Mapping[str, str]]  # READ_QUERIES in the engine's dialect
+    PARAM: ClassVar[str] = "?"  # the first query parameter in the engine's dialect
 
     def __init__(
         self,
@@ -351,6 +359,30 @@ class GroupCommitStore:
     async def list_tokens(self) -> list[TokenRecord]:
         """Every token, oldest first (never the secret: it is not stored)."""
         return [token_record(r) for r in await self._rows("list_tokens")]
+
+    # -- enrollment (writes are each backend's) --------------------------------------
+
+    async def list_enroll_codes(self) -> list[EnrollCode]:
+        """Every enrollment code (hashes only), by site then age."""
+        sql = f"SELECT {ENROLL_CODE_COLUMNS} FROM enroll_codes ORDER BY site, created_at"  # noqa: S608
+        (rows,) = await self._fetch([(sql, ())])
+        return [enroll_code(r) for r in rows]
+
+    async def get_enroll_code(self, code_id: str) -> EnrollCode | None:
+        """The code whose first group is ``code_id``, or None."""
+        sql = f"SELECT {ENROLL_CODE_COLUMNS} FROM enroll_codes WHERE code_id = {self.PARAM}"  # noqa: S608
+        (rows,) = await self._fetch([(sql, (code_id,))])
+        return enroll_code(rows[0]) if rows else None
+
+    async def enrolled_agents(self) -> list[EnrolledAgent]:
+        """Every enrolled agent with its last report and central-config status."""
+        (rows,) = await self._fetch([(ENROLLED_AGENTS_QUERY, ())])
+        return [enrolled_agent(r) for r in rows]
+
+    async def config_error_counts(self) -> dict[str, int]:
+        """Per site with any config status: agents whose latest status is an error."""
+        (rows,) = await self._fetch([(CONFIG_ERRORS_QUERY, ())])
+        return {str(site): int(n or 0) for site, n in rows}
 
     async def report_count(self) -> int:
         """How many reports are stored."""

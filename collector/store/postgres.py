@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -36,16 +37,23 @@ from agent.report import Report, decode_report
 from collector import late
 from collector.store import (
     DECLARATION_COLUMNS,
+    ENROLL_CODE_COLUMNS,
     Claim,
+    EnrollCode,
     IngestResult,
+    NewAgent,
     NewDeclaration,
     QueueStats,
+    RedeemOutcome,
     StoreError,
     StoreUnavailable,
     TokenRecord,
+    distinct_agent_id,
+    enroll_code,
     hash_token,
     new_revisions,
     new_token,
+    redeem_refusal,
     to_unix,
     token_record,
 )
@@ -136,6 +144,7 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 class PostgresStore(GroupCommitStore):
     """The PostgreSQL store (see the module docstring for the concurrency design)."""
 
+    PARAM: ClassVar = "$1"
     # Text orders by byte value (``COLLATE "C"``), as in SQLite.
     SQL: ClassVar = {
         "agent_states.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
@@ -732,7 +741,7 @@ class PostgresStore(GroupCommitStore):
         digest = hash_token(token)
         row = await self._read(
             lambda c: c.fetchrow(
-                "SELECT token_id, site, created_at, revoked_at, last_used_at, note"
+                "SELECT token_id, site, created_at, revoked_at, last_used_at, note, agent_id"
                 " FROM tokens WHERE token_hash = $1",
                 digest,
             )
@@ -752,6 +761,127 @@ class PostgresStore(GroupCommitStore):
 
         found: bool = await self._write(apply)
         return found
+
+    # -- enrollment -------------------------------------------------------------------
+
+    async def add_enroll_codes(self, codes: Sequence[EnrollCode]) -> None:
+        """Store new enrollment codes in one transaction."""
+        marks = ", ".join(f"${i}" for i in range(1, 12))
+        sql = f"INSERT INTO enroll_codes ({ENROLL_CODE_COLUMNS}) VALUES ({marks})"  # noqa: S608
+        rows = [dataclasses.astuple(code) for code in codes]
+
+        async def apply(conn: Connection) -> None:
+            await conn.executemany(sql, rows)
+
+        await self._write(apply)
+
+    async def revoke_enroll_code(self, code_id: str) -> bool:
+        """Revoke a code (uses left are void); False when no code has that id."""
+
+        async def apply(conn: Connection) -> bool:
+            status = await conn.execute(
+                "UPDATE enroll_codes SET revoked_at = COALESCE(revoked_at, $1) WHERE code_id = $2",
+                self.clock(),
+                code_id,
+            )
+            return bool(status != "UPDATE 0")
+
+        found: bool = await self._write(apply)
+        return found
+
+    async def enroll_failed(self, code_id: str, max_failures: int) -> None:
+        """Count a wrong guess at ``code_id``; lock the code at ``max_failures``."""
+        now = self.clock()
+
+        async def apply(conn: Connection) -> None:
+            await conn.execute(
+                "UPDATE enroll_codes SET failures = failures + 1, locked_at = CASE"
+                " WHEN locked_at IS NULL AND failures + 1 >= $1 THEN $2 ELSE locked_at END"
+                " WHERE code_id = $3",
+                max_failures,
+                now,
+                code_id,
+            )
+
+        await self._write(apply)
+
+    async def redeem_enroll_code(
+        self, code_id: str, agent: NewAgent, now: float
+    ) -> tuple[RedeemOutcome, str]:
+        """Use one use of the code and record the agent and its credential, atomically
+        (the row lock serialises replicas redeeming the same code)."""
+
+        async def apply(conn: Connection) -> tuple[RedeemOutcome, str]:
+            sql = f"SELECT {ENROLL_CODE_COLUMNS} FROM enroll_codes WHERE code_id = $1 FOR UPDATE"  # noqa: S608
+            row = await conn.fetchrow(sql, code_id)
+            code = None if row is None else enroll_code(tuple(row))
+            outcome = redeem_refusal(code, now)
+            if outcome != "ok" or code is None:
+                return outcome, ""
+            agent_id = agent.agent_id
+            while await conn.fetchval(
+                "SELECT 1 FROM enrolled_agents WHERE agent_id = $1", agent_id
+            ):
+                agent_id = distinct_agent_id(agent.agent_id)
+            await conn.execute(
+                "UPDATE enroll_codes SET uses = uses + 1 WHERE code_id = $1", code_id
+            )
+            await conn.execute(
+                "INSERT INTO tokens (token_id, token_hash, site, created_at, note, agent_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                agent.token_id, agent.token_hash, code.site, now, f"agent {agent_id}", agent_id,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO enrolled_agents (agent_id, site, token_id, code_id, hostname, role,"
+                " agent_version, enrolled_at, peer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                agent_id, code.site, agent.token_id, code_id, agent.hostname, agent.role,
+                agent.agent_version, now, agent.peer,
+            )  # fmt: skip
+            return "ok", agent_id
+
+        result: tuple[RedeemOutcome, str] = await self._write(apply)
+        return result
+
+    async def revoke_agent(self, agent_id: str) -> bool:
+        """Revoke an enrolled agent's credential (every lookup reads the database)."""
+
+        async def apply(conn: Connection) -> bool:
+            token_id = await conn.fetchval(
+                "SELECT token_id FROM enrolled_agents WHERE agent_id = $1", agent_id
+            )
+            if token_id is None:
+                return False
+            await conn.execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE token_id = $2",
+                self.clock(),
+                token_id,
+            )
+            return True
+
+        found: bool = await self._write(apply)
+        return found
+
+    async def record_config_status(
+        self,
+        site: str,
+        agent_id: str,
+        version: str | None,
+        error: str | None,
+        rejected: str | None,
+    ) -> None:
+        """Record the central config version an agent runs and what it last rejected."""
+        now = self.clock()
+
+        async def apply(conn: Connection) -> None:
+            await conn.execute(
+                "INSERT INTO agent_config_status (site, agent_id, version, error, rejected,"
+                " reported_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (site, agent_id)"
+                " DO UPDATE SET version = excluded.version, error = excluded.error,"
+                " rejected = excluded.rejected, reported_at = excluded.reported_at",
+                site, agent_id, version, error, rejected, now,
+            )  # fmt: skip
+
+        await self._write(apply)
 
     async def touch_tokens(self, last_used: dict[str, dt.datetime]) -> None:
         """Record last use of tokens (moves only forward)."""

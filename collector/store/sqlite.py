@@ -31,16 +31,23 @@ from agent.report import Report, decode_report
 from collector import late
 from collector.store import (
     DECLARATION_COLUMNS,
+    ENROLL_CODE_COLUMNS,
     Claim,
+    EnrollCode,
     IngestResult,
+    NewAgent,
     NewDeclaration,
     QueueStats,
+    RedeemOutcome,
     StoreError,
     StoreUnavailable,
     TokenRecord,
+    distinct_agent_id,
+    enroll_code,
     hash_token,
     new_revisions,
     new_token,
+    redeem_refusal,
     to_unix,
     token_record,
 )
@@ -749,8 +756,8 @@ class SQLiteStore(GroupCommitStore):
         def read(conn: sqlite3.Connection) -> tuple[int, dict[str, TokenRecord]]:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             rows = conn.execute(
-                "SELECT token_hash, token_id, site, created_at, revoked_at, last_used_at, note"
-                " FROM tokens"
+                "SELECT token_hash, token_id, site, created_at, revoked_at, last_used_at, note,"
+                " agent_id FROM tokens"
             ).fetchall()
             return int(version), {row[0]: token_record(row[1:]) for row in rows}
 
@@ -796,6 +803,122 @@ class SQLiteStore(GroupCommitStore):
                     record.last_used_at is None or record.last_used_at < when
                 ):
                     self._tokens[digest] = dataclasses.replace(record, last_used_at=when)
+
+    # -- enrollment -------------------------------------------------------------------
+
+    async def add_enroll_codes(self, codes: Sequence[EnrollCode]) -> None:
+        """Store new enrollment codes in one transaction."""
+        marks = ", ".join("?" * 11)
+        sql = f"INSERT INTO enroll_codes ({ENROLL_CODE_COLUMNS}) VALUES ({marks})"  # noqa: S608
+        rows = [dataclasses.astuple(code) for code in codes]
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(sql, rows)
+
+        await self._write(apply)
+
+    async def revoke_enroll_code(self, code_id: str) -> bool:
+        """Revoke a code (uses left are void); False when no code has that id."""
+
+        def apply(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE enroll_codes SET revoked_at = COALESCE(revoked_at, ?) WHERE code_id = ?",
+                (self.clock(), code_id),
+            )
+            return cur.rowcount > 0
+
+        found: bool = await self._write(apply)
+        return found
+
+    async def enroll_failed(self, code_id: str, max_failures: int) -> None:
+        """Count a wrong guess at ``code_id``; lock the code at ``max_failures``."""
+        now = self.clock()
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE enroll_codes SET failures = failures + 1, locked_at = CASE"
+                " WHEN locked_at IS NULL AND failures + 1 >= ? THEN ? ELSE locked_at END"
+                " WHERE code_id = ?",
+                (max_failures, now, code_id),
+            )
+
+        await self._write(apply)
+
+    async def redeem_enroll_code(
+        self, code_id: str, agent: NewAgent, now: float
+    ) -> tuple[RedeemOutcome, str]:
+        """Use one use of the code and record the agent and its credential, atomically."""
+
+        def apply(conn: sqlite3.Connection) -> tuple[RedeemOutcome, str]:
+            sql = f"SELECT {ENROLL_CODE_COLUMNS} FROM enroll_codes WHERE code_id = ?"  # noqa: S608
+            row = conn.execute(sql, (code_id,)).fetchone()
+            code = None if row is None else enroll_code(row)
+            outcome = redeem_refusal(code, now)
+            if outcome != "ok" or code is None:
+                return outcome, ""
+            agent_id = agent.agent_id
+            while conn.execute(
+                "SELECT 1 FROM enrolled_agents WHERE agent_id = ?", (agent_id,)
+            ).fetchone():
+                agent_id = distinct_agent_id(agent.agent_id)
+            conn.execute("UPDATE enroll_codes SET uses = uses + 1 WHERE code_id = ?", (code_id,))
+            conn.execute(
+                "INSERT INTO tokens (token_id, token_hash, site, created_at, note, agent_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (agent.token_id, agent.token_hash, code.site, now, f"agent {agent_id}", agent_id),
+            )
+            conn.execute(
+                "INSERT INTO enrolled_agents (agent_id, site, token_id, code_id, hostname, role,"
+                " agent_version, enrolled_at, peer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (agent_id, code.site, agent.token_id, code_id, agent.hostname, agent.role,
+                 agent.agent_version, now, agent.peer),
+            )  # fmt: skip
+            _tokens_changed(conn)
+            return "ok", agent_id
+
+        result: tuple[RedeemOutcome, str] = await self._write(apply)
+        return result
+
+    async def revoke_agent(self, agent_id: str) -> bool:
+        """Revoke an enrolled agent's credential; seen by the very next lookup."""
+
+        def apply(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT token_id FROM enrolled_agents WHERE agent_id = ?", (agent_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE token_id = ?",
+                (self.clock(), row[0]),
+            )
+            _tokens_changed(conn)
+            return True
+
+        found: bool = await self._write(apply)
+        return found
+
+    async def record_config_status(
+        self,
+        site: str,
+        agent_id: str,
+        version: str | None,
+        error: str | None,
+        rejected: str | None,
+    ) -> None:
+        """Record the central config version an agent runs and what it last rejected."""
+        values = (site, agent_id, version, error, rejected, self.clock())
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO agent_config_status (site, agent_id, version, error, rejected,"
+                " reported_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site, agent_id) DO UPDATE"
+                " SET version = excluded.version, error = excluded.error,"
+                " rejected = excluded.rejected, reported_at = excluded.reported_at",
+                values,
+            )
+
+        await self._write(apply)
 
     # -- reads for indicators, metrics and evidence ------------------------------------
 

@@ -214,3 +214,27 @@ async def test_full_spool_drops_oldest_and_later_reports_say_so(
     new = [r.spool_dropped for r in reports if r.seq > written]
     assert new == sorted(new) and new[-1] >= 1
     assert new[-1] <= dropped_total
+
+
+async def test_a_new_config_applies_without_restart(
+    tmp_path: Path, listener: int, closed_port: int
+) -> None:
+    """What a central config change does: new targets and interval on the next cycle, a
+    section it turns on starts, and one it turns off stops."""
+    cfg = config(tmp_path, tcp_port=listener)
+    started = Started(Daemon(cfg, "agent.yaml"))
+    async with started as daemon:
+        await until(lambda: len(queued_reports(daemon)) >= 1)
+        assert set(daemon._loops) == {"networks"}
+        new = config(tmp_path, tcp_port=closed_port, interval="2s", inventory={"enabled": True})
+        daemon.apply_config(new)
+        assert set(daemon._loops) == {"networks", "host"}
+
+        def changed() -> list[Report]:
+            return [r for r in queued_reports(daemon) if r.interval_seconds == 2.0]
+
+        reports = await until(lambda: [r for r in changed() if r.host is not None])
+        assert reports[0].networks.lan.targets[0].target == f"127.0.0.1:{closed_port}"
+        daemon.apply_config(cfg)
+        assert set(daemon._loops) == {"networks"}
+    assert started.code == EXIT_OK

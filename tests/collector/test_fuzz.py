@@ -189,3 +189,29 @@ def test_schemathesis_cases_from_the_openapi_document(
     health = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     health.request("GET", "/healthz")
     assert health.getresponse().status == 200
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [("/api/v1/enroll", "POST"), ("/api/v1/config", "GET"), ("/api/v1/config/status", "POST")],
+)
+def test_schemathesis_cases_for_enrollment_and_central_config(
+    server: ThreadedCollector, mode: GenerationMode, path: str, method: str
+) -> None:
+    """Whatever the document allows (or not) never gets a 5xx nor changes stored content."""
+    operation = SCHEMA[path][method]
+
+    @settings(FUZZ, max_examples=25)
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: Any) -> None:
+        before = server.digest()
+        headers = {} if path == "/api/v1/enroll" else {"Authorization": f"Bearer {server.token}"}
+        response = case.call(base_url=f"http://127.0.0.1:{server.port}", headers=headers)
+        assert response.status_code < 500, response.text
+        assert server.digest() == before
+        if mode == GenerationMode.POSITIVE and path == "/api/v1/enroll":
+            # A schema-valid body is refused for its code, or throttled, never malformed.
+            assert response.status_code in (403, 422, 429), response.text
+
+    run()
