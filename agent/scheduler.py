@@ -32,11 +32,11 @@ from typing import Any, Final
 
 from agent import __version__, memory
 from agent.config import AgentConfig, ConfigError
-from agent.log import event, setup
+from agent.log import event, log_exception_limited, setup
 from agent.report import Report, utcnow
 from agent.sections import Section, SectionName, collect, enabled_sections, make_report
 from agent.sender import Sender
-from agent.spool import Spool, SpoolError, open_spool
+from agent.spool import Spool, SpoolCorrupt, SpoolError, open_spool
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ class Daemon:
         self._pending: dict[SectionName, Any] = {}
         self._runs: set[asyncio.Task[None]] = set()
         self._settled = False
+        # Cycles that could not be spooled (disk full...): the next report that is
+        # queued counts them as dropped and skips their seq numbers.
+        self.unspooled = 0
 
     def stop(self) -> None:
         """Ask the daemon to shut down (idempotent; safe from signal handlers)."""
@@ -233,14 +236,28 @@ class Daemon:
             )
 
         try:
-            appended = await asyncio.to_thread(self.spool.append, build)
+            appended = await asyncio.to_thread(self.spool.append, build, self.unspooled)
         except Exception as exc:
             # Keep what was collected for the next report unless a newer value arrived.
             for name, value in taken.items():
                 self._pending.setdefault(name, value)
-            error = str(exc) if isinstance(exc, SpoolError) else repr(exc)[:300]
-            event(log, logging.ERROR, "report.not_queued", error=error)
+            self.unspooled += 1
+            if isinstance(exc, SpoolError):
+                event(
+                    log,
+                    logging.ERROR,
+                    "report.not_queued",
+                    error=str(exc),
+                    unspooled=self.unspooled,
+                    hint="this cycle is lost; the next queued report counts it in "
+                    "spool_dropped and skips its seq",
+                )
+            else:
+                log_exception_limited(log, "report.not_queued", exc)
+            if isinstance(exc, SpoolCorrupt) or self.spool.closed:
+                await self._replace_spool()
             return
+        self.unspooled = 0
         self.reports_queued += 1
         event(
             log,
@@ -253,6 +270,23 @@ class Daemon:
             spool_dropped=appended.report.spool_dropped,
         )
         self._wake.set()
+
+    async def _replace_spool(self) -> None:
+        """The spool got damaged while running: reopen it, which moves it aside."""
+        old = self.spool
+        assert old is not None
+        await asyncio.to_thread(old.close)
+        try:
+            spool = await asyncio.to_thread(
+                open_spool, self.config.spool.path, int(self.config.spool.max_size), self.agent_id
+            )
+        except SpoolError as exc:
+            # Keep the closed one: every later cycle fails, is counted, and tries again.
+            event(log, logging.ERROR, "spool.unusable", error=str(exc))
+            return
+        self.spool = spool
+        if self.sender is not None:
+            self.sender.spool = spool
 
     async def _status_loop(self) -> None:
         """Log the spool and sender counters now and then, for people reading the log."""
