@@ -56,27 +56,36 @@ def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     logger.log(level, name, extra=fields)
 
 
-_last_logged: dict[str, float] = {}
-_suppressed: dict[str, int] = {}
+_last_logged: dict[tuple[str, ...], float] = {}
+_suppressed: dict[tuple[str, ...], int] = {}
 _limit_lock = threading.Lock()
 
 
 def log_exception_limited(
-    logger: logging.Logger, key: str, exc: BaseException, interval: float = 60.0
+    logger: logging.Logger, key: str, exc: BaseException, interval: float = 60.0, **fields: Any
 ) -> None:
-    """Log an unexpected error with its traceback at ERROR, at most once per ``interval``
-    per ``key``; the repeats in between are counted in the next line, not lost."""
+    """Log an unexpected error (event ``key``) with its traceback at ERROR, at most once per
+    ``interval`` per ``key`` and ``fields`` (which say where: section, target, device...);
+    the repeats in between are counted in the next line, not lost.
+
+    A bug that fails every cycle must be visible without DEBUG, but must not fill the disk.
+    """
+    where = (key, *(f"{k}={v}" for k, v in sorted(fields.items())))
     now = time.monotonic()
     with _limit_lock:
-        last = _last_logged.get(key)
+        last = _last_logged.get(where)
         if last is not None and now - last < interval:
-            _suppressed[key] = _suppressed.get(key, 0) + 1
+            _suppressed[where] = _suppressed.get(where, 0) + 1
             return
-        _last_logged[key] = now
-        repeats = _suppressed.pop(key, 0)
+        _last_logged[where] = now
+        repeats = _suppressed.pop(where, 0)
     logger.error(
         key,
-        extra={"error": f"{type(exc).__name__}: {exc}"[:300], "repeats_suppressed": repeats},
+        extra={
+            **fields,
+            "error": f"{type(exc).__name__}: {exc}"[:300],
+            "repeats_suppressed": repeats,
+        },
         exc_info=(type(exc), exc, exc.__traceback__),
     )
 

@@ -338,7 +338,7 @@ class Daemon:
                 sender_task.cancel()
                 await asyncio.gather(sender_task, return_exceptions=True)
             elif (exc := sender_task.exception()) is not None:
-                event(log, logging.ERROR, "sender.crashed", error=repr(exc)[:300])
+                log_exception_limited(log, "sender.crashed", exc)
         await self._log_status("agent.stopped")
         if self.spool is not None:
             await asyncio.to_thread(self.spool.close)

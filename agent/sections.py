@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.log import event
+from agent.log import log_exception_limited
 from agent.report import Report, new_report_id
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ async def collect(config: AgentConfig, section: Section) -> Any | None:
     try:
         return await section.collect(config)
     except Exception as exc:
-        event(log, logging.ERROR, "section.failed", section=section.name, error=repr(exc)[:300])
-        log.debug("section %s traceback", section.name, exc_info=True)
+        log_exception_limited(log, "section.failed", exc, section=section.name)
         return None
 
 

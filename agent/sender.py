@@ -62,7 +62,7 @@ from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.config import CollectorConfig, ConfigError
-from agent.log import event
+from agent.log import event, log_exception_limited
 from agent.report import batch_body, utcnow
 from agent.spool import Entry, Spool, SpoolError
 
@@ -428,8 +428,7 @@ class Sender:
                 continue
             except Exception as exc:
                 self._failed(repr(exc)[:300])
-                event(log, logging.ERROR, "send.internal_error", error=repr(exc)[:300])
-                log.debug("sender traceback", exc_info=True)
+                log_exception_limited(log, "send.internal_error", exc)
                 await _wait(stop, self.backoff_delay(None))
                 continue
             # Everything queued was delivered; sleep until a new report arrives.

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import ConfigError, SnmpConfig, SnmpDeviceConfig
-from agent.log import event
+from agent.log import event, log_exception_limited
 from agent.report import SnmpDevice, SnmpInterface
 from agent.snmp import oids
 
@@ -483,8 +483,7 @@ async def poll_device(device: SnmpDeviceConfig) -> SnmpDevice:
     except TimeoutError:
         result.error = _budget_error(device)
     except Exception as exc:  # a bug or an unexpected pysnmp failure: reported, not raised
-        event(log, logging.ERROR, "snmp.poll_failed", device=_label(device), error=repr(exc)[:300])
-        log.debug("snmp poll traceback", exc_info=True)
+        log_exception_limited(log, "snmp.poll_failed", exc, device=_label(device))
         result.error = f"internal error polling {_label(device)}: {type(exc).__name__}"
     if result.truncated and result.error is None:
         result.error = f"a table was cut at max_rows={device.max_rows}"
