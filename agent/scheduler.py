@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent import __version__, memory
-from agent.config import AgentConfig, ConfigError
+from agent.config import AgentConfig, ConfigError, redact_url, security_warnings
 from agent.log import event, log_exception_limited, setup
 from agent.report import Report, utcnow
 from agent.sections import Section, SectionName, collect, enabled_sections, make_report
@@ -151,8 +151,12 @@ class Daemon:
             sections=",".join(f"{s.name}={_format_seconds(s.interval(config))}" for s in sections),
             jitter=config.jitter,
             spool=config.spool.path,
-            collector=",".join(config.collector.urls) if config.collector else "none",
+            collector=",".join(map(redact_url, config.collector.urls))
+            if config.collector
+            else "none",
         )
+        for key, warning in security_warnings(config):
+            event(log, logging.WARNING, "config.insecure", key=key, warning=warning)
         if config.collector is None:
             event(
                 log,

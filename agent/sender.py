@@ -47,7 +47,6 @@ import email.utils
 import functools
 import gzip
 import http.client
-import ipaddress
 import json
 import logging
 import random
@@ -61,7 +60,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from agent import __version__
-from agent.config import CollectorConfig, ConfigError
+from agent.config import CollectorConfig, ConfigError, is_loopback, redact_url
 from agent.log import event, log_exception_limited
 from agent.report import batch_body, utcnow
 from agent.spool import Entry, Spool, SpoolError
@@ -160,8 +159,8 @@ class Transport:
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None, timeout: float) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"invalid collector url {url!r}")
-        self.url = url
+            raise ValueError(f"invalid collector url {redact_url(url)!r}")
+        self.url = redact_url(url)  # how it is shown in logs and errors
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -284,13 +283,6 @@ def check_token(token: str) -> str:
     return token
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 @dataclass(slots=True)
 class SenderStats:
     """Counters for logs and the daemon's status (since the process started)."""
@@ -388,7 +380,7 @@ class Sender:
                 hint="collector.verify_tls is false: the collector's certificate is not checked",
             )
         for transport in self.transports:
-            if transport.scheme == "http" and not _is_loopback(transport.host):
+            if transport.scheme == "http" and not is_loopback(transport.host):
                 event(
                     log,
                     logging.WARNING,
