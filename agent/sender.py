@@ -169,6 +169,7 @@ class Transport:
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
+        self.abandoned: asyncio.Future[Any] | None = None  # a request given up on, still running
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
@@ -367,6 +368,9 @@ class Sender:
         needs_tls = any(url.startswith("https:") for url in config.urls)
         context = make_ssl_context(config) if needs_tls else None
         self.transports = [Transport(url, context, float(config.timeout)) for url in config.urls]
+        # The whole of one request (lookup, connect, send, answer): each step has its own
+        # socket timeout, which a slow drip of bytes or a hung resolver never trips.
+        self._request_bound = 3 * float(config.timeout)
         self._preferred = 0
         self._rejected_in_a_row = 0
         # The oldest report of the batches that got 500, and how many times in a row.
@@ -669,19 +673,43 @@ class Sender:
             transport = self.transports[position]
             if stop.is_set():
                 raise SendStopped
+            if transport.abandoned is not None and not transport.abandoned.done():
+                # Its thread is stuck where nothing can interrupt it (a name lookup):
+                # one stuck thread per URL, never one more per attempt.
+                errors.append(f"{transport.url}: the previous request has still not returned")
+                continue
             request = _in_daemon_thread(functools.partial(transport.post, body, self._headers))
             stopping = asyncio.ensure_future(stop.wait())
             pending: set[asyncio.Future[Any]] = {request, stopping}
             try:
-                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    pending, timeout=self._request_bound, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 stopping.cancel()
             if not request.done():
-                # Shutdown: break the request; whatever the collector stored it will
-                # see again as a duplicate, and nothing unacknowledged is deleted.
+                # Break the request; whatever the collector stored it will see again as
+                # a duplicate, and nothing unacknowledged is deleted.
                 transport.abort()
                 request.add_done_callback(_discard)
-                raise SendStopped
+                if stop.is_set():
+                    raise SendStopped
+                # Socket timeouts bound each step, not the whole: a name lookup, or an
+                # answer dribbled a byte at a time, could hold the queue for ever.
+                transport.abandoned = request
+                errors.append(
+                    f"{transport.url}: timeout: no complete answer in "
+                    f"{self._request_bound:g}s (request abandoned)"
+                )
+                event(
+                    log,
+                    logging.WARNING,
+                    "send.unreachable",
+                    url=transport.url,
+                    reason="timeout",
+                    detail=f"no complete answer in {self._request_bound:g}s",
+                )
+                continue
             try:
                 response: Response = request.result()
             except TransportError as exc:

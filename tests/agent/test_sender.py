@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import logging
 import shutil
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -428,3 +431,45 @@ async def test_a_collector_that_is_down_gets_nothing_dead_lettered(
     assert spool.stats().queued == 10
     assert spool.dead_letters() == [] and spool.stats().rejected_total == 0
     assert receiver.count() == 0
+
+
+@pytest.fixture
+def dribbling_server() -> Iterator[int]:
+    """A loopback "collector" that answers one byte at a time, each within the socket
+    timeout, for ever: a hostile or broken proxy no per-step timeout ever trips."""
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                with contextlib.suppress(OSError):
+                    while not done.wait(0.05):
+                        conn.sendall(b"a")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        done.set()
+        server.close()
+        thread.join(5)
+
+
+async def test_an_answer_that_never_completes_is_abandoned_and_reports_kept(
+    tmp_path: Path, spool: Spool, dribbling_server: int
+) -> None:
+    config = config_for(tmp_path, [f"http://127.0.0.1:{dribbling_server}"], timeout="300ms")
+    fill(spool, config, 2)
+    sender = sender_for(config, spool)
+    with pytest.raises(SendFailed, match=r"no complete answer in 0\.9s \(request abandoned\)"):
+        await sender.flush()
+    assert spool.stats().queued == 2
+    sender.close()
