@@ -44,6 +44,7 @@ from typing import Final
 
 import msgspec
 
+from agent.configerror import show
 from agent.files import create_private
 from agent.log import event
 from agent.report import Report, decode_report, encode
@@ -268,7 +269,7 @@ class Spool:
             row = conn.execute("SELECT value FROM meta WHERE key = 'agent_id'").fetchone()
             if row is not None and not _valid_agent_id(row[0]):
                 raise SpoolCorrupt(
-                    _corrupt_message(path, Exception(f"meta agent_id is {_show(row[0])}"))
+                    _corrupt_message(path, Exception(f"meta agent_id is {show(row[0])}"))
                 )
             conn.execute("COMMIT")
         except BaseException:
@@ -608,12 +609,6 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield items[start : start + size]
 
 
-def _show(value: object) -> str:
-    """A bounded repr of a value read from disk, for messages."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _valid_agent_id(value: object) -> bool:
     return isinstance(value, str) and _AGENT_ID.fullmatch(value) is not None
 
@@ -634,7 +629,7 @@ def _meta_count(conn: sqlite3.Connection, key: str, path: Path) -> int:
     number = _count(row[0])
     if number is None:
         raise SpoolCorrupt(
-            _corrupt_message(path, Exception(f"meta {key} is {_show(row[0])}, not a count"))
+            _corrupt_message(path, Exception(f"meta {key} is {show(row[0])}, not a count"))
         )
     return number
 
@@ -648,7 +643,7 @@ def _row_problem(report_id: object, seq: object, body: object) -> str | None:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return f"body is not a valid report ({str(exc)[:200]})"
     if report.id != report_id or report.seq != seq:
-        return f"row says report {_show(report_id)} seq {_show(seq)}, body says {report.id}"
+        return f"row says report {show(report_id)} seq {show(seq)}, body says {report.id}"
     return None
 
 
