@@ -440,30 +440,48 @@ class Spool:
 
     def _bury_damaged(self, row_id: int, problem: str) -> None:
         """Move a row that is not a valid report to the dead letters; count it as lost."""
-        now = dt.datetime.now(dt.UTC).isoformat()
-        with self._transaction() as conn:
-            # Copied with casts: the damaged columns may not even have their declared types.
-            conn.execute(
-                "INSERT INTO dead_letter (report_id, seq, observed_at, size, body, status,"
-                " reason, rejected_at) SELECT CAST(report_id AS TEXT), 0, '', 0,"
-                " CAST(body AS BLOB), ?, ?, ? FROM queue WHERE row_id = ?",
-                (STATUS_DAMAGED, f"damaged in the spool: {problem}"[:2000], now, row_id),
-            )
-            conn.execute("DELETE FROM queue WHERE row_id = ?", (row_id,))
-            dropped_total = self._meta_int(conn, "dropped_total") + 1
-            self._set_meta(conn, "dropped_total", dropped_total)
-            self._trim_dead_letters(conn)
+        moved = self._to_dead_letters(row_id, STATUS_DAMAGED, f"damaged in the spool: {problem}")
+        if moved is None:
+            return
         event(
             log,
             logging.ERROR,
             "spool.row_damaged",
             row_id=row_id,
             problem=problem[:300],
-            dropped_total=dropped_total,
+            dropped_total=moved[2],
             spool=str(self.path),
             hint="a queued report no longer reads back as a report (disk damage?); it is "
             "kept in the spool's dead_letter table with status 0 and counted as dropped",
         )
+
+    def _to_dead_letters(
+        self, row_id: int, status: int, reason: str
+    ) -> tuple[str, int, int] | None:
+        """Move one queued row to the dead letters, counting it as rejected (by the
+        collector) or, for status 0, as dropped; return (report id, seq, new count)."""
+        now = dt.datetime.now(dt.UTC).isoformat()
+        counter = "dropped_total" if status == STATUS_DAMAGED else "rejected_total"
+        with self._transaction() as conn:
+            self._in_flight.discard(row_id)
+            # Copied with casts: a damaged row's columns may not have their declared types.
+            cur = conn.execute(
+                "INSERT INTO dead_letter (report_id, seq, observed_at, size, body, status,"
+                " reason, rejected_at) SELECT CAST(report_id AS TEXT),"
+                " CASE typeof(seq) WHEN 'integer' THEN seq ELSE 0 END,"
+                " CAST(observed_at AS TEXT), CASE typeof(size) WHEN 'integer' THEN size ELSE 0 END,"
+                " CAST(body AS BLOB), ?, ?, ? FROM queue WHERE row_id = ?"
+                " RETURNING report_id, seq",
+                (status, reason[:2000], now, row_id),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM queue WHERE row_id = ?", (row_id,))
+            count = self._meta_int(conn, counter) + 1
+            self._set_meta(conn, counter, count)
+            self._trim_dead_letters(conn)
+        return str(row[0]), int(row[1]), count
 
     def ack(self, row_ids: Sequence[int]) -> int:
         """Remove reports the collector acknowledged; return how many were still queued.
@@ -491,25 +509,10 @@ class Spool:
 
     def reject(self, row_id: int, status: int, reason: str) -> bool:
         """Move a permanently rejected report to the dead-letter table; False if gone."""
-        now = dt.datetime.now(dt.UTC).isoformat()
-        with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT report_id, seq, observed_at, size, body FROM queue WHERE row_id = ?",
-                (row_id,),
-            ).fetchone()
-            self._in_flight.discard(row_id)
-            if row is None:
-                return False
-            report_id, seq, observed_at, size, body = row
-            conn.execute(
-                "INSERT INTO dead_letter (report_id, seq, observed_at, size, body, status, "
-                "reason, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (report_id, seq, observed_at, size, body, status, reason[:2000], now),
-            )
-            conn.execute("DELETE FROM queue WHERE row_id = ?", (row_id,))
-            rejected_total = self._meta_int(conn, "rejected_total") + 1
-            self._set_meta(conn, "rejected_total", rejected_total)
-            self._trim_dead_letters(conn)
+        moved = self._to_dead_letters(row_id, status, reason)
+        if moved is None:
+            return False
+        report_id, seq, rejected_total = moved
         event(
             log,
             logging.ERROR,

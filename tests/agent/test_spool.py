@@ -58,7 +58,7 @@ while True:
 """
 
 
-def append(spool: Spool, agent_id: str = "agent-1", **results: object) -> Appended:
+def append(spool: Spool, agent_id: str = "agent-1", lost: int = 0, **results: object) -> Appended:
     return spool.append(
         lambda seq, dropped: make_report(
             CONFIG,
@@ -67,7 +67,8 @@ def append(spool: Spool, agent_id: str = "agent-1", **results: object) -> Append
             observed_at=dt.datetime.now(dt.UTC),
             results=results,  # type: ignore[arg-type]
             spool_dropped=dropped,
-        )
+        ),
+        lost,
     )
 
 
@@ -464,17 +465,7 @@ def test_cycles_that_could_not_be_queued_are_counted_and_leave_a_seq_gap(
 ) -> None:
     with Spool.open(tmp_path / "s.db", 10**7) as spool:
         first = append(spool).report
-        later = spool.append(
-            lambda seq, dropped: make_report(
-                CONFIG,
-                agent_id="agent-1",
-                seq=seq,
-                observed_at=dt.datetime.now(dt.UTC),
-                results={},
-                spool_dropped=dropped,
-            ),
-            lost=3,
-        ).report
+        later = append(spool, lost=3).report
         assert later.seq == first.seq + 4
         assert later.spool_dropped == 3
         assert spool.stats().dropped_total == 3
