@@ -254,7 +254,13 @@ class Spool:
             row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('format', ?)", (str(SPOOL_FORMAT),))
+            elif _count(row[0]) is None:
+                raise SpoolCorrupt(
+                    _corrupt_message(path, Exception(f"meta format is {show(row[0])}"))
+                )
             elif row[0] != str(SPOOL_FORMAT):
+                # Another agent version's spool, not damage: its reports may still be
+                # sent by that version, so it is not moved aside behind anyone's back.
                 raise SpoolError(
                     f"spool {path} has format {row[0]}, this agent understands "
                     f"{SPOOL_FORMAT}; run the agent version that wrote it until it is empty, "

@@ -367,6 +367,7 @@ DAMAGE = {
     "dropped_total-empty": lambda p: set_meta(p, "dropped_total", ""),
     "rejected_total-huge": lambda p: set_meta(p, "rejected_total", "9" * 40),
     "agent_id-with-newline": lambda p: set_meta(p, "agent_id", "agent\nevil"),
+    "format-garbage": lambda p: set_meta(p, "format", "x" * 5000),
     "truncated": lambda p: p.write_bytes(p.read_bytes()[: 5 * 4096 + 100]),
     "not-sqlite": lambda p: p.write_bytes(b"this is not sqlite" * 300),
     "damaged-page": damage_pages,
@@ -408,6 +409,16 @@ def test_damaged_spool_is_moved_aside_and_a_fresh_one_kept_going(
             assert stored_identity(path) == agent_id
     # The fresh spool's report ids are new UUIDs: no stored report can be shadowed.
     assert report.id not in {r.id for r in old}
+
+
+def test_a_spool_of_another_agent_version_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    filled(path, 3)
+    set_meta(path, "format", "2")
+    with pytest.raises(SpoolError, match="has format 2, this agent understands 1") as err:
+        open_spool(path, 10**7)
+    assert not isinstance(err.value, SpoolCorrupt)
+    assert [p.name for p in tmp_path.iterdir() if "broken" in p.name] == []
 
 
 def test_a_reset_spool_counts_on_from_its_predecessor(tmp_path: Path) -> None:
