@@ -142,12 +142,14 @@ def _check(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from agent.config import load_config
+    from agent.config import load_config, security_warnings
     from agent.log import event, setup
 
     config = with_central_cache(load_config(args.config), args.config)
     # Interactive: events go to stderr (stdout stays pure JSON with --json).
     setup("debug" if args.verbose else "warning")
+    warnings = [f"Cảnh báo / Warning: {key}: {text}\n" for key, text in security_warnings(config)]
+    sys.stderr.writelines(warnings)
     report, networks_ran = asyncio.run(check_once(config))
     if args.json:
         import msgspec
@@ -159,6 +161,7 @@ def _check(args: argparse.Namespace) -> int:
         from agent.render import render_report
 
         sys.stdout.write(render_report(report, networks_ran=networks_ran))
+        sys.stdout.writelines(["\n", *warnings] if warnings else [])
     sys.stdout.flush()
     if not networks_ran:
         event(logging.getLogger("agent.cli"), logging.ERROR, "check.networks_failed")
@@ -199,7 +202,10 @@ def _run(args: argparse.Namespace) -> int:
         )
     config.collector.read_token()  # fail now, not at the first send an interval from now
     if config.log.file:
+        from agent.files import create_private
+
         try:
+            create_private(config.log.file)  # logs name hosts and addresses: owner-only
             Path(config.log.file).open("a", encoding="utf-8").close()
         except OSError as exc:
             reason = exc.strerror or str(exc)

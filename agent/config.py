@@ -83,6 +83,7 @@ class CollectorConfig(_Section, frozen=True):
     token_file: str | None = None
     ca_file: str | None = None  # extra CA for the collector's certificate
     verify_tls: bool = True
+    allow_insecure: bool = False  # accept http:// to a non-loopback collector (token in clear)
     timeout: Duration = Duration(30.0)
     batch_max_reports: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     batch_max_bytes: Size = Size(1_000_000)
@@ -91,12 +92,18 @@ class CollectorConfig(_Section, frozen=True):
 
     def __post_init__(self) -> None:
         for i, url in enumerate(self.urls):
+            key = "url" if isinstance(self.url, str) else f"url[{i}]"
             problem = _url_problem(url)
             if problem:
-                key = "url" if isinstance(self.url, str) else f"url[{i}]"
                 raise ValueError(
-                    f"{key}: {show(url)} {problem} (expected http(s)://host[:port], "
+                    f"{key}: {show(redact_url(url))} {problem} (expected http(s)://host[:port], "
                     "e.g. https://10.10.0.10:8443)"
+                )
+            if plaintext_remote(url) and not self.allow_insecure:
+                raise ValueError(
+                    f"{key}: {show(url)}: gửi mã thông báo không mã hoá / would send the agent's "
+                    "token and reports unencrypted over http:// to another machine; use "
+                    "https:// (or, knowingly, set allow_insecure: true in the collector section)"
                 )
         if self.token is not None and self.token_file is not None:
             raise ValueError("token_file: set either token or token_file, not both")
@@ -143,6 +150,33 @@ class CollectorConfig(_Section, frozen=True):
         return token
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``: the one form URLs are shown in."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (127.0.0.0/8, ::1 or ``localhost``)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower().rstrip(".") == "localhost"
+
+
+def plaintext_remote(url: str) -> bool:
+    """Whether ``url`` is plain http:// to another machine (the token would travel in clear)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and not is_loopback(parts.hostname or "")
+
+
 def _url_problem(url: str) -> str | None:
     """Why ``url`` is not a usable collector URL, or None."""
     from urllib.parse import urlsplit
@@ -152,6 +186,8 @@ def _url_problem(url: str) -> str | None:
         parts.port  # noqa: B018 - urlsplit checks the port only when it is read
     except ValueError:
         return "has an invalid port"
+    if parts.username is not None or parts.password is not None:
+        return "contains credentials (user:password@); the token goes in token or token_file"
     if parts.scheme not in ("http", "https"):
         return "does not start with http:// or https://"
     if not parts.hostname:
@@ -400,6 +436,53 @@ def parse_config(data: Any, file: str = "<config>") -> AgentConfig:
 def load_config(path: str | Path) -> AgentConfig:
     """Load and validate an agent config file; errors name the file as it was given."""
     return parse_config(read_yaml(path), str(path))
+
+
+def security_warnings(config: AgentConfig) -> list[tuple[str, str]]:
+    """(key path, Vietnamese / English warning) for risky but allowed settings.
+
+    ``check`` prints them and the daemon logs them at start, so an official running a
+    check sees what an administrator reading the log sees.
+    """
+    from agent.files import readable_by_others
+
+    found: list[tuple[str, str]] = []
+    collector = config.collector
+    if collector is not None:
+        for url in collector.urls:
+            if plaintext_remote(url):
+                found.append(
+                    (
+                        "collector.url",
+                        f"mã thông báo và báo cáo gửi không mã hoá tới {redact_url(url)} / "
+                        "the token and reports travel unencrypted (allow_insecure: true); "
+                        "use https://",
+                    )
+                )
+        if not collector.verify_tls:
+            found.append(
+                (
+                    "collector.verify_tls",
+                    "không kiểm tra chứng chỉ của máy chủ thu thập / the collector's "
+                    "certificate is not checked (verify_tls: false)",
+                )
+            )
+    secrets = [("collector.token_file", collector.token_file if collector else None)]
+    for i, device in enumerate(config.snmp.devices):
+        secrets.append((f"snmp.devices[{i}].community_file", device.community_file))
+        if device.v3 is not None:
+            secrets.append((f"snmp.devices[{i}].v3.auth_key_file", device.v3.auth_key_file))
+            secrets.append((f"snmp.devices[{i}].v3.priv_key_file", device.v3.priv_key_file))
+    for key, path in secrets:
+        if path is not None and readable_by_others(path):
+            found.append(
+                (
+                    key,
+                    f"tệp bí mật {path} để người khác đọc được / the secret file {path} is "
+                    f"readable by other users; run: chmod 600 {path}",
+                )
+            )
+    return found
 
 
 def configured_networks(config: AgentConfig) -> list[NetworkClass]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any, Literal
 
@@ -55,11 +56,50 @@ def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     logger.log(level, name, extra=fields)
 
 
+_last_logged: dict[tuple[str, ...], float] = {}
+_suppressed: dict[tuple[str, ...], int] = {}
+_limit_lock = threading.Lock()
+
+
+def log_exception_limited(
+    logger: logging.Logger, key: str, exc: BaseException, interval: float = 60.0, **fields: Any
+) -> None:
+    """Log an unexpected error (event ``key``) with its traceback at ERROR, at most once per
+    ``interval`` per ``key`` and ``fields`` (which say where: section, target, device...);
+    the repeats in between are counted in the next line, not lost.
+
+    A bug that fails every cycle must be visible without DEBUG, but must not fill the disk.
+    """
+    where = (key, *(f"{k}={v}" for k, v in sorted(fields.items())))
+    now = time.monotonic()
+    with _limit_lock:
+        last = _last_logged.get(where)
+        if last is not None and now - last < interval:
+            _suppressed[where] = _suppressed.get(where, 0) + 1
+            return
+        _last_logged[where] = now
+        repeats = _suppressed.pop(where, 0)
+    logger.error(
+        key,
+        extra={
+            **fields,
+            "error": f"{type(exc).__name__}: {exc}"[:300],
+            "repeats_suppressed": repeats,
+        },
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+
+
 def setup(level: LogLevel | str = "info", file: str | None = None) -> None:
     """Configure the root logger for the agent or collector process."""
-    handler: logging.Handler = (
-        logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr)
-    )
+    handler: logging.Handler
+    if file:
+        from agent.files import create_private
+
+        create_private(file)  # logs name hosts, addresses and errors: owner-only
+        handler = logging.FileHandler(file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -312,7 +312,13 @@ class Report(_Wire, kw_only=True):
     snmp: Annotated[list[SnmpDevice], msgspec.Meta(max_length=16)] | None = None
     antivirus: AntivirusStatus | None = None
     firewall: FirewallStatus | None = None
-    spool_dropped: Count = 0  # reports this agent's spool ever dropped when full (cumulative)
+    # Reports this agent lost (cumulative): dropped when the spool was full, never queued
+    # because its disk was full, or damaged on disk; their seq numbers are gaps.
+    spool_dropped: Count = 0
+    # Reports the collector refused for good (4xx, or a 5xx only they cause), cumulative;
+    # they are kept in the spool's dead_letter table.
+    spool_rejected: Count = 0
+    spool_resets: Count = 0  # times a damaged spool was moved aside and a fresh one started
 
 
 class Batch(msgspec.Struct, kw_only=True):

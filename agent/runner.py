@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.log import event
+from agent.log import event, log_exception_limited
 from agent.networks import fold, plan_networks
 from agent.probes import probe_for
 from agent.probes.base import ProbeFailed, ProbeFn, TargetOptions
@@ -57,11 +57,7 @@ async def run_target(options: TargetOptions, probe: ProbeFn[Any] | None = None) 
     except Exception as exc:
         # The message may carry anything (paths, payloads): the report gets only the type;
         # the traceback goes to the log, where an administrator can read it.
-        log.error(
-            "probe.crashed",
-            extra={"kind": options.kind, "target": options.label, "exception": type(exc).__name__},
-            exc_info=True,
-        )
+        log_exception_limited(log, "probe.crashed", exc, kind=options.kind, target=options.label)
         result = _down(
             options,
             "internal_error",

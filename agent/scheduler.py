@@ -32,12 +32,12 @@ from typing import Any, Final
 
 from agent import __version__, memory
 from agent.central import Refresher
-from agent.config import AgentConfig, ConfigError, read_yaml
-from agent.log import event, setup
+from agent.config import AgentConfig, ConfigError, read_yaml, redact_url, security_warnings
+from agent.log import event, log_exception_limited, setup
 from agent.report import Report, utcnow
 from agent.sections import Section, SectionName, collect, enabled_sections, make_report
 from agent.sender import Sender
-from agent.spool import Spool, SpoolError, open_spool
+from agent.spool import Spool, SpoolCorrupt, SpoolError, open_spool
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,9 @@ class Daemon:
         self._loops: dict[SectionName, asyncio.Task[None]] = {}
         self._settled = False
         self.refresher: Refresher | None = None
+        # Cycles that could not be spooled (disk full...): the next report that is
+        # queued counts them as dropped and skips their seq numbers.
+        self.unspooled = 0
 
     def stop(self) -> None:
         """Ask the daemon to shut down (idempotent; safe from signal handlers)."""
@@ -197,8 +200,12 @@ class Daemon:
             sections=",".join(f"{s.name}={_format_seconds(s.interval(config))}" for s in sections),
             jitter=config.jitter,
             spool=config.spool.path,
-            collector=",".join(config.collector.urls) if config.collector else "none",
+            collector=",".join(map(redact_url, config.collector.urls))
+            if config.collector
+            else "none",
         )
+        for key, warning in security_warnings(config):
+            event(log, logging.WARNING, "config.insecure", key=key, warning=warning)
         if config.collector is None:
             event(
                 log,
@@ -286,14 +293,28 @@ class Daemon:
             )
 
         try:
-            appended = await asyncio.to_thread(self.spool.append, build)
+            appended = await asyncio.to_thread(self.spool.append, build, self.unspooled)
         except Exception as exc:
             # Keep what was collected for the next report unless a newer value arrived.
             for name, value in taken.items():
                 self._pending.setdefault(name, value)
-            error = str(exc) if isinstance(exc, SpoolError) else repr(exc)[:300]
-            event(log, logging.ERROR, "report.not_queued", error=error)
+            self.unspooled += 1
+            if isinstance(exc, SpoolError):
+                event(
+                    log,
+                    logging.ERROR,
+                    "report.not_queued",
+                    error=str(exc),
+                    unspooled=self.unspooled,
+                    hint="this cycle is lost; the next queued report counts it in "
+                    "spool_dropped and skips its seq",
+                )
+            else:
+                log_exception_limited(log, "report.not_queued", exc)
+            if isinstance(exc, SpoolCorrupt) or self.spool.closed:
+                await self._replace_spool()
             return
+        self.unspooled = 0
         self.reports_queued += 1
         event(
             log,
@@ -306,6 +327,23 @@ class Daemon:
             spool_dropped=appended.report.spool_dropped,
         )
         self._wake.set()
+
+    async def _replace_spool(self) -> None:
+        """The spool got damaged while running: reopen it, which moves it aside."""
+        old = self.spool
+        assert old is not None
+        await asyncio.to_thread(old.close)
+        try:
+            spool = await asyncio.to_thread(
+                open_spool, self.config.spool.path, int(self.config.spool.max_size), self.agent_id
+            )
+        except SpoolError as exc:
+            # Keep the closed one: every later cycle fails, is counted, and tries again.
+            event(log, logging.ERROR, "spool.unusable", error=str(exc))
+            return
+        self.spool = spool
+        if self.sender is not None:
+            self.sender.spool = spool
 
     async def _status_loop(self) -> None:
         """Log the spool and sender counters now and then, for people reading the log."""
@@ -357,7 +395,7 @@ class Daemon:
                 sender_task.cancel()
                 await asyncio.gather(sender_task, return_exceptions=True)
             elif (exc := sender_task.exception()) is not None:
-                event(log, logging.ERROR, "sender.crashed", error=repr(exc)[:300])
+                log_exception_limited(log, "sender.crashed", exc)
         await self._log_status("agent.stopped")
         if self.spool is not None:
             await asyncio.to_thread(self.spool.close)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from typing import Any, Final, Literal
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.log import event
+from agent.log import log_exception_limited
+from agent.probes.blocking import INVENTORY
 from agent.report import Report, new_report_id
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,15 @@ async def _networks(config: AgentConfig) -> Any:
     return await check_networks(config)
 
 
+# Inventory and posture block in psutil, WMI and commands (a stale network drive can
+# hang a disk query): their own lane keeps them off the threads the spool and the
+# sender share, and a hung one cannot hold up the daemon's exit.
+
+
 async def _host(config: AgentConfig) -> Any:
     from agent.inventory.host import collect
 
-    return await asyncio.to_thread(collect)
+    return await INVENTORY.run("host", collect)
 
 
 async def _antivirus(config: AgentConfig) -> Any:
@@ -55,8 +62,10 @@ async def _antivirus(config: AgentConfig) -> Any:
     from agent.inventory.firewall import detect as detect_firewall
 
     antivirus, firewall = await asyncio.gather(
-        asyncio.to_thread(detect, config.antivirus),
-        asyncio.to_thread(detect_firewall, config.antivirus.command_timeout),
+        INVENTORY.run("antivirus", functools.partial(detect, config.antivirus)),
+        INVENTORY.run(
+            "firewall", functools.partial(detect_firewall, config.antivirus.command_timeout)
+        ),
     )
     return antivirus, firewall
 
@@ -117,8 +126,7 @@ async def collect(config: AgentConfig, section: Section) -> Any | None:
     try:
         return await section.collect(config)
     except Exception as exc:
-        event(log, logging.ERROR, "section.failed", section=section.name, error=repr(exc)[:300])
-        log.debug("section %s traceback", section.name, exc_info=True)
+        log_exception_limited(log, "section.failed", exc, section=section.name)
         return None
 
 

@@ -24,9 +24,18 @@ What each answer does:
   refused in a row with no 2xx between, the collector (or a proxy before it) is
   refusing everything, which is a version or deployment problem, not bad reports;
   the agent then stops dead-lettering, keeps them queued and backs off.
-- **415 for a batch, 429, 5xx, redirects, other statuses, network errors**: retry the
-  same reports later with exponential backoff and full jitter (``retry_initial`` ..
-  ``retry_max``), waiting at least what ``Retry-After`` asks for.
+- **500 for the same reports every time**: a collector bug that one report triggers
+  would otherwise wedge the queue forever. The batch is retried with backoff like any
+  failure; after ``SERVER_ERROR_RETRIES`` 500s with the same oldest report it is
+  isolated by binary search (halves sent oldest first). Only when another report was
+  stored meanwhile (proof that the collector works) and the culprit fails once more on
+  its own is it moved to the dead-letter table with its status (counted in
+  ``spool_rejected``). A collector that answers 500 to everything gets nothing
+  dead-lettered: the search ends without proof and everything stays queued.
+- **415 for a batch, 429, 502/503/504 and other 5xx, redirects, other statuses, network
+  errors**: the collector is down, overloaded or misconfigured, never a report's fault;
+  retry the same reports later with exponential backoff and full jitter
+  (``retry_initial`` .. ``retry_max``), waiting at least what ``Retry-After`` asks for.
 """
 
 from __future__ import annotations
@@ -38,7 +47,6 @@ import email.utils
 import functools
 import gzip
 import http.client
-import ipaddress
 import json
 import logging
 import random
@@ -52,8 +60,8 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from agent import __version__
-from agent.config import CollectorConfig, ConfigError
-from agent.log import event
+from agent.config import CollectorConfig, ConfigError, is_loopback, redact_url
+from agent.log import event, log_exception_limited
 from agent.report import batch_body, utcnow
 from agent.spool import Entry, Spool, SpoolError
 
@@ -71,6 +79,11 @@ AUTH_REFUSED: Final = frozenset({401, 403})
 # Dead-lettering stops after this many reports refused in a row with no 2xx between:
 # a collector (or proxy) that refuses everything has a bug, and the reports must wait.
 DEAD_LETTER_BREAKER: Final = 10
+# A server error that may belong to the reports, not to the collector as a whole: 502,
+# 503, 504 and 507 say the collector (or its store, or the proxy's upstream) is down.
+REPORT_SERVER_ERRORS: Final = frozenset({500})
+# Attempts (with backoff between) before the same oldest report's 500 is isolated.
+SERVER_ERROR_RETRIES: Final = 3
 
 _T = TypeVar("_T")
 
@@ -146,8 +159,8 @@ class Transport:
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None, timeout: float) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"invalid collector url {url!r}")
-        self.url = url
+            raise ValueError(f"invalid collector url {redact_url(url)!r}")
+        self.url = redact_url(url)  # how it is shown in logs and errors
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -156,6 +169,7 @@ class Transport:
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
+        self.abandoned: asyncio.Future[Any] | None = None  # a request given up on, still running
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
@@ -270,13 +284,6 @@ def check_token(token: str) -> str:
     return token
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 @dataclass(slots=True)
 class SenderStats:
     """Counters for logs and the daemon's status (since the process started)."""
@@ -361,8 +368,14 @@ class Sender:
         needs_tls = any(url.startswith("https:") for url in config.urls)
         context = make_ssl_context(config) if needs_tls else None
         self.transports = [Transport(url, context, float(config.timeout)) for url in config.urls]
+        # The whole of one request (lookup, connect, send, answer): each step has its own
+        # socket timeout, which a slow drip of bytes or a hung resolver never trips.
+        self._request_bound = 3 * float(config.timeout)
         self._preferred = 0
         self._rejected_in_a_row = 0
+        # The oldest report of the batches that got 500, and how many times in a row.
+        self._server_error_head: int | None = None
+        self._server_errors = 0
         if not config.verify_tls:
             event(
                 log,
@@ -371,7 +384,7 @@ class Sender:
                 hint="collector.verify_tls is false: the collector's certificate is not checked",
             )
         for transport in self.transports:
-            if transport.scheme == "http" and not _is_loopback(transport.host):
+            if transport.scheme == "http" and not is_loopback(transport.host):
                 event(
                     log,
                     logging.WARNING,
@@ -411,8 +424,7 @@ class Sender:
                 continue
             except Exception as exc:
                 self._failed(repr(exc)[:300])
-                event(log, logging.ERROR, "send.internal_error", error=repr(exc)[:300])
-                log.debug("sender traceback", exc_info=True)
+                log_exception_limited(log, "send.internal_error", exc)
                 await _wait(stop, self.backoff_delay(None))
                 continue
             # Everything queued was delivered; sleep until a new report arrives.
@@ -454,6 +466,78 @@ class Sender:
     async def _deliver(self, entries: Sequence[Entry], stop: asyncio.Event) -> int:
         """Send one batch; split it on content rejection; return the acknowledged count."""
         response = await self._post(entries, stop)
+        if response.status in REPORT_SERVER_ERRORS:
+            head = entries[0].row_id
+            self._server_errors = self._server_errors + 1 if head == self._server_error_head else 1
+            self._server_error_head = head
+            if self._server_errors >= SERVER_ERROR_RETRIES:
+                return await self._isolate(entries, response, stop)
+        return await self._answer(entries, response, stop)
+
+    async def _isolate(
+        self, entries: Sequence[Entry], response: Response, stop: asyncio.Event
+    ) -> int:
+        """Find the oldest report the collector keeps failing on, by binary search.
+
+        Only with proof that the collector stores other reports (a 2xx during the search)
+        is the culprit dead-lettered; without it nothing is, and everything stays queued.
+        """
+        event(
+            log,
+            logging.WARNING,
+            "send.isolating",
+            status=response.status,
+            reports=len(entries),
+            attempts=self._server_errors,
+            collector_says=response.describe(),
+        )
+        sent_before = self.stats.sent_reports
+        delivered = 0
+        suspects = list(entries)
+        while len(suspects) > 1:
+            left, right = suspects[: len(suspects) // 2], suspects[len(suspects) // 2 :]
+            answer = await self._post(left, stop)
+            if answer.status in REPORT_SERVER_ERRORS:
+                response, suspects = answer, left  # ``right`` waits for the next batch
+                continue
+            delivered += await self._answer(left, answer, stop)
+            suspects = right
+        culprit = suspects[0]
+        if self.stats.sent_reports == sent_before:
+            # Nothing was stored yet: let the next report show whether the collector works.
+            after = [e for e in entries if e.row_id > culprit.row_id][:1]
+            if not after:
+                return await self._answer(entries[:1], response, stop)
+            answer = await self._post(after, stop)
+            if answer.status in REPORT_SERVER_ERRORS:
+                event(
+                    log,
+                    logging.ERROR,
+                    "send.server_failing",
+                    status=answer.status,
+                    collector_says=answer.describe(),
+                    queued_kept=True,
+                    hint="the collector answers 500 to every report: a collector problem, "
+                    "not a bad report; nothing is dead-lettered, everything stays queued",
+                )
+                return await self._answer(after, answer, stop)
+            delivered += await self._answer(after, answer, stop)
+            if self.stats.sent_reports == sent_before:
+                return delivered
+        # The collector stores other reports: one last try of the culprit alone.
+        answer = await self._post([culprit], stop)
+        if answer.status not in REPORT_SERVER_ERRORS:
+            return delivered + await self._answer([culprit], answer, stop)
+        reason = f"{answer.describe()} (every time; other reports were stored meanwhile)"
+        await asyncio.to_thread(self.spool.reject, culprit.row_id, answer.status, reason)
+        self.stats.rejected_reports += 1
+        self._server_error_head, self._server_errors = None, 0
+        return delivered
+
+    async def _answer(
+        self, entries: Sequence[Entry], response: Response, stop: asyncio.Event
+    ) -> int:
+        """Act on the collector's answer to one batch; return the acknowledged count."""
         status = response.status
         if 200 <= status < 300:
             await self._acknowledged(entries, response)
@@ -540,6 +624,8 @@ class Sender:
         conflicts = counts["conflicts"] if isinstance(counts["conflicts"], int) else 0
         recovered = self.stats.consecutive_failures
         self._rejected_in_a_row = 0
+        if self._server_error_head in {e.row_id for e in entries}:
+            self._server_error_head, self._server_errors = None, 0
         self.stats.sent_reports += len(entries)
         self.stats.sent_batches += 1
         self.stats.duplicates += duplicates
@@ -587,19 +673,43 @@ class Sender:
             transport = self.transports[position]
             if stop.is_set():
                 raise SendStopped
+            if transport.abandoned is not None and not transport.abandoned.done():
+                # Its thread is stuck where nothing can interrupt it (a name lookup):
+                # one stuck thread per URL, never one more per attempt.
+                errors.append(f"{transport.url}: the previous request has still not returned")
+                continue
             request = _in_daemon_thread(functools.partial(transport.post, body, self._headers))
             stopping = asyncio.ensure_future(stop.wait())
             pending: set[asyncio.Future[Any]] = {request, stopping}
             try:
-                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    pending, timeout=self._request_bound, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 stopping.cancel()
             if not request.done():
-                # Shutdown: break the request; whatever the collector stored it will
-                # see again as a duplicate, and nothing unacknowledged is deleted.
+                # Break the request; whatever the collector stored it will see again as
+                # a duplicate, and nothing unacknowledged is deleted.
                 transport.abort()
                 request.add_done_callback(_discard)
-                raise SendStopped
+                if stop.is_set():
+                    raise SendStopped
+                # Socket timeouts bound each step, not the whole: a name lookup, or an
+                # answer dribbled a byte at a time, could hold the queue for ever.
+                transport.abandoned = request
+                errors.append(
+                    f"{transport.url}: timeout: no complete answer in "
+                    f"{self._request_bound:g}s (request abandoned)"
+                )
+                event(
+                    log,
+                    logging.WARNING,
+                    "send.unreachable",
+                    url=transport.url,
+                    reason="timeout",
+                    detail=f"no complete answer in {self._request_bound:g}s",
+                )
+                continue
             try:
                 response: Response = request.result()
             except TransportError as exc:

@@ -9,9 +9,20 @@ survives ``kill -9`` and power loss.
 The queue is bounded by ``spool.max_size`` (bytes of queued report JSON; the file is
 somewhat larger because of SQLite pages and the WAL). When a new report does not fit,
 the OLDEST queued reports are dropped, the drop is counted persistently, and the
-cumulative count travels in every later report's ``spool_dropped``. A report the
-collector permanently rejects is moved to a bounded dead-letter table (kept for
-inspection with ``sqlite3``), so it never blocks the queue.
+cumulative count travels in every later report's ``spool_dropped``. That count is
+exact: a row dropped while its batch was in flight and then acknowledged was
+delivered, so it is taken off the count again; cycles that could not be queued at all
+(a full disk) are added to it by the next ``append``, whose ``seq`` skips theirs so the
+collector sees the gap. A report the collector permanently rejects is moved to a
+bounded dead-letter table (kept for inspection with ``sqlite3``), so it never blocks
+the queue; the count of those travels in ``spool_rejected``.
+
+Every value read back from the file is validated (metadata, rows, bodies): the disk
+may hold anything. ``open_spool`` moves a damaged file aside (renamed with a
+timestamp, never deleted), salvages what it still can (agent id, seq, counters) and
+starts a fresh spool, so the agent keeps measuring; reports then carry
+``spool_resets`` so the collector sees that queued reports may be gone. Report ids are
+random UUIDs, so reports of the fresh spool can never be mistaken for stored ones.
 
 The API is synchronous and fast; the daemon calls it through ``asyncio.to_thread``.
 One connection is shared under a lock, so calls from different threads serialise.
@@ -22,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 import sqlite3
 import threading
 import uuid
@@ -30,8 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
+from agent.configerror import show
+from agent.files import create_private
 from agent.log import event
-from agent.report import Report, encode
+from agent.report import Report, decode_report, encode
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +57,12 @@ DEAD_LETTER_MAX_ROWS: Final = 1000
 DEAD_LETTER_MAX_FRACTION: Final = 0.1  # of max_size
 # Rows are accounted with a little overhead so that many tiny reports still hit the bound.
 ROW_OVERHEAD_BYTES: Final = 64
+# The counters kept in ``meta``; each must read back as a count, or the file is damaged.
+COUNTERS: Final = ("next_seq", "dropped_total", "rejected_total", "spool_resets")
+MAX_COUNT: Final = 2**63 - 1
+_AGENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Dead letters that never reached the collector (the row was damaged on disk).
+STATUS_DAMAGED: Final = 0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -71,6 +93,10 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 
 class SpoolError(Exception):
     """The spool cannot be used; the message says what to do about it."""
+
+
+class SpoolCorrupt(SpoolError):
+    """The file is damaged (not SQLite, bad pages, nonsense values): move it aside."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +142,7 @@ class SpoolStats:
     rejected_total: int
     dead_letters: int
     next_seq: int
+    resets: int = 0
 
 
 def _corrupt_message(path: Path, exc: BaseException) -> str:
@@ -136,6 +163,8 @@ class Spool:
         self._conn = conn
         self._lock = threading.Lock()
         self._closed = False
+        self._in_flight: set[int] = set()  # rows of the batch the sender holds
+        self._dropped_in_flight: set[int] = set()  # of those, dropped for room meanwhile
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -154,6 +183,7 @@ class Spool:
             ) from None
         if path.exists() and not path.is_file():
             raise SpoolError(f"spool path {path} is not a file; set spool.path to a file name")
+        create_private(path)  # reports name hosts and addresses: owner-only
         try:
             conn = sqlite3.connect(
                 path, timeout=30.0, isolation_level=None, check_same_thread=False
@@ -172,7 +202,7 @@ class Spool:
                     f"cannot open spool {path}: {exc}; check that the agent's user can write "
                     "it and that no other hatang-agent uses the same spool.path"
                 ) from None
-            raise SpoolError(_corrupt_message(path, exc)) from None
+            raise SpoolCorrupt(_corrupt_message(path, exc)) from None
         spool = cls(path, max_size, conn)
         stats = spool.stats()
         event(
@@ -215,7 +245,7 @@ class Spool:
         check = conn.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             problems = "; ".join(str(row[0]) for row in check[:3])
-            raise SpoolError(_corrupt_message(path, Exception(problems)))
+            raise SpoolCorrupt(_corrupt_message(path, Exception(problems)))
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
@@ -224,14 +254,29 @@ class Spool:
             row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('format', ?)", (str(SPOOL_FORMAT),))
+            elif _count(row[0]) is None:
+                raise SpoolCorrupt(
+                    _corrupt_message(path, Exception(f"meta format is {show(row[0])}"))
+                )
             elif row[0] != str(SPOOL_FORMAT):
+                # Another agent version's spool, not damage: its reports may still be
+                # sent by that version, so it is not moved aside behind anyone's back.
                 raise SpoolError(
                     f"spool {path} has format {row[0]}, this agent understands "
                     f"{SPOOL_FORMAT}; run the agent version that wrote it until it is empty, "
                     "or move the file away"
                 )
-            for key, initial in (("next_seq", 1), ("dropped_total", 0), ("rejected_total", 0)):
+            for key in COUNTERS:
+                initial = 1 if key == "next_seq" else 0
                 conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, str(initial)))
+            # Read every value back now: a damaged one must not surface mid-run as a crash.
+            for key in COUNTERS:
+                _meta_count(conn, key, path)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'agent_id'").fetchone()
+            if row is not None and not _valid_agent_id(row[0]):
+                raise SpoolCorrupt(
+                    _corrupt_message(path, Exception(f"meta agent_id is {show(row[0])}"))
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -260,7 +305,7 @@ class Spool:
                     ) from None
                 if isinstance(exc, sqlite3.OperationalError):
                     raise SpoolError(f"spool {self.path}: {exc}") from None
-                raise SpoolError(_corrupt_message(self.path, exc)) from None
+                raise SpoolCorrupt(_corrupt_message(self.path, exc)) from None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -273,10 +318,8 @@ class Spool:
                 raise
             conn.execute("COMMIT")
 
-    @staticmethod
-    def _meta_int(conn: sqlite3.Connection, key: str) -> int:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return int(row[0]) if row else 0
+    def _meta_int(self, conn: sqlite3.Connection, key: str) -> int:
+        return _meta_count(conn, key, self.path)
 
     @staticmethod
     def _set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
@@ -290,22 +333,28 @@ class Spool:
             return configured
         with self._transaction() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'agent_id'").fetchone()
-            if row is not None:
+            if row is not None and _valid_agent_id(row[0]):
                 return str(row[0])
             agent_id = str(uuid.uuid4())
             self._set_meta(conn, "agent_id", agent_id)
             return agent_id
 
-    def append(self, build: Callable[[int, int], Report]) -> Appended:
+    def append(self, build: Callable[[int, int], Report], lost: int = 0) -> Appended:
         """Build a report with the next ``seq`` and the dropped count, and commit it.
 
         ``build(seq, dropped)`` runs inside the transaction, so the seq it receives is
         used exactly once even when two writers race or the process dies right after.
+        ``lost`` cycles that could not be queued before (a full disk) are counted as
+        dropped and their seq numbers skipped, so the collector sees both the count and
+        the gap. The report also carries the spool's reject and reset counts.
         """
+        lost = max(0, lost)
         with self._transaction() as conn:
-            seq = self._meta_int(conn, "next_seq")
-            dropped_total = self._meta_int(conn, "dropped_total")
+            seq = self._meta_int(conn, "next_seq") + lost
+            dropped_total = self._meta_int(conn, "dropped_total") + lost
             report = build(seq, dropped_total)
+            report.spool_rejected = self._meta_int(conn, "rejected_total")
+            report.spool_resets = self._meta_int(conn, "spool_resets")
             body = encode(report)
             size = len(body) + ROW_OVERHEAD_BYTES
             self._set_meta(conn, "next_seq", seq + 1)
@@ -323,8 +372,7 @@ class Spool:
                 )
                 return Appended(report, None, size, 1)
             dropped = self._make_room(conn, size)
-            if dropped:
-                self._set_meta(conn, "dropped_total", dropped_total + dropped)
+            self._set_meta(conn, "dropped_total", dropped_total + dropped)
             cur = conn.execute(
                 "INSERT INTO queue (report_id, seq, observed_at, size, body) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -358,6 +406,8 @@ class Spool:
             if freed >= excess:
                 break
         conn.executemany("DELETE FROM queue WHERE row_id = ?", [(r,) for r in victims])
+        # Rows of a batch in flight may still be acknowledged: then they were not lost.
+        self._dropped_in_flight.update(self._in_flight.intersection(victims))
         return len(victims)
 
     def begin_batch(self, max_count: int, max_bytes: int) -> list[Entry]:
@@ -365,57 +415,110 @@ class Spool:
 
         The first report is always returned, even when it alone exceeds ``max_bytes``:
         the collector then decides (413 sends it to the dead-letter table), so an
-        oversized report can never stall the queue.
+        oversized report can never stall the queue. A row that does not read back as
+        the report it was stored as (damaged on disk) goes to the dead-letter table with
+        status 0 and counts as dropped, so it can neither crash nor block the sender.
         """
-        entries: list[Entry] = []
-        total = 0
-        with self._locked() as conn:
-            rows = conn.execute(
-                "SELECT row_id, report_id, seq, body FROM queue ORDER BY row_id LIMIT ?",
-                (max(1, max_count),),
+        while True:
+            entries: list[Entry] = []
+            damaged: list[tuple[int, str]] = []
+            total = 0
+            with self._locked() as conn:
+                rows = conn.execute(
+                    "SELECT row_id, report_id, seq, body FROM queue ORDER BY row_id LIMIT ?",
+                    (max(1, max_count),),
+                )
+                for row_id, report_id, seq, body in rows:
+                    problem = _row_problem(report_id, seq, body)
+                    if problem is not None:
+                        damaged.append((row_id, problem))
+                        continue
+                    body = bytes(body)
+                    if entries and total + len(body) + 1 > max_bytes:
+                        break
+                    entries.append(Entry(row_id, report_id, seq, body))
+                    total += len(body) + 1
+                self._in_flight = {e.row_id for e in entries}
+            if not damaged:
+                return entries
+            for row_id, problem in damaged:
+                self._bury_damaged(row_id, problem)
+
+    def _bury_damaged(self, row_id: int, problem: str) -> None:
+        """Move a row that is not a valid report to the dead letters; count it as lost."""
+        moved = self._to_dead_letters(row_id, STATUS_DAMAGED, f"damaged in the spool: {problem}")
+        if moved is None:
+            return
+        event(
+            log,
+            logging.ERROR,
+            "spool.row_damaged",
+            row_id=row_id,
+            problem=problem[:300],
+            dropped_total=moved[2],
+            spool=str(self.path),
+            hint="a queued report no longer reads back as a report (disk damage?); it is "
+            "kept in the spool's dead_letter table with status 0 and counted as dropped",
+        )
+
+    def _to_dead_letters(
+        self, row_id: int, status: int, reason: str
+    ) -> tuple[str, int, int] | None:
+        """Move one queued row to the dead letters, counting it as rejected (by the
+        collector) or, for status 0, as dropped; return (report id, seq, new count)."""
+        now = dt.datetime.now(dt.UTC).isoformat()
+        counter = "dropped_total" if status == STATUS_DAMAGED else "rejected_total"
+        with self._transaction() as conn:
+            self._in_flight.discard(row_id)
+            # Copied with casts: a damaged row's columns may not have their declared types.
+            cur = conn.execute(
+                "INSERT INTO dead_letter (report_id, seq, observed_at, size, body, status,"
+                " reason, rejected_at) SELECT CAST(report_id AS TEXT),"
+                " CASE typeof(seq) WHEN 'integer' THEN seq ELSE 0 END,"
+                " CAST(observed_at AS TEXT), CASE typeof(size) WHEN 'integer' THEN size ELSE 0 END,"
+                " CAST(body AS BLOB), ?, ?, ? FROM queue WHERE row_id = ?"
+                " RETURNING report_id, seq",
+                (status, reason[:2000], now, row_id),
             )
-            for row_id, report_id, seq, body in rows:
-                body = bytes(body)
-                if entries and total + len(body) + 1 > max_bytes:
-                    break
-                entries.append(Entry(row_id, report_id, seq, body))
-                total += len(body) + 1
-        return entries
+            row = cur.fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM queue WHERE row_id = ?", (row_id,))
+            count = self._meta_int(conn, counter) + 1
+            self._set_meta(conn, counter, count)
+            self._trim_dead_letters(conn)
+        return str(row[0]), int(row[1]), count
 
     def ack(self, row_ids: Sequence[int]) -> int:
-        """Remove reports the collector acknowledged; return how many were still queued."""
+        """Remove reports the collector acknowledged; return how many were still queued.
+
+        Rows dropped for room while they were in flight were delivered after all: they
+        come off the dropped count again.
+        """
         if not row_ids:
             return 0
+        delivered = self._dropped_in_flight.intersection(row_ids)
         with self._transaction() as conn:
             removed = 0
             for chunk in _chunks(row_ids, 500):
                 marks = ",".join("?" * len(chunk))
                 cur = conn.execute(f"DELETE FROM queue WHERE row_id IN ({marks})", chunk)  # noqa: S608
                 removed += cur.rowcount
+            if delivered:
+                dropped_total = self._meta_int(conn, "dropped_total") - len(delivered)
+                self._set_meta(conn, "dropped_total", max(0, dropped_total))
             # Return freed pages to the file system a little at a time (auto_vacuum).
             conn.execute("PRAGMA incremental_vacuum(256)").fetchall()
+        self._dropped_in_flight -= delivered
+        self._in_flight.difference_update(row_ids)
         return removed
 
     def reject(self, row_id: int, status: int, reason: str) -> bool:
         """Move a permanently rejected report to the dead-letter table; False if gone."""
-        now = dt.datetime.now(dt.UTC).isoformat()
-        with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT report_id, seq, observed_at, size, body FROM queue WHERE row_id = ?",
-                (row_id,),
-            ).fetchone()
-            if row is None:
-                return False
-            report_id, seq, observed_at, size, body = row
-            conn.execute(
-                "INSERT INTO dead_letter (report_id, seq, observed_at, size, body, status, "
-                "reason, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (report_id, seq, observed_at, size, body, status, reason[:2000], now),
-            )
-            conn.execute("DELETE FROM queue WHERE row_id = ?", (row_id,))
-            rejected_total = self._meta_int(conn, "rejected_total") + 1
-            self._set_meta(conn, "rejected_total", rejected_total)
-            self._trim_dead_letters(conn)
+        moved = self._to_dead_letters(row_id, status, reason)
+        if moved is None:
+            return False
+        report_id, seq, rejected_total = moved
         event(
             log,
             logging.ERROR,
@@ -469,7 +572,24 @@ class Spool:
                 rejected_total=self._meta_int(conn, "rejected_total"),
                 dead_letters=dead,
                 next_seq=self._meta_int(conn, "next_seq"),
+                resets=self._meta_int(conn, "spool_resets"),
             )
+
+    def adopt(self, kept: dict[str, int | str]) -> int:
+        """Carry salvaged values into this fresh spool and count the reset; return the count.
+
+        ``seq`` continues after anything the old file shows, so the gap stays visible.
+        """
+        with self._transaction() as conn:
+            if isinstance(agent_id := kept.get("agent_id"), str):
+                self._set_meta(conn, "agent_id", agent_id)
+            seq = max(int(kept.get("next_seq", 1)), int(kept.get("max_seq", 0)) + 1)
+            self._set_meta(conn, "next_seq", seq)
+            for key in ("dropped_total", "rejected_total"):
+                self._set_meta(conn, key, int(kept.get(key, 0)))
+            resets = int(kept.get("spool_resets", 0)) + 1
+            self._set_meta(conn, "spool_resets", resets)
+        return resets
 
     def close(self) -> None:
         """Checkpoint the WAL and close; safe to call twice."""
@@ -480,6 +600,11 @@ class Spool:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called."""
+        return self._closed
 
     def __enter__(self) -> Spool:
         return self
@@ -493,24 +618,141 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield items[start : start + size]
 
 
+def _valid_agent_id(value: object) -> bool:
+    return isinstance(value, str) and _AGENT_ID.fullmatch(value) is not None
+
+
+def _count(value: object) -> int | None:
+    """``value`` as a stored count (decimal digits in range), or None."""
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
+        return None
+    number = int(value)
+    return number if number <= MAX_COUNT else None
+
+
+def _meta_count(conn: sqlite3.Connection, key: str, path: Path) -> int:
+    """Read a counter from ``meta``; raise SpoolCorrupt when it is not a count."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        return 1 if key == "next_seq" else 0
+    number = _count(row[0])
+    if number is None:
+        raise SpoolCorrupt(
+            _corrupt_message(path, Exception(f"meta {key} is {show(row[0])}, not a count"))
+        )
+    return number
+
+
+def _row_problem(report_id: object, seq: object, body: object) -> str | None:
+    """Why a queue row is not the report it was stored as, or None."""
+    if not isinstance(body, bytes):
+        return f"body is {type(body).__name__}, not bytes"
+    try:
+        report = decode_report(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"body is not a valid report ({str(exc)[:200]})"
+    if report.id != report_id or report.seq != seq:
+        return f"row says report {show(report_id)} seq {show(seq)}, body says {report.id}"
+    return None
+
+
 def stored_identity(path: str | Path) -> str | None:
     """The agent id a daemon keeps in this spool, read-only; None when there is none yet.
 
     ``check`` uses it so that a one-shot check names the same agent as the daemon.
     """
-    if not Path(path).is_file():
-        return None
+    value = _salvage(Path(path)).get("agent_id")
+    return value if isinstance(value, str) else None
+
+
+def _salvage(path: Path) -> dict[str, int | str]:
+    """What can still be read from a (possibly damaged) spool, each value validated.
+
+    Read-only and best effort: every value is read on its own, so one damaged page
+    costs only what it holds.
+    """
+    found: dict[str, int | str] = {}
+    if not path.is_file():
+        return found
     try:
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=1)
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'agent_id'").fetchone()
-        finally:
-            conn.close()
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
     except sqlite3.Error:
-        return None
-    return str(row[0]) if row else None
+        return found
+    try:
+        for key in ("agent_id", *COUNTERS):
+            with contextlib.suppress(sqlite3.Error):
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+                if row is None:
+                    continue
+                if key == "agent_id":
+                    if _valid_agent_id(row[0]):
+                        found[key] = str(row[0])
+                elif (number := _count(row[0])) is not None:
+                    found[key] = number
+        for table in ("queue", "dead_letter"):
+            with contextlib.suppress(sqlite3.Error):
+                top = conn.execute(f"SELECT MAX(seq) FROM {table}").fetchone()[0]  # noqa: S608
+                if isinstance(top, int) and 0 <= top < MAX_COUNT:
+                    found["max_seq"] = max(int(found.get("max_seq", 0)), top)
+    finally:
+        conn.close()
+    return found
 
 
-def open_spool(path: str | Path, max_size: int) -> Spool:
-    """Open (or create) the spool at ``path`` bounded to ``max_size`` bytes of reports."""
-    return Spool.open(path, max_size)
+def _move_aside(path: Path) -> Path:
+    """Rename the spool and its WAL files to ``<name>.broken-<UTC time>``; return the name."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.broken-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.broken-{stamp}-{n}")
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.replace(aside.with_name(aside.name + suffix))
+    path.replace(aside)
+    return aside
+
+
+def open_spool(path: str | Path, max_size: int, agent_id: str | None = None) -> Spool:
+    """Open (or create) the spool at ``path`` bounded to ``max_size`` bytes of reports.
+
+    A damaged file is moved aside and a fresh spool started in its place, keeping the
+    agent id, the seq and the counters that could still be read: a service manager
+    restarting an agent that crashes on its own spool would measure nothing, forever.
+    ``agent_id`` (the running daemon's) is kept when the old file no longer tells it.
+    """
+    path = Path(path)
+    try:
+        return Spool.open(path, max_size)
+    except SpoolCorrupt as exc:
+        damage = str(exc)
+    kept = _salvage(path)
+    if agent_id is not None:
+        kept.setdefault("agent_id", agent_id)
+    try:
+        aside = _move_aside(path)
+    except OSError as exc:
+        raise SpoolError(f"{damage} (moving it aside failed: {exc.strerror or exc})") from None
+    spool = Spool.open(path, max_size)
+    try:
+        resets = spool.adopt(kept)
+    except BaseException:
+        spool.close()
+        raise
+    event(
+        log,
+        logging.ERROR,
+        "spool.reset",
+        path=str(path),
+        moved_to=str(aside),
+        error=damage,
+        kept_agent_id="agent_id" in kept,
+        next_seq=spool.stats().next_seq,
+        spool_resets=resets,
+        hint=f"the spool was damaged; it was renamed to {aside} (reports still queued in it "
+        "are not sent; read its queue and dead_letter tables with sqlite3) and a new spool "
+        "was started; reports now carry spool_resets so the collector sees it",
+    )
+    return spool

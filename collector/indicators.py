@@ -198,6 +198,8 @@ class SiteView:
     completeness: Completeness
     spool_dropped: int
     clock_skew_agents: int
+    spool_rejected: int = 0  # Σ of the agents' dead-letter counts (from their newest report)
+    spool_resets: int = 0  # Σ of the agents' spool resets (damaged spool moved aside)
     # reporting: some agent on time; silent: reported before (perhaps longer ago than the
     # inventory horizon), none on time now; never_reported: no report ever.
     state: SiteState = "never_reported"
@@ -520,6 +522,8 @@ def site_view(
         clock_skew_agents=sum(1 for a in agents if _clock_skewed(a, now, skew)),
         declared=declared or Declared(),
         observed=bool(pool) or not agents,
+        spool_rejected=sum(a.latest.spool_rejected for a in agents),
+        spool_resets=sum(a.latest.spool_resets for a in agents),
     )
 
 

@@ -280,6 +280,18 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         ("site",),
     ),
     MetricSpec(
+        "hatang_site_spool_rejected_reports",
+        "gauge",
+        "Reports the site's agents dead-lettered because the collector refused them for good.",
+        ("site",),
+    ),
+    MetricSpec(
+        "hatang_site_spool_resets",
+        "gauge",
+        "Times the site's agents found their spool damaged, moved it aside and started anew.",
+        ("site",),
+    ),
+    MetricSpec(
         "hatang_site_clock_skew_agents",
         "gauge",
         "Agents of the site whose newest observation is dated in the future.",
@@ -480,6 +492,8 @@ def emit(source: SnapshotSource, add: Add) -> None:
             add("hatang_site_report_completeness_ratio", one, done.ratio)
         if view.agents:
             add("hatang_site_spool_dropped_reports", one, view.spool_dropped)
+            add("hatang_site_spool_rejected_reports", one, view.spool_rejected)
+            add("hatang_site_spool_resets", one, view.spool_resets)
             add("hatang_site_clock_skew_agents", one, view.clock_skew_agents)
 
     for site_id, errors in snapshot.config_errors:

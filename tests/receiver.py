@@ -6,8 +6,8 @@ test's own loop. Like the collector it authenticates the bearer token, checks th
 content type and encoding, bounds the body, validates with ``agent.report``, stores
 each report id once (duplicates and conflicts counted) and answers 200 only after
 storing. Tests can script failures: queued answers (429/503 with ``Retry-After``),
-reports to refuse with 422, and a hold that stores a batch but keeps the answer back
-(to kill the agent mid-send).
+reports to refuse with 422, reports that trigger a 500 (a collector bug), and a hold
+that stores a batch but keeps the answer back (to kill the agent mid-send).
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ class Receiver:
         self.max_body = max_body
         self.ssl_context = ssl_context
         self.poison: set[str] = set()
+        self.crash: set[str] = set()  # report ids that make the "collector" fail with 500
+        self.crash_all = False  # a collector bug that fails every batch with 500
         self.script: deque[Scripted] = deque()
         self.release = threading.Event()
         self.release.set()  # cleared: store batches but keep the answer back
@@ -232,6 +234,8 @@ class Receiver:
                     field=f"reports[{index}].id",
                     index=index,
                 )
+        if self.crash_all or self.crash.intersection(r.id for r in batch.reports):
+            return self._error_response(request, 500, "internal", "internal server error")
         with self._lock:
             scripted = self.script.popleft() if self.script else None
         if scripted is not None:

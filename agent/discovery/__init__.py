@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from agent.config import AgentConfig, DiscoveryConfig
 from agent.discovery.arp import UNSPECIFIED
 from agent.discovery.reconcile import History, MergedHost, Sighting, count, merge, to_lan_hosts
-from agent.log import event
+from agent.log import event, log_exception_limited
 from agent.report import HostKind, LanHosts
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ async def discover(config: AgentConfig) -> LanHosts:
     try:
         plan = await asyncio.to_thread(plan_sweep, settings)
     except Exception as exc:  # a bug or an OS surprise: reported, never raised
-        event(log, logging.ERROR, "discovery.plan_failed", error=repr(exc)[:300])
+        log_exception_limited(log, "discovery.plan_failed", exc)
         plan = SweepPlan(errors=[f"internal error planning the sweep: {type(exc).__name__}"])
     errors = list(plan.errors)
     sightings: list[Sighting] = []
@@ -241,7 +241,7 @@ async def discover(config: AgentConfig) -> LanHosts:
             errors.append(_sweep_error(plan.interface, exc))
             replies = {}
         except Exception as exc:
-            event(log, logging.ERROR, "discovery.sweep_failed", error=repr(exc)[:300])
+            log_exception_limited(log, "discovery.sweep_failed", exc)
             errors.append(f"internal error in the ARP sweep: {type(exc).__name__}")
             replies = {}
         for ip, macs in replies.items():

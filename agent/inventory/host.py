@@ -9,6 +9,7 @@ fails is named in ``error`` and the rest is still reported.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import platform
 import socket
 import sys
@@ -20,7 +21,10 @@ from typing import Final, TypeVar
 import psutil
 
 from agent import __version__
+from agent.log import log_exception_limited
 from agent.report import Disk, HostInventory, Interface
+
+log = logging.getLogger(__name__)
 
 MAX_DISKS: Final = 64  # the wire format's bound
 MAX_INTERFACES: Final = 64
@@ -198,6 +202,8 @@ def collect() -> HostInventory:
             return read()
         except Exception as exc:  # an inventory part must never take the report down
             errors.append(f"{label}: {type(exc).__name__}: {exc}"[:200])
+            if not isinstance(exc, OSError):  # an OS refusal is data; anything else a bug
+                log_exception_limited(log, "inventory.part_failed", exc, part=label)
             return default
 
     def optional_name(read: Callable[[], str | None]) -> str | None:

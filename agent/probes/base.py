@@ -3,8 +3,8 @@ helpers that turn socket and resolver failures into the fixed error reasons."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -189,12 +189,24 @@ async def resolve(
 ) -> list[tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]]:
     """Resolve a host with the OS resolver; raise ProbeFailed(dns_error) when it fails.
 
-    IP literals are answered without a lookup. IPv4 answers come first unless the name has
-    only IPv6 ones, because offices' IPv6 is often configured but not routed.
+    IP literals are answered without a lookup (and without a thread): a LAN target by
+    address never waits for a resolver. Names go through their own bounded lane of
+    threads, one lookup per name at a time (a hung one is shared by later callers), so
+    a resolver hanging in an internet outage cannot starve other kinds of checks.
+    IPv4 answers come first unless the name has only IPv6 ones, because offices' IPv6 is
+    often configured but not routed.
     """
-    loop = asyncio.get_running_loop()
+    literal = _literal(host, port)
+    if literal is not None:
+        return [literal]
+    from agent.probes.blocking import RESOLVE
+
     try:
-        infos = await loop.getaddrinfo(host, port, type=kind)
+        infos = await RESOLVE.run(
+            (host, port, kind),
+            functools.partial(socket.getaddrinfo, host, port, type=kind),
+            share=True,
+        )
     except (socket.gaierror, UnicodeError) as exc:
         raise ProbeFailed("dns_error", f"resolve {host}: {describe(exc)}") from None
     seen: set[tuple[object, ...]] = set()
@@ -207,6 +219,21 @@ async def resolve(
     if not found:
         raise ProbeFailed("dns_error", f"resolve {host}: no IPv4 or IPv6 address")
     return found
+
+
+def _literal(
+    host: str, port: int
+) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]] | None:
+    """The socket address of an IP literal, else None (a ``%zone`` needs the OS)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv4Address):
+        return socket.AF_INET, (str(ip), port)
+    if ip.scope_id:
+        return None
+    return socket.AF_INET6, (str(ip), port, 0, 0)
 
 
 class Deadline:

@@ -1,9 +1,14 @@
 """HTTP(S) request: status, time to first byte, certificate expiry, optional throughput.
 
 Uses the standard library's client in a worker thread so that the host role does not
-import aiohttp (its memory budget is tight). Every socket operation gets the time left
-before the target's deadline as its timeout, so the thread ends with the check; when
-the runner cancels the check first, the socket is shut down under the thread.
+import aiohttp (its memory budget is tight). The thread comes from the probes' own HTTP
+lane (``agent.probes.blocking``), never asyncio's shared executor, so hung web sites
+cannot starve other checks; the name is looked up first in the resolve lane, so the
+thread never blocks in a resolver where nothing can interrupt it. Every socket
+operation gets the time left before the target's deadline as its timeout, so the thread
+ends with the check; when the runner cancels the check first, the socket is shut down
+under the thread. A check whose previous request has still not returned reports that
+(``timeout``) instead of starting a second thread for the same target.
 Redirects are not followed: a 3xx is an answer, and by default a good one.
 """
 
@@ -23,13 +28,16 @@ import msgspec
 from agent import __version__
 from agent.probes.base import (
     Deadline,
+    ProbeFailed,
     TargetOptions,
     check_host,
     check_timeout,
     describe,
     failure,
     reason_for,
+    resolve,
 )
+from agent.probes.blocking import HTTP, StillRunning
 from agent.report import ProbeResult
 from agent.units import Size
 
@@ -95,8 +103,9 @@ def tls_context(options: Options) -> ssl.SSLContext:
 class _Exchange:
     """One request, run in a worker thread; ``abort`` may be called from the loop."""
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, ip: str | None = None) -> None:
         self.options = options
+        self.ip = ip  # the resolved address to connect to; the URL's host stays for TLS
         self.conn: http.client.HTTPConnection | None = None
         self.aborted = threading.Event()
 
@@ -134,6 +143,13 @@ class _Exchange:
                 )
             else:
                 conn = http.client.HTTPConnection(host, parts.port, timeout=deadline.remaining())
+            if self.ip is not None:
+                ip = self.ip
+                # Connect to the address already resolved; SNI, certificate name and Host
+                # header still use the URL's host.
+                conn._create_connection = lambda address, *args: socket.create_connection(  # type: ignore[attr-defined]
+                    (ip, address[1]), *args
+                )
             self.conn = conn
             if self.aborted.is_set():
                 return failure(options, "timeout", "cancelled")
@@ -221,9 +237,21 @@ class _Exchange:
 
 async def probe(options: Options) -> ProbeResult:
     """Request ``address`` and report status, timings and (optionally) throughput."""
-    exchange = _Exchange(options)
+    parts = urlsplit(options.address)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        return await asyncio.to_thread(exchange.run)
+        addresses = await resolve(parts.hostname or "", port)
+    except ProbeFailed as exc:
+        return failure(options, exc.error, exc.detail)
+    exchange = _Exchange(options, addresses[0][1][0])
+    try:
+        return await HTTP.run(id(options), exchange.run)
+    except StillRunning:
+        return failure(
+            options,
+            "timeout",
+            f"the previous check of {options.address} has still not returned; not started again",
+        )
     except asyncio.CancelledError:
         exchange.abort()
         raise

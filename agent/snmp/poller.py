@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import ConfigError, SnmpConfig, SnmpDeviceConfig
-from agent.log import event
+from agent.log import event, log_exception_limited
+from agent.probes.base import ProbeFailed, resolve
 from agent.report import SnmpDevice, SnmpInterface
 from agent.snmp import oids
 
@@ -269,17 +270,19 @@ async def open_session(device: SnmpDeviceConfig) -> Any:
     from pysnmp.hlapi.v3arch.asyncio import SnmpEngine, Udp6TransportTarget, UdpTransportTarget
 
     auth = _credentials(device)
+    # Resolved in the probes' bounded resolve lane (a hung resolver cannot take
+    # threads from other checks); pysnmp then only sees an address.
     try:
-        is_v6 = ipaddress.ip_address(device.address).version == 6
-    except ValueError:
-        is_v6 = False
-    transport = Udp6TransportTarget if is_v6 else UdpTransportTarget
+        (family, sockaddr), *_ = await resolve(device.address, device.port, kind=socket.SOCK_DGRAM)
+    except ProbeFailed as exc:
+        raise SnmpFailure(f"cannot resolve {device.address}: {exc.detail}") from None
+    transport = Udp6TransportTarget if family == socket.AF_INET6 else UdpTransportTarget
     try:
         target = await transport.create(
-            (device.address, device.port), timeout=device.timeout, retries=device.retries
+            (sockaddr[0], device.port), timeout=device.timeout, retries=device.retries
         )
-    except Exception as exc:  # name resolution failure is a PySnmpError
-        raise SnmpFailure(f"cannot resolve {device.address}: {exc}") from None
+    except Exception as exc:  # a PySnmpError for an address the OS cannot use
+        raise SnmpFailure(f"cannot open a socket to {device.address}: {exc}") from None
     engine = SnmpEngine()
     # pysnmp builds a MIB view per engine on first use (about 0.3 s of CPU each);
     # numeric OIDs need no more than the base MIBs, so all engines share one.
@@ -483,8 +486,7 @@ async def poll_device(device: SnmpDeviceConfig) -> SnmpDevice:
     except TimeoutError:
         result.error = _budget_error(device)
     except Exception as exc:  # a bug or an unexpected pysnmp failure: reported, not raised
-        event(log, logging.ERROR, "snmp.poll_failed", device=_label(device), error=repr(exc)[:300])
-        log.debug("snmp poll traceback", exc_info=True)
+        log_exception_limited(log, "snmp.poll_failed", exc, device=_label(device))
         result.error = f"internal error polling {_label(device)}: {type(exc).__name__}"
     if result.truncated and result.error is None:
         result.error = f"a table was cut at max_rows={device.max_rows}"

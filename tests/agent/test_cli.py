@@ -371,3 +371,82 @@ def test_check_names_the_same_agent_as_the_daemon(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert agent_id(load_config(config)) == daemon_id
+
+
+# --- security of the agent's own settings and files ---------------------------------------
+
+
+def test_check_refuses_plain_http_to_another_machine(tmp_path: Path, listener: int) -> None:
+    config = host_config(tmp_path, listener)
+    config.write_text(
+        config.read_text() + 'collector: {url: "http://10.10.0.10:8080", token: abc}\n',
+        encoding="utf-8",
+    )
+    result = agent("check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"Lỗi cấu hình / Configuration error: {config}: collector.url: "
+        "'http://10.10.0.10:8080': gửi mã thông báo không mã hoá / would send"
+    )
+
+
+def test_check_warns_about_allowed_insecure_settings(tmp_path: Path, listener: int) -> None:
+    """allow_insecure and a token file other users can read: `check` says so, in both
+    languages, in its table (and on stderr, so --json stays pure JSON)."""
+    token = tmp_path / "token"
+    token.write_text("s3cr3t-token\n", encoding="utf-8")
+    token.chmod(0o644)
+    config = host_config(tmp_path, listener)
+    config.write_text(
+        config.read_text() + "collector: {url: 'http://10.10.0.10:8080', "
+        f"allow_insecure: true, token_file: {token}}}\n"
+        f"spool: {{path: {tmp_path / 'spool.db'}}}\ninventory: {{enabled: false}}\n",
+        encoding="utf-8",
+    )
+    table = agent("check", "--config", str(config))
+    assert table.returncode == 0, table.stderr
+    lines = [line for line in table.stdout.splitlines() if line.startswith("Cảnh báo")]
+    assert lines == [
+        "Cảnh báo / Warning: collector.url: mã thông báo và báo cáo gửi không mã hoá tới "
+        "http://10.10.0.10:8080 / the token and reports travel unencrypted "
+        "(allow_insecure: true); use https://",
+        f"Cảnh báo / Warning: collector.token_file: tệp bí mật {token} để người khác đọc được "
+        f"/ the secret file {token} is readable by other users; run: chmod 600 {token}",
+    ]
+    as_json = agent("check", "--config", str(config), "--json")
+    assert as_json.returncode == 0
+    json.loads(as_json.stdout)
+    assert as_json.stderr.splitlines()[:2] == lines
+    assert "s3cr3t-token" not in table.stdout + table.stderr + as_json.stderr
+
+
+def test_run_creates_its_spool_and_log_owner_only(
+    tmp_path: Path, listener: int, closed_port: int
+) -> None:
+    config = host_config(tmp_path, listener)
+    spool, log = tmp_path / "state" / "spool.db", tmp_path / "agent.log"
+    config.write_text(
+        config.read_text()
+        + f'collector: {{url: "http://127.0.0.1:{closed_port}", token: test-token}}\n'
+        + f"spool: {{path: {spool}}}\nlog: {{file: {log}}}\ninventory: {{enabled: false}}\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)], cwd=REPO
+    )
+    try:
+        wait_for(lambda: log.exists() and "event=send.unreachable" in log.read_text(), 60)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (spool.parent.iterdir())}
+        modes[log.name] = log.stat().st_mode & 0o777
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert modes == {
+        "spool.db": 0o600,
+        "spool.db-wal": 0o600,
+        "spool.db-shm": 0o600,
+        "agent.log": 0o600,
+    }

@@ -16,7 +16,14 @@ import msgspec.inspect as mi
 import pytest
 import yaml
 
-from agent.config import AgentConfig, ConfigError, load_config, parse_config
+from agent.config import (
+    AgentConfig,
+    ConfigError,
+    load_config,
+    parse_config,
+    redact_url,
+    security_warnings,
+)
 from agent.probes import PROBES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +46,18 @@ INVALID = [
     (
         "invalid-collector-token-neither.yaml",
         "collector.token: required (or token_file: a file holding the agent's token)",
+    ),
+    (
+        "invalid-collector-plain-http.yaml",
+        "collector.url: 'http://10.10.0.10:8080': gửi mã thông báo không mã hoá / would send "
+        "the agent's token and reports unencrypted over http:// to another machine; use "
+        "https:// (or, knowingly, set allow_insecure: true in the collector section)",
+    ),
+    (
+        "invalid-collector-url-credentials.yaml",
+        "collector.url[1]: 'https://***@hatang.bac-kan.gov.vn' contains credentials "
+        "(user:password@); the token goes in token or token_file (expected "
+        "http(s)://host[:port], e.g. https://10.10.0.10:8443)",
     ),
     (
         "invalid-collector-url-list.yaml",
@@ -418,3 +437,37 @@ def test_example_defaults_match_the_structs() -> None:
             documented.pop(key, None)
             actual.pop(key, None)
         assert documented == actual, section
+
+
+def test_plain_http_is_allowed_to_loopback_and_when_the_config_says_so() -> None:
+    for url, extra in (
+        ("http://127.0.0.1:8080", {}),
+        ("http://localhost:8080", {}),
+        ("http://[::1]:8080", {}),
+        ("http://10.10.0.10:8080", {"allow_insecure": True}),
+    ):
+        config = parse_config(_collector(url=url, token="abc", **extra))
+        assert config.collector is not None and config.collector.urls == [url]
+    config = parse_config(_collector(url="http://10.10.0.10:8080", token="a", allow_insecure=True))
+    assert [key for key, _ in security_warnings(config)] == ["collector.url"]
+
+
+def test_a_secret_file_readable_by_others_is_warned_about(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cr3t\n", encoding="utf-8")
+    token.chmod(0o600)
+    config = parse_config(_collector(token_file=str(token)))
+    assert security_warnings(config) == []
+    token.chmod(0o644)
+    ((key, text),) = security_warnings(config)
+    assert key == "collector.token_file"
+    assert text == (
+        f"tệp bí mật {token} để người khác đọc được / the secret file {token} is readable "
+        f"by other users; run: chmod 600 {token}"
+    )
+    assert config.collector is not None and config.collector.read_token() == "s3cr3t"
+
+
+def test_redact_url_hides_credentials_only() -> None:
+    assert redact_url("https://admin:s3cret@10.0.0.1:8443/x@y") == "https://***@10.0.0.1:8443/x@y"
+    assert redact_url("https://10.0.0.1:8443/") == "https://10.0.0.1:8443/"

@@ -138,16 +138,21 @@ def test_kill_9_mid_send_loses_nothing_and_duplicates_nothing(
         assert len({r.agent_id for r in reports}) == 1  # identity survived the kill
 
 
-def test_corrupt_spool_exits_1_with_advice(
+def test_corrupt_spool_is_moved_aside_and_the_agent_keeps_running(
     tmp_path: Path, listener: int, agents: list[Agent]
 ) -> None:
+    """A service manager would restart an agent that exits on its spool in a loop: the
+    agent moves the damaged file aside, says so once, and keeps measuring."""
     config, spool_path = setup_agent(tmp_path, ["http://127.0.0.1:1"], listener)
     spool_path.parent.mkdir(parents=True)
     spool_path.write_bytes(b"not a database" * 500)
     agent = Agent(config, tmp_path / "agent.log")
     agents.append(agent)
-    assert agent.proc.wait(timeout=60) == 1
+    wait_for(lambda: "event=report.queued" in agent.text(), timeout=60)
+    assert agent.signal(signal.SIGTERM) == 0
     log = agent.text()
-    assert "event=spool.unusable" in log
-    assert f"move {spool_path}" in log
+    assert log.count("event=spool.reset") == 1
+    assert f"moved_to={spool_path}.broken-" in log
     assert "Traceback" not in log
+    (aside,) = spool_path.parent.glob("spool.db.broken-*")
+    assert aside.read_bytes() == b"not a database" * 500

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from agent.config import parse_config
-from agent.probes import tcp
+from agent.probes import http, tcp
 from agent.probes.base import TargetOptions
+from agent.probes.blocking import HTTP, Lane, StillRunning
 from agent.report import ProbeResult
 from agent.runner import check_networks, run_target, run_targets
 from tests.agent.probes.servers import http_server, tcp_listener
@@ -147,3 +151,104 @@ async def test_check_networks_rules() -> None:
     assert networks.dedicated.targets[1].error == "refused"
     assert (networks.internet.configured, networks.internet.up) == (False, None)
     assert networks.lan.default_gateway is False
+
+
+# -- hung targets of one kind never starve another -----------------------------------------
+
+
+@pytest.fixture
+def hung_ports() -> Iterator[list[int]]:
+    """40 loopback servers that take connections (the kernel completes them from the
+    backlog) and never answer: web sites hanging in an internet outage."""
+    servers = [socket.create_server(("127.0.0.1", 0), backlog=16) for _ in range(40)]
+    try:
+        yield [s.getsockname()[1] for s in servers]
+    finally:
+        for server in servers:
+            server.close()
+
+
+async def test_hung_http_targets_do_not_make_healthy_targets_read_down(
+    hung_ports: list[int], listener: int
+) -> None:
+    """More hung HTTP targets than asyncio's default executor has threads (6 on a 2-core
+    PC, at most 32), checked before healthy TCP and ICMP targets (by address and by
+    name, in the same class and in a check started meanwhile): the healthy ones stay up."""
+    healthy = [
+        {"kind": "tcp", "address": f"127.0.0.1:{listener}", "timeout": "1s"},
+        {"kind": "tcp", "address": f"localhost:{listener}", "timeout": "1s"},
+        {"kind": "icmp", "address": "127.0.0.1", "timeout": "1s", "count": 1},
+    ]
+    hung = [
+        {"kind": "http", "address": f"http://127.0.0.1:{port}/", "timeout": "3s"}
+        for port in hung_ports
+    ]
+    outage = parse_config(
+        {
+            "site": "bac-kan/cho-don",
+            "networks": {
+                "lan": {"targets": [healthy[0]]},
+                "internet": {"targets": [*hung, *healthy], "rule": "all"},
+            },
+        }
+    )
+    office = parse_config(
+        {"site": "bac-kan/cho-don", "networks": {"lan": {"targets": healthy, "rule": "all"}}}
+    )
+    during = asyncio.ensure_future(check_networks(outage))
+    await asyncio.sleep(0.2)  # the hung requests hold their threads now
+    lan = (await check_networks(office)).lan
+    internet = (await during).internet
+    expected = [(t["address"], True, None) for t in healthy]
+    assert [(t.target, t.up, t.error) for t in lan.targets] == expected
+    assert [(t.target, t.up, t.error) for t in internet.targets[-3:]] == expected
+    assert {(t.up, t.error) for t in internet.targets[:-3]} == {(False, "timeout")}
+
+
+def blocking(release: threading.Event, value: str) -> Callable[[], str]:
+    def work() -> str:
+        release.wait(30)
+        return value
+
+    return work
+
+
+async def test_a_lane_bounds_its_threads_and_one_call_per_key() -> None:
+    """A lane runs at most ``size`` threads; a key still in flight is not started again
+    (StillRunning) or is shared (``share=True``); slots come back when threads return."""
+    lane = Lane("test", 2)
+    release = threading.Event()
+    first = asyncio.ensure_future(lane.run("a", blocking(release, "a")))
+    second = asyncio.ensure_future(lane.run("b", blocking(release, "b")))
+    third = asyncio.ensure_future(lane.run("c", blocking(release, "c")))
+    shared = asyncio.ensure_future(lane.run("a", blocking(release, "other"), share=True))
+    await asyncio.sleep(0.1)
+    assert lane.running == 2 and not third.done()
+    with pytest.raises(StillRunning):
+        await lane.run("a", blocking(release, "again"))
+    # A caller that gives up while waiting for a slot takes nothing with it.
+    waiting = asyncio.ensure_future(lane.run("d", blocking(release, "d")))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    release.set()
+    assert await asyncio.gather(first, second, third, shared) == ["a", "b", "c", "a"]
+    assert await lane.run("e", lambda: "e") == "e"
+    assert lane.running == 0
+
+
+async def test_an_http_check_whose_previous_request_hangs_is_not_started_again(
+    hung_ports: list[int],
+) -> None:
+    """The runner gave up on a request whose thread is still blocked: the next cycle
+    says so instead of adding a second thread for the same target."""
+    options = http.Options(address=f"http://127.0.0.1:{hung_ports[0]}/")
+    release = threading.Event()
+    hung = asyncio.ensure_future(HTTP.run(id(options), blocking(release, "hung")))
+    await asyncio.sleep(0.05)
+    try:
+        result = await run_target(options)
+    finally:
+        release.set()
+        await hung
+    assert (result.up, result.error) == (False, "timeout")
+    assert result.detail is not None and "previous check" in result.detail

@@ -7,10 +7,13 @@ test receiver (the collector API contract) on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import logging
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 
 from agent.config import AgentConfig, parse_config
 from agent.report import HostInventory, Report, decode_report
-from agent.scheduler import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Daemon
+from agent.scheduler import EXIT_CONFIG, EXIT_OK, Daemon
 from agent.sections import Section, enabled_sections, make_report
 from agent.spool import Spool
 from tests.receiver import Receiver, agent_config, free_port
@@ -151,16 +154,69 @@ def write_garbage(path: Path) -> None:
     path.write_bytes(b"\x00garbage" * 1000)
 
 
-async def test_corrupt_spool_exits_1_with_advice(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_corrupt_spool_is_moved_aside_and_the_agent_keeps_reporting(
+    tmp_path: Path, listener: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = config(tmp_path)
-    path = Path(cfg.spool.path)
-    write_garbage(path)
-    with caplog.at_level(logging.ERROR):
-        assert await Daemon(cfg, "agent.yaml").run() == EXIT_FAILURE
-    record = next(r for r in caplog.records if r.getMessage() == "spool.unusable")
-    assert f"move {path}" in record.error  # type: ignore[attr-defined]
+    """A spool that is not SQLite at start: no exit, no restart loop; reports reach the
+    collector and say that the spool was reset."""
+    with Receiver() as receiver:
+        cfg = config(tmp_path, urls=[receiver.url], tcp_port=listener)
+        path = Path(cfg.spool.path)
+        write_garbage(path)
+        with caplog.at_level(logging.ERROR):
+            started = Started(Daemon(cfg, "agent.yaml"))
+            async with started:
+                await until(lambda: receiver.count() >= 2)
+        assert started.code == EXIT_OK
+        assert {r.spool_resets for r in receiver.stored()} == {1}
+    record = next(r for r in caplog.records if r.getMessage() == "spool.reset")
+    assert record.moved_to.startswith(f"{path}.broken-")  # type: ignore[attr-defined]
+    moved = await asyncio.to_thread(Path(record.moved_to).read_bytes)  # type: ignore[attr-defined]
+    assert moved.startswith(b"\x00garbage")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted for this test (root only), unmounted even on failure."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill_disk(mount: Path) -> Path:
+    filler = mount / "filler"
+    with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
+        while True:
+            out.write(b"\0" * 4096)
+    return filler
+
+
+async def test_cycles_lost_to_a_full_disk_are_counted_and_leave_a_seq_gap(
+    tiny_disk: Path, listener: int
+) -> None:
+    """The spool's disk fills up: the cycles that could not be queued are not only
+    logged; the next queued report counts them in spool_dropped and skips their seq."""
+    cfg = parse_config(
+        {**agent_config(tiny_disk, tcp_port=listener), "spool": {"path": str(tiny_disk / "s.db")}}
+    )
+    async with Started(Daemon(cfg, "agent.yaml")) as daemon:
+        await until(lambda: len(queued_reports(daemon)) >= 1)
+        filler = await asyncio.to_thread(fill_disk, tiny_disk)
+        await until(lambda: daemon.unspooled >= 2)
+        filler.unlink()
+        await until(lambda: daemon.unspooled == 0)
+        reports = queued_reports(daemon)
+        assert daemon.spool is not None
+        dropped_total = daemon.spool.stats().dropped_total
+    seqs = [r.seq for r in reports]
+    gaps = [b - a - 1 for a, b in itertools.pairwise(seqs) if b - a > 1]
+    assert len(gaps) == 1 and gaps[0] >= 2, seqs
+    after_gap = next(r for a, r in itertools.pairwise(reports) if r.seq - a.seq > 1)
+    assert after_gap.spool_dropped == gaps[0] == dropped_total
 
 
 async def test_unreadable_token_file_exits_2(

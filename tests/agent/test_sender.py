@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import logging
 import shutil
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from agent.sections import make_report
 from agent.sender import (
     DEAD_LETTER_BREAKER,
     RETRY_AFTER_CAP_SECONDS,
+    SERVER_ERROR_RETRIES,
     Sender,
     SendFailed,
     parse_retry_after,
@@ -358,3 +362,114 @@ def test_token_with_line_break_is_a_config_error(tmp_path: Path, spool: Spool) -
     config = config_for(tmp_path, ["http://127.0.0.1:1"])
     with pytest.raises(ConfigError, match="printable ASCII"):
         sender_for(config, spool, "abc\r\nX-Evil: 1")
+
+
+async def test_a_report_the_collector_always_fails_on_is_isolated_and_the_rest_delivered(
+    tmp_path: Path, receiver: Receiver, spool: Spool
+) -> None:
+    """A collector bug that one report triggers (500 every time) must not wedge the
+    queue: after bounded retries the culprit is found, dead-lettered with its status and
+    counted, and every other report is delivered in order."""
+    config = config_for(tmp_path, [receiver.url], batch_max_reports=10)
+    ids = fill(spool, config, 10)
+    receiver.crash.add(ids[3])
+    sender = sender_for(config, spool)
+    async with Running(sender):
+        await until(lambda: receiver.count() == 9)
+    assert [r.id for r in receiver.stored()] == ids[:3] + ids[4:]
+    assert receiver.statuses()[:SERVER_ERROR_RETRIES] == [500] * SERVER_ERROR_RETRIES
+    (dead,) = spool.dead_letters()
+    assert (dead.report_id, dead.status) == (ids[3], 500)
+    assert "other reports were stored meanwhile" in dead.reason
+    assert spool.stats().queued == 0 and spool.stats().rejected_total == 1
+    # The count reaches the collector with the next report.
+    (later,) = fill(spool, config, 1)
+    assert await sender.flush() == 1
+    assert receiver.stored()[-1].id == later and receiver.stored()[-1].spool_rejected == 1
+
+
+async def test_a_lone_failing_report_waits_for_proof_before_it_is_dead_lettered(
+    tmp_path: Path, receiver: Receiver, spool: Spool
+) -> None:
+    """With nothing else queued there is no telling a bad report from a bad collector:
+    it stays queued until a later report is stored."""
+    config = config_for(tmp_path, [receiver.url])
+    (bad,) = fill(spool, config, 1)
+    receiver.crash.add(bad)
+    sender = sender_for(config, spool)
+    for _ in range(SERVER_ERROR_RETRIES + 2):
+        with pytest.raises(SendFailed, match="HTTP 500"):
+            await sender.flush()
+    assert spool.stats().queued == 1 and spool.dead_letters() == []
+    (good,) = fill(spool, config, 1)
+    assert await sender.flush() == 1
+    assert [r.id for r in receiver.stored()] == [good]
+    assert [d.report_id for d in spool.dead_letters()] == [bad]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["500-for-everything", "503-store-down", "429-overloaded", "connection-refused"],
+)
+async def test_a_collector_that_is_down_gets_nothing_dead_lettered(
+    tmp_path: Path, receiver: Receiver, spool: Spool, failure: str
+) -> None:
+    """Whole-collector failures are never blamed on reports: all stay queued."""
+    url = receiver.url if failure != "connection-refused" else f"http://127.0.0.1:{free_port()}"
+    config = config_for(tmp_path, [url], batch_max_reports=10)
+    fill(spool, config, 10)
+    if failure == "500-for-everything":
+        receiver.crash_all = True
+    elif failure != "connection-refused":
+        status = int(failure[:3])
+        for _ in range(100):
+            receiver.script.append(Scripted(status, {"error": "unavailable"}))
+    sender = sender_for(config, spool)
+    for _ in range(SERVER_ERROR_RETRIES * 3):
+        with pytest.raises(SendFailed):
+            await sender.flush()
+    assert spool.stats().queued == 10
+    assert spool.dead_letters() == [] and spool.stats().rejected_total == 0
+    assert receiver.count() == 0
+
+
+@pytest.fixture
+def dribbling_server() -> Iterator[int]:
+    """A loopback "collector" that answers one byte at a time, each within the socket
+    timeout, for ever: a hostile or broken proxy no per-step timeout ever trips."""
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                with contextlib.suppress(OSError):
+                    while not done.wait(0.05):
+                        conn.sendall(b"a")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        done.set()
+        server.close()
+        thread.join(5)
+
+
+async def test_an_answer_that_never_completes_is_abandoned_and_reports_kept(
+    tmp_path: Path, spool: Spool, dribbling_server: int
+) -> None:
+    config = config_for(tmp_path, [f"http://127.0.0.1:{dribbling_server}"], timeout="300ms")
+    fill(spool, config, 2)
+    sender = sender_for(config, spool)
+    with pytest.raises(SendFailed, match=r"no complete answer in 0\.9s \(request abandoned\)"):
+        await sender.flush()
+    assert spool.stats().queued == 2
+    sender.close()

@@ -22,7 +22,15 @@ import pytest
 from agent.config import parse_config
 from agent.report import Report, decode_report
 from agent.sections import make_report
-from agent.spool import DEAD_LETTER_MAX_ROWS, Appended, Spool, SpoolError
+from agent.spool import (
+    DEAD_LETTER_MAX_ROWS,
+    Appended,
+    Spool,
+    SpoolCorrupt,
+    SpoolError,
+    open_spool,
+    stored_identity,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = parse_config({"site": "bac-kan/cho-don", "inventory": {"enabled": False}})
@@ -50,7 +58,7 @@ while True:
 """
 
 
-def append(spool: Spool, agent_id: str = "agent-1", **results: object) -> Appended:
+def append(spool: Spool, agent_id: str = "agent-1", lost: int = 0, **results: object) -> Appended:
     return spool.append(
         lambda seq, dropped: make_report(
             CONFIG,
@@ -59,7 +67,8 @@ def append(spool: Spool, agent_id: str = "agent-1", **results: object) -> Append
             observed_at=dt.datetime.now(dt.UTC),
             results=results,  # type: ignore[arg-type]
             spool_dropped=dropped,
-        )
+        ),
+        lost,
     )
 
 
@@ -324,3 +333,150 @@ def test_closed_spool_refuses_use(tmp_path: Path) -> None:
     spool.close()
     with pytest.raises(SpoolError, match="is closed"):
         append(spool)
+
+
+# -- damaged spools: moved aside, a fresh one started, what can be read is kept ----------
+
+
+def filled(path: Path, n: int = 200) -> list[Report]:
+    """A spool written by a daemon: ``n`` reports of agent-1, 3 of them acked."""
+    with Spool.open(path, 10**7) as spool:
+        spool.identity("")  # a generated id is stored as a daemon's would be
+        reports = [append(spool, agent_id="agent-1").report for _ in range(n)]
+        batch = spool.begin_batch(3, 10**9)
+        spool.ack([e.row_id for e in batch])
+    return reports
+
+
+def set_meta(path: Path, key: str, value: object) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+    conn.close()
+
+
+def damage_pages(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[3 * 4096 : 6 * 4096] = b"\xa5" * (3 * 4096)
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "next_seq-not-a-number": lambda p: set_meta(p, "next_seq", "12abc"),
+    "next_seq-negative": lambda p: set_meta(p, "next_seq", "-5"),
+    "dropped_total-empty": lambda p: set_meta(p, "dropped_total", ""),
+    "rejected_total-huge": lambda p: set_meta(p, "rejected_total", "9" * 40),
+    "agent_id-with-newline": lambda p: set_meta(p, "agent_id", "agent\nevil"),
+    "format-garbage": lambda p: set_meta(p, "format", "x" * 5000),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: 5 * 4096 + 100]),
+    "not-sqlite": lambda p: p.write_bytes(b"this is not sqlite" * 300),
+    "damaged-page": damage_pages,
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE), ids=list(DAMAGE))
+def test_damaged_spool_is_moved_aside_and_a_fresh_one_kept_going(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any damage: a clear SpoolCorrupt from Spool.open (never a ValueError traceback), and
+    open_spool renames the file with a timestamp and starts a fresh spool that works."""
+    path = tmp_path / "spool.db"
+    old = filled(path)
+    agent_id = stored_identity(path)
+    DAMAGE[damage](path)
+    damaged_bytes = path.read_bytes()
+    with pytest.raises(SpoolCorrupt, match=f"spool {path} is unreadable or corrupt"):
+        Spool.open(path, 10**7)
+    with caplog.at_level("ERROR"), open_spool(path, 10**7) as spool:
+        report = append(spool, agent_id="agent-1").report
+        assert queued(spool) == [report]
+        assert spool.stats().resets == 1
+    assert report.spool_resets == 1
+    (aside,) = [
+        p
+        for p in tmp_path.iterdir()
+        if p.name.startswith("spool.db.broken-") and not p.name.endswith(("-wal", "-shm"))
+    ]
+    if damage == "not-sqlite":
+        assert aside.read_bytes() == damaged_bytes, "the damaged file is kept as it was"
+    assert aside.stat().st_size > 0
+    record = next(r for r in caplog.records if r.getMessage() == "spool.reset")
+    assert str(path) in record.error and "moved_to" in record.__dict__  # type: ignore[attr-defined]
+    if damage not in ("not-sqlite", "truncated", "damaged-page"):
+        # Only metadata was damaged: everything else readable carries over.
+        assert report.seq == old[-1].seq + 1
+        if damage != "agent_id-with-newline":
+            assert stored_identity(path) == agent_id
+    # The fresh spool's report ids are new UUIDs: no stored report can be shadowed.
+    assert report.id not in {r.id for r in old}
+
+
+def test_a_spool_of_another_agent_version_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    filled(path, 3)
+    set_meta(path, "format", "2")
+    with pytest.raises(SpoolError, match="has format 2, this agent understands 1") as err:
+        open_spool(path, 10**7)
+    assert not isinstance(err.value, SpoolCorrupt)
+    assert [p.name for p in tmp_path.iterdir() if "broken" in p.name] == []
+
+
+def test_a_reset_spool_counts_on_from_its_predecessor(tmp_path: Path) -> None:
+    """A second reset: spool_resets goes to 2, and the seq never goes backwards."""
+    path = tmp_path / "spool.db"
+    filled(path, 20)
+    for expected in (1, 2):
+        set_meta(path, "dropped_total", "lots")
+        with open_spool(path, 10**7) as spool:
+            report = append(spool).report
+        assert report.spool_resets == expected
+    assert report.seq == 22
+
+
+def test_a_damaged_row_is_buried_and_counted_not_sent(tmp_path: Path) -> None:
+    """A queue row whose body no longer reads as its report goes to the dead letters."""
+    path = tmp_path / "spool.db"
+    with Spool.open(path, 10**7) as spool:
+        first, second, third = (append(spool).report for _ in range(3))
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE queue SET body = ? WHERE seq = ?", (b'{"id": 3', second.seq))
+    conn.close()
+    with Spool.open(path, 10**7) as spool:
+        assert [r.id for r in queued(spool)] == [first.id, third.id]
+        assert spool.stats().dropped_total == 1
+        (dead,) = spool.dead_letters()
+        assert dead.status == 0 and dead.reason.startswith("damaged in the spool: body is not")
+        assert append(spool).report.spool_dropped == 1
+
+
+# -- exact drop counts -------------------------------------------------------------------
+
+
+def test_rows_dropped_while_in_flight_and_then_acked_are_not_counted(tmp_path: Path) -> None:
+    """The sender holds the oldest batch; the spool fills and drops it for room; the
+    collector then stores it (2xx): nothing of that batch was lost."""
+    with Spool.open(tmp_path / "s.db", 1_000_000) as spool:
+        big = {"host": __import__("agent.report").report.HostInventory(hostname="h" * 200, os="x")}
+        while spool.stats().queued_bytes < 990_000:
+            append(spool, **big)
+        batch = spool.begin_batch(5, 10**9)
+        before = spool.stats().dropped_total
+        dropped = 0
+        while dropped < 8:  # pushes out the 5 in flight and 3 more
+            dropped += append(spool, **big).dropped
+        assert spool.stats().dropped_total == before + dropped
+        spool.ack([e.row_id for e in batch])  # the collector had stored them
+        assert spool.stats().dropped_total == before + dropped - 5
+        assert append(spool, **big).report.spool_dropped >= dropped - 5
+
+
+def test_cycles_that_could_not_be_queued_are_counted_and_leave_a_seq_gap(
+    tmp_path: Path,
+) -> None:
+    with Spool.open(tmp_path / "s.db", 10**7) as spool:
+        first = append(spool).report
+        later = append(spool, lost=3).report
+        assert later.seq == first.seq + 4
+        assert later.spool_dropped == 3
+        assert spool.stats().dropped_total == 3

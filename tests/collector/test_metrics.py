@@ -114,6 +114,9 @@ def test_site_values_and_indicators() -> None:
         ),
         make_agent(BANG_LUNG, "pc", av="outdated"),
     ]
+    # The dead-letter and reset counts come from each agent's newest report.
+    agents[0].latest.spool_rejected, agents[0].latest.spool_resets = 2, 1
+    agents[1].latest.spool_rejected = 3
     plans = [load_plan(REPO / "configs" / "targets" / "bac-kan-2012.yaml")]
     snap = snapshot(BAC_KAN, agents, [window(BANG_LUNG, "dedicated", 97)], plans=plans)
     reg = registry_for(snap)
@@ -131,6 +134,8 @@ def test_site_values_and_indicators() -> None:
     assert reg.get_sample_value("hatang_antivirus_hosts", {**s, "state": "missing"}) == 0
     assert reg.get_sample_value("hatang_lan_hosts", {**s, "source": "agent"}) == 2
     assert reg.get_sample_value("hatang_site_spool_dropped_reports", s) == 4
+    assert reg.get_sample_value("hatang_site_spool_rejected_reports", s) == 5
+    assert reg.get_sample_value("hatang_site_spool_resets", s) == 1
     ded = {"indicator": "dedicated_network", "level": "commune"}
     assert reg.get_sample_value("hatang_indicator_ratio", ded) == pytest.approx(1 / 51)
     assert reg.get_sample_value("hatang_indicator_numerator", ded) == 1
