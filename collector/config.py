@@ -186,7 +186,8 @@ class ReportingConfig(_Section, frozen=True):
     def __post_init__(self) -> None:
         try:
             ZoneInfo(self.timezone)
-        except (ValueError, ZoneInfoNotFoundError):
+        except (ValueError, OSError, ZoneInfoNotFoundError):
+            # OSError: a name too long for a file name; all mean "no such zone".
             raise ValueError(
                 f"timezone: unknown time zone {show(self.timezone)} (e.g. Asia/Ho_Chi_Minh)"
             ) from None
