@@ -77,7 +77,8 @@ def test_structures_have_the_sdk_sizes() -> None:
             id="v6-hop-limit",
         ),
         pytest.param(
-            V4, 0, b"", IP_REQ_TIMED_OUT, 0,
+            V4, 0, b"", IP_REQ_TIMED_OUT,
+            Echo(None, "timeout", "echo to 10.200.0.5: request timed out"),
             id="v4-timeout",
         ),
         pytest.param(
@@ -90,9 +91,7 @@ def test_structures_have_the_sdk_sizes() -> None:
         ),
     ],
 )  # fmt: skip
-def test_decode_reply(family: int, replies: int, buffer: bytes, error: int, expected: object) -> None:
-    if expected == 0:
-        expected = Echo(None, "timeout", "echo to 10.200.0.5: request timed out")
+def test_decode_reply(family: int, replies: int, buffer: bytes, error: int, expected: Echo) -> None:
     assert decode_reply(family, replies, buffer, error, "10.200.0.5", 0.02) == expected
 
 
