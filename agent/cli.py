@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         "sent to the collector. Stops cleanly on SIGTERM/SIGINT.",
     )
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="agent YAML file")
+    from agent.service import add_parser as add_service_parser
+
+    add_service_parser(commands)
     return parser
 
 
@@ -172,6 +175,12 @@ def _run(args: argparse.Namespace) -> int:
     return serve(args.config)
 
 
+def _service(args: argparse.Namespace) -> int:
+    from agent.service import main as service_main
+
+    return service_main(args)
+
+
 def serve(
     config_path: str | Path,
     stop: StopSignal | None = None,
@@ -224,11 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     from agent.config import ConfigError  # after parsing: --version needs no config code
 
-    handler = _check if args.command == "check" else _run
+    handler = {"check": _check, "run": _run, "service": _service}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
-        exc.in_file(str(args.config))
+        exc.in_file(str(getattr(args, "config", None) or ""))
         sys.stderr.write(f"{CONFIG_LEAD}: {exc}\n")
         return EXIT_CONFIG
     except KeyboardInterrupt:
