@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +14,6 @@ from agent.spool import Spool
 from tests.agent.test_daemon import queued
 from tests.netns import wait_for
 from tests.receiver import Receiver, agent_config, write_config
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """``serve`` configures the root logger as the daemon process would; undo it after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        handler.close()
-    root.handlers[:], root.level = handlers, level
 
 
 @pytest.mark.usefixtures("root_logging")
