@@ -52,7 +52,8 @@ class AgentService(win32serviceutil.ServiceFramework):  # type: ignore[misc,unus
         from agent.cli import CONFIG_LEAD, EXIT_CONFIG, serve
         from agent.config import ConfigError
 
-        self.ReportServiceStatus(win32service.SERVICE_RUNNING)
+        # ServiceFramework.SvcRun has reported SERVICE_RUNNING; an exception raised here
+        # makes the C framework report SERVICE_STOPPED with an error code (recovery).
         try:
             code = serve(self.config_path, self.stop_signal, default_log_file=default_log_file())
         except ConfigError as exc:
