@@ -157,6 +157,11 @@ def decode_reply(
     if replies == 0:
         error, text = _STATUS.get(last_error, ("network_error", f"error {last_error}"))
         return Echo(None, error, f"echo to {target}: {text}")
+    reply_type = ICMP_ECHO_REPLY if family == socket.AF_INET else ICMPV6_ECHO_REPLY
+    if len(buffer) < ctypes.sizeof(reply_type):
+        return Echo(
+            None, "internal_error", f"echo to {target}: reply buffer of {len(buffer)} bytes"
+        )
     if family == socket.AF_INET:
         v4 = ICMP_ECHO_REPLY.from_buffer_copy(buffer[: ctypes.sizeof(ICMP_ECHO_REPLY)])
         status, rtt_ms = v4.Status, v4.RoundTripTime

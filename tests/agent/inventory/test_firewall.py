@@ -282,6 +282,18 @@ def test_parse_connection_profiles_real_formats() -> None:
     }
     with pytest.raises(windows.ParseError, match="unknown NetworkCategory 7"):
         windows.parse_connection_profiles('{"NetworkCategory": 7}')
+    with pytest.raises(windows.ParseError, match="unknown NetworkCategory None"):
+        windows.parse_connection_profiles('[{"Name": "x"}]')
+    with pytest.raises(windows.ParseError, match="invalid JSON"):
+        windows.parse_connection_profiles('{"NetworkCategory": 1,')
+
+
+def test_unreadable_connection_profiles_leave_the_verdict_to_a_unanimous_state() -> None:
+    garbled = CommandResult(("powershell.exe",), 0, stdout="<Objs Version=1.1.0.1")
+    runner = Recorded(ps("firewall_profiles.json"), netsh("netsh_allprofiles_en.txt"), garbled)
+    status = windows.detect(10.0, runner=runner)
+    assert status.enabled is None
+    assert status.warnings[0].startswith("no JSON in output")
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,11 @@ def test_structures_have_the_sdk_sizes() -> None:
             id="win32-error",
         ),
         pytest.param(
+            V6, 1, b"\0" * 20, 0,
+            Echo(None, "internal_error", "echo to 10.200.0.5: reply buffer of 20 bytes"),
+            id="short-buffer",
+        ),
+        pytest.param(
             V4, 0, b"", 4242, Echo(None, "network_error", "echo to 10.200.0.5: error 4242"),
             id="unknown-error",
         ),

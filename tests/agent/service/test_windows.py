@@ -6,8 +6,12 @@ decided by pure functions, tested here.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
+from agent import cli
 from agent.service import windows
 
 
@@ -58,3 +62,31 @@ def test_states_for_the_officer(
     got, lines = windows.describe_state(state, exit_code)
     assert got == name
     assert any(expected in line for line in lines), lines
+
+
+def test_service_install_dry_run_on_windows_prints_the_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's Windows branch, up to the pywin32 call (which needs a real Windows)."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "site: bac-kan/cho-don\nrole: site-probe\n"
+        'collector: {url: "http://127.0.0.1:9", token: t}\n'
+    )
+    monkeypatch.setattr(sys, "platform", "win32")
+    code = cli.main(["service", "install", "--dry-run", "--config", str(config)])
+    monkeypatch.undo()
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[-1].endswith(f'--config "{config}"') and " -E -s " in out[-1]
+    assert out[-1].startswith(f'"{windows.base_python()}"')
+
+
+def test_service_install_on_windows_refuses_a_missing_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    code = cli.main(["service", "install", "--config", str(tmp_path / "none.yaml")])
+    monkeypatch.undo()
+    assert code == 2
+    assert "none.yaml does not exist: enroll first" in capsys.readouterr().err
