@@ -4,7 +4,8 @@ Building downloads wheels for the target platforms from the package registry (th
 pip's cache), so the tests are ``slow``; after the build nothing touches the network:
 every install is ``--no-index``. Linux: ``install.sh --root`` into a test root (venv,
 directories, the check on a loopback-only config, the systemd unit linked by
-``systemctl --root``), then ``uninstall.sh``. Windows cannot run here: pip resolves the
+``systemctl --root``), the installed agent reporting to a real collector on loopback
+until the site is up on ``/metrics``, then ``uninstall.sh``. Windows cannot run here: pip resolves the
 bundle for ``win_amd64`` in a dry run, and every dependency marker is evaluated for
 Windows against the wheels in the bundle (pip evaluates markers for this machine).
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from email.parser import Parser
@@ -26,6 +29,9 @@ import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from tests.collector.conftest import SITE, CollectorProcess, free_port, run_cli, write_config
+from tests.netns import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = "0.1.0"
@@ -176,7 +182,8 @@ LOOPBACK_CONFIG = """\
 site: demo/xa-an-binh
 role: host
 agent_id: bundle-test
-collector: {{url: "http://127.0.0.1:9", token: bundle-test-token}}
+interval: 2s
+collector: {{url: "{collector}", token_file: {token}}}
 spool: {{path: {spool}}}
 inventory: {{enabled: false}}
 antivirus: {{enabled: false}}
@@ -186,12 +193,48 @@ networks:
 """
 
 
-def test_linux_bundle_installs_offline_checks_and_links_the_service(
+def site_up(url: str) -> bool:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return 'hatang_site_up{site="demo/xa-an-binh"} 1.0' in text
+
+
+def test_linux_bundle_installs_offline_checks_and_reports_to_the_collector(
     bundles: Path, tmp_path: Path, listener: int
 ) -> None:
+    """From the bundle to the office up on the collector's /metrics, all on loopback."""
+    collector_dir = tmp_path / "collector"
+    collector_dir.mkdir()
+    port = free_port()
+    collector = CollectorProcess(
+        write_config(
+            collector_dir,
+            listen={"host": "127.0.0.1", "port": port},
+            metrics={"refresh_interval": "1s", "min_refresh_interval": "0s"},
+        ),
+        port,
+    )
+    collector.start()
+    try:
+        _install_report_uninstall(bundles, tmp_path, listener, collector)
+    finally:
+        collector.stop()
+
+
+def _install_report_uninstall(
+    bundles: Path, tmp_path: Path, listener: int, collector: CollectorProcess
+) -> None:
+    created = run_cli("token", "create", "--config", str(collector.config_path), "--site", SITE)
+    assert created.returncode == 0, created.stderr
+    token = tmp_path / "token"
+    token.write_text(created.stdout.splitlines()[-1])
     root = tmp_path / "root"
     config = tmp_path / "agent.yaml"
-    config.write_text(LOOPBACK_CONFIG.format(spool=tmp_path / "spool.db", port=listener))
+    config.write_text(
+        LOOPBACK_CONFIG.format(
+            spool=tmp_path / "spool.db", port=listener, collector=collector.url, token=token
+        )
+    )
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
     proc = subprocess.run(
         [str(linux(bundles) / "install.sh"), "--root", str(root), "--config", str(config),
@@ -224,6 +267,19 @@ def test_linux_bundle_installs_offline_checks_and_links_the_service(
     ).stdout.lower()
     assert "psutil==" in installed and "msgspec==" in installed
     assert not {"scapy", "pysnmp", "aiohttp"} & {line.split("==")[0] for line in installed.split()}
+
+    # The installed agent, run as its unit would run it, makes the office up on /metrics.
+    with (tmp_path / "agent.log").open("wb") as log:
+        agent_proc = subprocess.Popen(
+            [str(agent), "run", "--config", str(root / "etc/hatang/agent.yaml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: site_up(collector.url), timeout=60, interval=0.5)
+    finally:
+        agent_proc.send_signal(signal.SIGTERM)
+        assert agent_proc.wait(timeout=30) == 0
 
     proc = subprocess.run(
         [str(linux(bundles) / "uninstall.sh"), "--root", str(root), "--purge"],
