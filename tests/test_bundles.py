@@ -5,9 +5,10 @@ pip's cache), so the tests are ``slow``; after the build nothing touches the net
 every install is ``--no-index``. Linux: ``install.sh --root`` into a test root (venv,
 directories, the check on a loopback-only config, the systemd unit linked by
 ``systemctl --root``), the installed agent reporting to a real collector on loopback
-until the site is up on ``/metrics``, then ``uninstall.sh``. Windows cannot run here: pip resolves the
-bundle for ``win_amd64`` in a dry run, and every dependency marker is evaluated for
-Windows against the wheels in the bundle (pip evaluates markers for this machine).
+until the site is up on ``/metrics``, then ``uninstall.sh``. Windows cannot run here:
+pip resolves the bundle for ``win_amd64`` in a dry run, and every dependency marker is
+evaluated for Windows against the wheels in the bundle (pip evaluates markers for this
+machine).
 """
 
 from __future__ import annotations
