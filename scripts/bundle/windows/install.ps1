@@ -57,14 +57,22 @@ function Test-Admin {
     return $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
 }
 
+# The first output line of a program, or $null when it fails. Its error output is
+# dropped: Windows PowerShell 5.1 turns redirected native stderr into errors, which
+# 'Stop' would make fatal (py.exe says "No suitable Python runtime found" there).
+function Get-FirstLine([string]$Exe, [string[]]$Arguments) {
+    $ErrorActionPreference = 'Continue'
+    $lines = @(& $Exe @Arguments 2>$null)
+    if ($LASTEXITCODE -ne 0 -or $lines.Count -eq 0) { return $null }
+    return ([string]$lines[0]).Trim()
+}
+
 # The real python.exe of a 64-bit Python 3.11 or 3.12, or $null.
 function Test-Python([string]$Exe) {
     if (-not $Exe -or -not (Test-Path -LiteralPath $Exe)) { return $null }
     # No double quotes in arguments: Windows PowerShell 5.1 strips them for native programs.
     $probe = 'import struct,sys; ok=(3,11)<=sys.version_info[:2]<=(3,12) and struct.calcsize(''P'')==8; ok and print(sys.executable)'
-    $found = & $Exe -c $probe 2>$null
-    if ($LASTEXITCODE -eq 0 -and $found) { return ([string]$found).Trim() }
-    return $null
+    return (Get-FirstLine $Exe @('-c', $probe))
 }
 
 function Find-Python {
@@ -72,11 +80,9 @@ function Find-Python {
     $launcher = Get-Command py.exe -ErrorAction SilentlyContinue
     if ($launcher) {
         foreach ($version in @('-3.12', '-3.11')) {
-            $exe = & $launcher.Source $version -c 'import sys; print(sys.executable)' 2>$null
-            if ($LASTEXITCODE -eq 0 -and $exe) {
-                $ok = Test-Python ([string]$exe).Trim()
-                if ($ok) { return $ok }
-            }
+            $exe = Get-FirstLine $launcher.Source @($version, '-c', 'import sys; print(sys.executable)')
+            $ok = Test-Python $exe
+            if ($ok) { return $ok }
         }
     }
     foreach ($dir in @("$env:ProgramFiles\Python312", "$env:ProgramFiles\Python311")) {
@@ -116,6 +122,12 @@ if (-not $PythonExe) {
 Say "   $PythonExe"
 
 Say "2/5 Cài chương trình / Installing the program into $InstallDir ..."
+# An upgrade: the running service holds its DLLs (.pyd) open, and pip cannot replace them.
+$existing = Get-Service -Name 'hatang-agent' -ErrorAction SilentlyContinue
+if ($existing -and $existing.Status -ne 'Stopped') {
+    Say '   dừng dịch vụ cũ / stopping the running service ...'
+    Stop-Service -Name 'hatang-agent' -Force
+}
 if (-not (Test-Path -LiteralPath (Join-Path $Venv 'Scripts\python.exe'))) {
     & $PythonExe -m venv $Venv
     if ($LASTEXITCODE -ne 0) { Fail "python -m venv $Venv failed" }
@@ -152,7 +164,7 @@ if ($ConfigFile) {
 }
 $ConfigRole = & $VenvPython -c 'import sys; from agent.config import load_config; print(load_config(sys.argv[1]).role)' $Config
 if ($LASTEXITCODE -ne 0) { Fail "the configuration $Config is not valid (message above)" 2 }
-if (([string]$ConfigRole).Trim() -eq 'site-probe') {
+if ((@($ConfigRole)[0]).Trim() -eq 'site-probe') {
     Install-Wheels 'hatang[site-probe]'
     if (-not (Test-Path -LiteralPath (Join-Path $env:SystemRoot 'System32\Npcap\wpcap.dll'))) {
         Say '   CHÚ Ý / NOTE: máy dò cần Npcap để quét LAN / the site probe needs Npcap for LAN discovery:'
