@@ -167,8 +167,9 @@ def _check(proc: subprocess.CompletedProcess[bytes], what: str) -> None:
 
 
 def install(root: Path, exec_start: str, config: str, role: str, *, run: Run = _systemctl) -> Plan:
-    """Write the unit (and the site probe's drop-in), then enable it (and start it on
-    the real root; under a test root, ``systemctl --root`` only links it)."""
+    """Write the unit (and the site probe's drop-in), then enable it and (re)start it on
+    the real root, so that an upgrade runs the new code; under a test root,
+    ``systemctl --root`` only links it."""
     chosen = plan(root, exec_start, config, role)
     chosen.unit.parent.mkdir(parents=True, exist_ok=True)
     chosen.unit.write_text(chosen.unit_text, encoding="utf-8")
@@ -181,7 +182,8 @@ def install(root: Path, exec_start: str, config: str, role: str, *, run: Run = _
         chosen.drop_in.unlink(missing_ok=True)
     if root == Path("/"):
         _check(run(["daemon-reload"]), "daemon-reload")
-        _check(run(["enable", "--now", UNIT_NAME]), f"enable --now {UNIT_NAME}")
+        _check(run(["enable", UNIT_NAME]), f"enable {UNIT_NAME}")
+        _check(run(["restart", UNIT_NAME]), f"restart {UNIT_NAME}")
     else:
         _check(run([f"--root={root}", "enable", UNIT_NAME]), f"enable {UNIT_NAME}")
     return chosen
