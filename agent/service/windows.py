@@ -133,7 +133,12 @@ def install(reg: Registration) -> None:
                 win32service.CloseServiceHandle(handle)
         finally:
             win32service.CloseServiceHandle(manager)
-        win32serviceutil.StartService(SERVICE_NAME)
+        try:
+            win32serviceutil.StartService(SERVICE_NAME)
+        except pywintypes.error as exc:
+            if exc.winerror != 1056:  # ERROR_SERVICE_ALREADY_RUNNING: run the new version
+                raise
+            win32serviceutil.RestartService(SERVICE_NAME)
     except pywintypes.error as exc:
         raise ServiceError(f"{exc.funcname}: {exc.strerror} (error {exc.winerror})") from None
 
