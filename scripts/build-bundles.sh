@@ -7,7 +7,7 @@
 #
 # Writes DIR/hatang-agent-<version>-windows-x64/ (+ .zip) and
 # DIR/hatang-agent-<version>-linux-x86_64/ (+ .tar.gz), each with wheels/ for Python 3.11
-# and 3.12 (host role and the site-probe set), the install and uninstall scripts, a
+# and 3.12 (Linux also 3.13; host role and the site-probe set), install/uninstall scripts, a
 # README (Vietnamese and English) and SHA256SUMS. Downloads go through pip's cache, so a
 # second build is fast. Guide: docs/install.md (English), docs/cai-dat.md (Vietnamese).
 set -euo pipefail
@@ -34,7 +34,9 @@ else
   PY="$ROOT/.venv/bin/python"
 fi
 VERSION=$("$PY" -c 'import agent; print(agent.__version__)')
-PYTHONS=(3.11 3.12)
+# Windows: Python 3.11 and 3.12; Linux also 3.13 (Debian 13's python3).
+WINDOWS_PYTHONS=(3.11 3.12)
+LINUX_PYTHONS=(3.11 3.12 3.13)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -48,10 +50,10 @@ WHEEL=$(ls "$work"/self/hatang-"$VERSION"-*.whl)
 # behind a Windows marker (pywin32) are named explicitly; tests/test_bundles.py checks
 # every marker for the target against the bundle.
 download() {
-  local dest=$1 extra=$2; shift 2
+  local dest=$1 extra=$2 versions=$3; shift 3
   local platforms=()
   for p in "$@"; do platforms+=(--platform "$p"); done
-  for v in "${PYTHONS[@]}"; do
+  for v in $versions; do
     "$PY" -m pip download -q --only-binary=:all: "${platforms[@]}" --python-version "$v" \
       --implementation cp --dest "$dest" "$WHEEL[site-probe]" $extra \
       >"$work/download.log" 2>&1 || { cat "$work/download.log" >&2; exit 1; }
@@ -71,18 +73,19 @@ bundle() {
   echo "$dir"
 }
 
-echo "downloading Windows x64 wheels (Python ${PYTHONS[*]})..."
+echo "downloading Windows x64 wheels (Python ${WINDOWS_PYTHONS[*]})..."
 win=$(bundle "hatang-agent-$VERSION-windows-x64" windows)
-download "$win/wheels" "pywin32" win_amd64
+download "$win/wheels" "pywin32" "${WINDOWS_PYTHONS[*]}" win_amd64
 # Windows PowerShell 5.1 reads a script without a BOM in the ANSI code page (cp1258 on a
 # Vietnamese Windows), which garbles the Vietnamese messages: scripts and README get a
 # UTF-8 BOM, and every text file CRLF line ends for Notepad.
 for f in "$win"/*.ps1 "$win"/*.cmd "$win"/*.txt "$win"/docs/*.md; do sed -i 's/$/\r/' "$f"; done
 for f in "$win"/*.ps1 "$win"/*.txt; do sed -i '1s/^/\xef\xbb\xbf/' "$f"; done
 
-echo "downloading Linux x86_64 wheels (Python ${PYTHONS[*]})..."
+echo "downloading Linux x86_64 wheels (Python ${LINUX_PYTHONS[*]})..."
 lin=$(bundle "hatang-agent-$VERSION-linux-x86_64" linux)
-download "$lin/wheels" "" manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+download "$lin/wheels" "" "${LINUX_PYTHONS[*]}" \
+  manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
 chmod 755 "$lin"/*.sh
 
 for dir in "$win" "$lin"; do

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -37,6 +38,29 @@ from tests.netns import wait_for
 REPO = Path(__file__).resolve().parents[1]
 VERSION = "0.1.0"
 BASE_PYTHON = str(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def interpreter(version: str) -> str | None:
+    """A working python{version} on this machine (PATH or pyenv), or None."""
+    if sys.version_info[:2] == tuple(int(n) for n in version.split(".")):
+        return BASE_PYTHON
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [shutil.which(f"python{version}"), *sorted(pyenv.glob(f"{version}.*/bin/python3"))]
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        probe = subprocess.run(
+            [str(candidate), "-c", "import sys, venv; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == str(
+            tuple(map(int, version.split(".")))
+        ):
+            return str(candidate)
+    return None
+
 
 pytestmark = pytest.mark.slow
 
@@ -200,10 +224,14 @@ def site_up(url: str) -> bool:
     return 'hatang_site_up{site="demo/xa-an-binh"} 1.0' in text
 
 
+@pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
 def test_linux_bundle_installs_offline_checks_and_reports_to_the_collector(
-    bundles: Path, tmp_path: Path, listener: int
+    bundles: Path, tmp_path: Path, listener: int, version: str
 ) -> None:
     """From the bundle to the office up on the collector's /metrics, all on loopback."""
+    python = interpreter(version)
+    if python is None:
+        pytest.skip(f"no Python {version} on this machine")
     collector_dir = tmp_path / "collector"
     collector_dir.mkdir()
     port = free_port()
@@ -217,13 +245,13 @@ def test_linux_bundle_installs_offline_checks_and_reports_to_the_collector(
     )
     collector.start()
     try:
-        _install_report_uninstall(bundles, tmp_path, listener, collector)
+        _install_report_uninstall(bundles, tmp_path, listener, collector, python)
     finally:
         collector.stop()
 
 
 def _install_report_uninstall(
-    bundles: Path, tmp_path: Path, listener: int, collector: CollectorProcess
+    bundles: Path, tmp_path: Path, listener: int, collector: CollectorProcess, python: str
 ) -> None:
     created = run_cli("token", "create", "--config", str(collector.config_path), "--site", SITE)
     assert created.returncode == 0, created.stderr
@@ -239,7 +267,7 @@ def _install_report_uninstall(
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
     proc = subprocess.run(
         [str(linux(bundles) / "install.sh"), "--root", str(root), "--config", str(config),
-         "--python", BASE_PYTHON],
+         "--python", python],
         capture_output=True,
         text=True,
         timeout=600,

@@ -12,7 +12,7 @@
 #
 # --root DIR installs into DIR instead of / (tests, images): no user is created, nothing
 # is started, and systemd only links the unit (`systemctl --root`).
-# Other options: --python PY (default python3; 3.11 or 3.12), --no-check, --no-service.
+# Other options: --python PY (default python3; 3.11 to 3.13), --no-check, --no-service.
 set -euo pipefail
 BUNDLE=$(cd "$(dirname "$0")" && pwd)
 ROOT=/
@@ -55,10 +55,10 @@ ROOT=$(cd "$ROOT" && pwd)
 R=${ROOT%/}  # prefix for paths: "" on the real system
 
 if ! command -v "$PYTHON" >/dev/null; then
-  die "không thấy Python / Python not found ($PYTHON): install python3 (3.11 or 3.12) and python3-venv" 2
+  die "không thấy Python / Python not found ($PYTHON): install python3 (3.11 to 3.13) and python3-venv" 2
 fi
-if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] <= (3, 12)))'; then
-  die "cần Python 3.11 hoặc 3.12 / needs Python 3.11 or 3.12 (found $("$PYTHON" --version 2>&1)); use --python" 2
+if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] <= (3, 13)))'; then
+  die "cần Python 3.11 đến 3.13 / needs Python 3.11 to 3.13 (found $("$PYTHON" --version 2>&1)); use --python" 2
 fi
 
 PREFIX=$R/opt/hatang
