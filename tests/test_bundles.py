@@ -34,6 +34,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from tests.collector.conftest import SITE, CollectorProcess, free_port, run_cli, write_config
 from tests.netns import wait_for
+from tests.test_bundle_scripts import syntax_errors
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = "0.1.0"
@@ -123,6 +124,7 @@ def test_windows_scripts_are_strict_and_readable_by_powershell_5(bundles: Path) 
         raw = (windows(bundles) / name).read_bytes()
         assert raw.startswith(b"\xef\xbb\xbf"), f"{name}: no UTF-8 BOM"
         assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b""), f"{name}: not CRLF"
+        assert syntax_errors(raw) == [], name  # as shipped: BOM and CRLF
         text = raw.decode("utf-8-sig")
         assert "Set-StrictMode -Version Latest" in text
         assert "$ErrorActionPreference = 'Stop'" in text
