@@ -20,6 +20,7 @@ from agent import __version__
 if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.report import Report
+    from agent.scheduler import StopSignal
 
 EXIT_UP: Final = 0
 EXIT_DOWN: Final = 1
@@ -80,8 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="agent YAML file")
     from agent.enroll import add_parser as add_enroll
+    from agent.service import add_parser as add_service_parser
 
     add_enroll(commands)
+    add_service_parser(commands)
     return parser
 
 
@@ -189,33 +192,55 @@ def with_central_cache(config: AgentConfig, path: str) -> AgentConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    return serve(args.config)
+
+
+def _service(args: argparse.Namespace) -> int:
+    from agent.service import main as service_main
+
+    return service_main(args)
+
+
+def serve(
+    config_path: str | Path,
+    stop: StopSignal | None = None,
+    *,
+    default_log_file: str | None = None,
+) -> int:
+    """Load the config, set up logging and run the daemon until ``stop``; the exit code.
+
+    ``hatang-agent run`` and the Windows service both start here (the service passes its
+    ``StopSignal`` and a log file under ProgramData, having no standard error). Raises
+    ConfigError for a config that cannot run.
+    """
     import asyncio
 
     from agent.config import ConfigError, load_config
-    from agent.log import setup
+    from agent.log import configure
 
-    config = load_config(args.config)
-    name = str(args.config)
+    config = load_config(config_path)
+    name = str(config_path)
     if config.collector is None:
         raise ConfigError(
             name, "collector", "required for `run` (url and token or token_file of the collector)"
         )
     config.collector.read_token()  # fail now, not at the first send an interval from now
-    if config.log.file:
+    log_file = config.log.file or default_log_file
+    if log_file:
         from agent.files import create_private
 
         try:
-            create_private(config.log.file)  # logs name hosts and addresses: owner-only
-            Path(config.log.file).open("a", encoding="utf-8").close()
+            if not config.log.file:  # the service's own default: its folder may be new
+                Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            create_private(log_file)  # logs name hosts and addresses: owner-only
+            Path(log_file).open("a", encoding="utf-8").close()
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            raise ConfigError(
-                name, "log.file", f"cannot write {config.log.file}: {reason}"
-            ) from None
-    setup(config.log.level, config.log.file)
+            raise ConfigError(name, "log.file", f"cannot write {log_file}: {reason}") from None
+    configure(config.log, log_file)
     from agent.scheduler import run_daemon
 
-    return asyncio.run(run_daemon(config, args.config))
+    return asyncio.run(run_daemon(config, config_path, stop))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,11 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agent.enroll import run as enroll
 
         return enroll(args)
-    handler = _check if args.command == "check" else _run
+    handler = {"check": _check, "run": _run, "service": _service}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
-        exc.in_file(str(args.config))
+        exc.in_file(str(getattr(args, "config", None) or ""))
         sys.stderr.write(f"{CONFIG_LEAD}: {exc}\n")
         return EXIT_CONFIG
     except KeyboardInterrupt:

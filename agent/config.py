@@ -9,13 +9,12 @@ configuration later, so nothing here reads the network or the spool.
 from __future__ import annotations
 
 import ipaddress
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from agent import paths
 from agent.configerror import ConfigError, Wording, humanise, show
 from agent.layers import CENTRAL_KEYS, merge_config
 from agent.log import LogConfig
@@ -37,12 +36,6 @@ __all__ = [
     "parse_config",
     "read_yaml",
 ]
-
-
-def _default_state_dir() -> Path:
-    if sys.platform == "win32":
-        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "hatang"
-    return Path("/var/lib/hatang")
 
 
 class NetworkConfig(_Section, frozen=True):
@@ -202,7 +195,7 @@ def _url_problem(url: str) -> str | None:
 
 
 class SpoolConfig(_Section, frozen=True):
-    path: Annotated[str, msgspec.Meta(min_length=1)] = str(_default_state_dir() / "spool.db")
+    path: Annotated[str, msgspec.Meta(min_length=1)] = str(paths.state_dir() / "spool.db")
     max_size: Size = Size(200_000_000)  # when full, the oldest reports are dropped and counted
 
     def __post_init__(self) -> None:

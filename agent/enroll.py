@@ -23,7 +23,8 @@ from typing import Any, Final
 import yaml
 
 from agent import __version__
-from agent.config import ConfigError, _default_state_dir, parse_config
+from agent.config import ConfigError, parse_config
+from agent.paths import state_dir
 
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
@@ -55,7 +56,7 @@ def add_parser(commands: Any) -> None:
     enroll.add_argument(
         "--state-dir",
         metavar="DIR",
-        help=f"credential, spool and config cache (default {_default_state_dir()})",
+        help=f"credential, spool and config cache (default {state_dir()})",
     )
     enroll.add_argument("--force", action="store_true", help="replace an existing config")
     if sys.platform != "win32":
@@ -121,7 +122,7 @@ def _first_central(data: dict[str, Any], path: str, token: str, agent_id: str) -
 def run(args: argparse.Namespace) -> int:
     """Enroll; print what was done and what comes next (Vietnamese and English)."""
     target = Path(args.config)
-    state = Path(args.state_dir) if args.state_dir else _default_state_dir()
+    state = Path(args.state_dir) if args.state_dir else Path(state_dir())
     credential = state / "credential"
     spool = state / "spool.db"
     if not CODE_CHARS.match(args.code):

@@ -10,18 +10,30 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from agent.units import Section
+import msgspec
+
+from agent.units import Section, Size
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class LogConfig(Section, frozen=True):
-    """The ``log`` section of the agent and collector configs."""
+    """The ``log`` section of the agent and collector configs.
+
+    A log file rotates by size: an office PC runs the agent for years, and a log that
+    only grows ends by filling the disk.
+    """
 
     level: LogLevel = "info"
-    file: str | None = None  # default: standard error
+    file: str | None = None  # default: standard error (the Windows service: ProgramData)
+    max_size: Size = Size(10_000_000)  # rotate when the file reaches this size
+    backups: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5  # rotated files kept
+
+    def __post_init__(self) -> None:
+        if self.max_size < 10_000:
+            raise ValueError(f"max_size: {self.max_size} bytes is too small (at least 10kB)")
 
 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -90,17 +102,36 @@ def log_exception_limited(
     )
 
 
-def setup(level: LogLevel | str = "info", file: str | None = None) -> None:
-    """Configure the root logger for the agent or collector process."""
+def setup(
+    level: LogLevel | str = "info",
+    file: str | None = None,
+    *,
+    max_bytes: int = 10_000_000,
+    backups: int = 5,
+) -> None:
+    """Configure the root logger for the agent or collector process.
+
+    A file rotates at ``max_bytes`` keeping ``backups`` old files: an office PC runs the
+    agent for years, and a log that only grows ends by filling the disk.
+    """
     handler: logging.Handler
     if file:
+        from logging.handlers import RotatingFileHandler
+
         from agent.files import create_private
 
         create_private(file)  # logs name hosts, addresses and errors: owner-only
-        handler = logging.FileHandler(file, encoding="utf-8")
+        handler = RotatingFileHandler(
+            file, maxBytes=max_bytes, backupCount=max(1, backups), encoding="utf-8"
+        )
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def configure(log: LogConfig, file: str | None = None) -> None:
+    """``setup`` from a config's ``log`` section (``file`` overrides ``log.file``)."""
+    setup(log.level, file or log.file, max_bytes=log.max_size, backups=log.backups)

@@ -254,7 +254,8 @@ def security_lines(antivirus: AntivirusStatus | None, firewall: FirewallStatus |
         lines.append(f"  Tường lửa / Firewall: {state}{source}")
         for profile in firewall.profiles:
             on = {True: "bật / on", False: "tắt / off", None: "?"}[profile.enabled]
-            lines.append(f"    - {profile.name}: {on}")
+            now = " (đang dùng / active)" if profile.active else ""
+            lines.append(f"    - {profile.name}: {on}{now}")
         if firewall.error:
             lines.append(f"    Lỗi / Error: {firewall.error}")
     return lines

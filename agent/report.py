@@ -158,7 +158,7 @@ class HostInventory(_Wire):
 
     hostname: Name
     os: Name  # platform.system(): "Windows", "Linux"
-    os_release: Name | None = None  # "10", "11", "Debian GNU/Linux 12 (bookworm)"
+    os_release: Name | None = None  # "11 Professional", "Server 2025 Standard", "Debian ... 12"
     os_version: Name | None = None
     architecture: Name | None = None
     cpu_count: Count | None = None
@@ -283,6 +283,7 @@ class FirewallProfile(_Wire):
     enabled: bool | None = None
     rules: Count | None = None  # Linux: filtering rules found
     detail: Text | None = None  # e.g. "3 rules in 2 filter chains", "Status: inactive"
+    active: bool | None = None  # Windows: a connected network uses this profile now
 
 
 class FirewallStatus(_Wire):

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agent import subproc
+
 _RTF_UP = 0x0001
 _RTF_GATEWAY = 0x0002
 _RTF_REJECT = 0x0200
@@ -139,7 +141,7 @@ def _linux() -> list[DefaultRoute]:
 def run_route_print(timeout: float = 10.0) -> str:
     """Run Windows ``route print`` and return its output (raises RouteError on failure)."""
     try:
-        proc = subprocess.run(["route", "print"], capture_output=True, timeout=timeout, check=False)
+        proc = subproc.run(["route", "print"], timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RouteError(f"route print failed: {exc}") from exc
     if proc.returncode != 0:

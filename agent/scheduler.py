@@ -11,9 +11,11 @@ Each completed ``networks`` run produces one report carrying the other sections
 collected since the previous report; it is committed to the spool and the sender is
 woken. A report is made even when the networks check failed internally (its networks
 then read "not configured", never "down"), so the collector still sees the agent alive.
-The sender runs as its own task. SIGTERM/SIGINT stop scheduling, abandon an
-in-flight request safely (nothing unacknowledged is deleted; what the collector
-already stored it will see again as a duplicate), close the spool and exit 0.
+The sender runs as its own task. A stop request (``StopSignal``: SIGTERM/SIGINT on
+POSIX, the service control manager's stop on Windows, which sends no signal) stops
+scheduling, abandons an in-flight request safely (nothing unacknowledged is deleted;
+what the collector already stored it will see again as a duplicate), closes the spool
+and exits 0. Every way of stopping goes through that one path.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +36,7 @@ from typing import Any, Final
 from agent import __version__, memory
 from agent.central import Refresher
 from agent.config import AgentConfig, ConfigError, read_yaml, redact_url, security_warnings
-from agent.log import event, log_exception_limited, setup
+from agent.log import configure, event, log_exception_limited
 from agent.report import Report, utcnow
 from agent.sections import Section, SectionName, collect, enabled_sections, make_report
 from agent.sender import Sender
@@ -47,6 +50,56 @@ EXIT_CONFIG: Final = 2
 # How long shutdown waits for the sender to notice the stop and return.
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 STATUS_EVERY_SECONDS: Final = 600.0
+
+
+class StopSignal:
+    """The one way to stop a running daemon, callable from any thread.
+
+    POSIX signal handlers, the Windows service's ``SvcStop`` (on the service control
+    thread) and tests call ``request``; it wakes the daemon's event loop thread-safely,
+    and the daemon then takes its single shutdown path. A request made before the
+    daemon started is kept and honoured as soon as it binds.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self._wake: Callable[[], None] | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the stop was requested (``SIGTERM``, ``service stop``...), None if it was not."""
+        return self._reason
+
+    def request(self, reason: str) -> None:
+        """Ask the daemon to stop (idempotent: the first reason is kept)."""
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+            wake = self._wake
+        if wake is not None:
+            wake()
+
+    def bind(
+        self, loop: asyncio.AbstractEventLoop, stop: Callable[[str], None]
+    ) -> Callable[[], None]:
+        """Route requests to ``stop`` on ``loop``; return the function that unbinds it."""
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(stop, self._reason or "stop")
+
+        with self._lock:
+            self._wake = wake
+            pending = self._reason is not None
+        if pending:
+            wake()
+
+        def unbind() -> None:
+            with self._lock:
+                self._wake = None
+
+        return unbind
 
 
 def _format_seconds(seconds: float) -> str:
@@ -85,10 +138,10 @@ class Daemon:
         # queued counts them as dropped and skips their seq numbers.
         self.unspooled = 0
 
-    def stop(self) -> None:
-        """Ask the daemon to shut down (idempotent; safe from signal handlers)."""
+    def stop(self, reason: str = "stop") -> None:
+        """Shut down (idempotent); on the loop's thread: other threads use ``StopSignal``."""
         if not self._stop.is_set():
-            event(log, logging.INFO, "agent.stopping")
+            event(log, logging.INFO, "agent.stopping", reason=reason)
         self._stop.set()
 
     async def run(self) -> int:
@@ -402,19 +455,22 @@ class Daemon:
 
 
 def _install_signal_handlers(
-    loop: asyncio.AbstractEventLoop, stop: Callable[[], None]
+    loop: asyncio.AbstractEventLoop, stop: StopSignal
 ) -> Callable[[], None]:
     """Route SIGTERM/SIGINT to ``stop``; return a function that restores the old handlers."""
     signals = [signal.SIGTERM, signal.SIGINT]
     try:
         for sig in signals:
-            loop.add_signal_handler(sig, stop)
+            loop.add_signal_handler(sig, stop.request, sig.name)
     except (NotImplementedError, RuntimeError, ValueError):
-        # Windows (or not the main thread): plain handlers that hop onto the loop.
+        # Windows (or not the main thread): plain handlers; outside the main thread
+        # (the Windows service) there are none, and SvcStop requests the stop instead.
         previous: dict[int, Any] = {}
         for sig in signals:
             with contextlib.suppress(ValueError, OSError):
-                previous[sig] = signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop))
+                previous[sig] = signal.signal(
+                    sig, lambda n, _: stop.request(signal.Signals(n).name)
+                )
 
         def restore_plain() -> None:
             for sig, handler in previous.items():
@@ -431,14 +487,20 @@ def _install_signal_handlers(
     return restore
 
 
-async def run_daemon(config: AgentConfig, config_path: str | Path) -> int:
-    """Run the agent daemon until SIGTERM/SIGINT; return the exit code (0 on clean stop)."""
+async def run_daemon(
+    config: AgentConfig, config_path: str | Path, stop: StopSignal | None = None
+) -> int:
+    """Run the agent daemon until ``stop`` (or SIGTERM/SIGINT); return the exit code."""
     if not logging.getLogger().handlers:
-        setup(config.log.level, config.log.file)
+        configure(config.log)
     memory.limit_arenas()  # before the first worker thread exists
+    stop = stop or StopSignal()
     daemon = Daemon(config, str(config_path))
-    restore = _install_signal_handlers(asyncio.get_running_loop(), daemon.stop)
+    loop = asyncio.get_running_loop()
+    unbind = stop.bind(loop, daemon.stop)
+    restore = _install_signal_handlers(loop, stop)
     try:
         return await daemon.run()
     finally:
         restore()
+        unbind()

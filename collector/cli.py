@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from agent import __version__
-from agent.log import event, setup
+from agent.log import configure, event
 from collector.compliance import ComplianceError
 from collector.config import CollectorConfig, ConfigError, load_config
 from collector.evidence.bundle import EvidenceError
@@ -750,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     try:
-        setup(config.log.level, config.log.file)
+        configure(config.log)
     except OSError as exc:
         return _fail(f"{args.config}: log.file: cannot open: {exc.strerror or exc}")
     try:

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the real-parts tests use; installed only when missing.
-packages=(iproute2 iputils-ping snmpd snmp prometheus postgresql clamav clamav-daemon nftables iptables dnsmasq-base openssl faketime curl libreoffice-calc poppler-utils)
+packages=(iproute2 iputils-ping snmpd snmp prometheus postgresql clamav clamav-daemon nftables iptables dnsmasq-base openssl faketime curl libreoffice-calc poppler-utils systemd)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # Another apt/dpkg may be running (an unattended upgrade, another install): wait for
   # it, bounded, instead of failing at once; apt-get's own lock timeout covers the rest.

@@ -89,18 +89,53 @@ def _windows_registry(key: str, value: str) -> str | None:
     return str(data) if data else None
 
 
+# LTSC Windows Server releases share major.minor 10.0 with Windows 10 and 11: only the
+# build tells them apart (and a server's build would read as "11" by the client rule).
+_SERVER_BUILDS: Final = {14393: "2016", 17763: "2019", 20348: "2022", 26100: "2025"}
+_OLDER_RELEASES: Final = {  # (major, minor) -> (client, server)
+    (6, 1): ("7", "Server 2008 R2"),
+    (6, 2): ("8", "Server 2012"),
+    (6, 3): ("8.1", "Server 2012 R2"),
+}
+_FIRST_WINDOWS_11_BUILD: Final = 22000
+_VER_NT_WORKSTATION: Final = 1  # product_type: 2 is a domain controller, 3 a server
+
+
+def windows_release(major: int, minor: int, build: int, product_type: int, edition: str) -> str:
+    """The Windows release people say, from ``sys.getwindowsversion()`` and the edition.
+
+    ``platform.win32_ver()`` calls every 10.0 build "10" (Python 3.11) and knows only the
+    servers of its own release date, so a Server 2025 was reported as "11 Server...".
+    Examples: ``11 Professional``, ``10 Enterprise``, ``Server 2025 Standard``.
+    """
+    server = product_type != _VER_NT_WORKSTATION
+    if (major, minor) == (10, 0):
+        if server:
+            release = (
+                f"Server {_SERVER_BUILDS[build]}"
+                if build in _SERVER_BUILDS
+                else (f"Server (build {build})")
+            )
+        else:
+            release = "11" if build >= _FIRST_WINDOWS_11_BUILD else "10"
+    elif (major, minor) in _OLDER_RELEASES:
+        release = _OLDER_RELEASES[major, minor][1 if server else 0]
+    else:
+        release = f"{'Server ' if server else ''}{major}.{minor} (build {build})"
+    if server and edition.startswith("Server"):
+        edition = edition.removeprefix("Server")  # "ServerStandard" -> "Standard"
+    return f"{release} {edition}".strip()
+
+
 def _os_release() -> str | None:
     system = platform.system()
     if system == "Linux":
         return _linux_os_release()
     if system == "Windows":
-        release, version, _, _ = platform.win32_ver()
-        # Python < 3.12 reports Windows 11 as "10"; build 22000 is the first Windows 11.
-        build = version.rsplit(".", 1)[-1]
-        if release == "10" and build.isdigit() and int(build) >= 22000:
-            release = "11"
-        edition = platform.win32_edition() or ""
-        return f"{release} {edition}".strip() or None
+        ver = sys.getwindowsversion()  # type: ignore[attr-defined,unused-ignore]
+        return windows_release(
+            ver.major, ver.minor, ver.build, ver.product_type, platform.win32_edition() or ""
+        )
     if system == "Darwin":
         return platform.mac_ver()[0] or None
     return platform.release() or None

@@ -4,7 +4,8 @@ Tries an unprivileged ICMP datagram socket (Linux ``ping_group_range``) first, t
 raw socket when the process may open one, and as the last resort a TCP connect to
 ``fallback_ports`` (a refusal also proves the host is there). ``method`` says which:
 ``icmp-unprivileged``, ``icmp-raw`` or ``tcp-fallback:<port>``. Windows has no
-unprivileged ICMP socket, so there it is raw (administrators) or the fallback.
+unprivileged ICMP socket: there the Windows ICMP API that ping.exe uses answers
+without administrator rights (``icmp-windows-api``, in ``icmp_windows``).
 
 Everything runs on the event loop with non-blocking sockets. Replies are matched by
 sequence number and a random cookie in the payload, and on raw sockets (which see
@@ -471,6 +472,10 @@ async def probe(options: Options) -> ProbeResult:
     family, sockaddr = addresses[0]
     # The port field of the address is ignored by ICMP sockets but must be 0 for raw ones.
     sockaddr = (sockaddr[0], 0, *sockaddr[2:])
+    if sys.platform == "win32":
+        from agent.probes import icmp_windows
+
+        return await icmp_windows.burst(options, family, sockaddr, deadline)
     sock, method, refusals = _open_socket(family)
     if sock is None:
         return await _tcp_fallback(options, sockaddr[0], refusals, deadline)

@@ -112,6 +112,11 @@ INVALID = [
         "networks.lan.targets[0].kind: required key is missing (one of icmp, tcp, dns, http)",
     ),
     ("invalid-log-level.yaml", "log.level: 'verbose' is not one of: debug, error, info, warning"),
+    ("invalid-log-rotation-size.yaml", "log.max_size: 1000 bytes is too small (at least 10kB)"),
+    (
+        "invalid-log-rotation-backups.yaml",
+        "log.backups: 0 is out of range (expected an integer from 1 to 100)",
+    ),
     (
         "invalid-negative-timeout.yaml",
         "networks.internet.targets[0].timeout: '-5s' is negative (expected a duration"

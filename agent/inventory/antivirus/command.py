@@ -17,6 +17,8 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from agent import subproc
+
 MAX_OUTPUT = 4_000_000  # bytes kept per stream; posture output is a few KiB
 
 
@@ -123,17 +125,8 @@ def run_command(
 ) -> CommandResult:
     """Run one tool without a shell; return its decoded output or why it did not run."""
     argv = tuple(args)
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console flash on office PCs
     try:
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            env=_env(env),
-            creationflags=flags,
-            check=False,
-        )
+        proc = subproc.run(argv, timeout=timeout, env=_env(env))
     except FileNotFoundError:
         return CommandResult(argv, None, error="not found")
     except PermissionError:

@@ -226,44 +226,151 @@ def test_parse_netsh_unknown_language_uses_the_fixed_order() -> None:
 
 
 class Recorded:
-    def __init__(self, powershell: CommandResult, netsh: CommandResult) -> None:
+    """Replays recorded output per tool: firewall profiles, connection profiles, netsh."""
+
+    def __init__(
+        self,
+        powershell: CommandResult,
+        netsh: CommandResult,
+        connections: CommandResult | None = None,
+        current: CommandResult | None = None,
+    ) -> None:
         self.powershell, self.netsh = powershell, netsh
+        self.connections = connections or CommandResult(
+            ("powershell.exe",), 0, stdout=fixture("netconnectionprofile_private_ps51.json")
+        )
+        self.current = current or CommandResult(("netsh",), None, error="not found")
         self.calls: list[list[str]] = []
 
     def __call__(self, args: Sequence[str], timeout: float) -> CommandResult:
         self.calls.append(list(args))
-        return self.netsh if args[0] == "netsh" else self.powershell
+        if args[0] == "netsh":
+            return self.current if "currentprofile" in args else self.netsh
+        return self.connections if "Get-NetConnectionProfile" in args[-1] else self.powershell
+
+
+def ps(name: str) -> CommandResult:
+    return CommandResult(("powershell.exe",), 0, stdout=fixture(name))
+
+
+def netsh(name: str) -> CommandResult:
+    return CommandResult(("netsh",), 0, stdout=fixture(name))
 
 
 def test_windows_detect_uses_powershell_first() -> None:
-    runner = Recorded(
-        CommandResult(("powershell.exe",), 0, stdout=fixture("firewall_profiles.json")),
-        CommandResult(("netsh",), 0, stdout=""),
-    )
+    runner = Recorded(ps("firewall_profiles.json"), CommandResult(("netsh",), 0, stdout=""))
     status = windows.detect(10.0, runner=runner)
     assert (status.enabled, status.source, status.error) == (True, "Get-NetFirewallProfile", None)
-    assert len(runner.calls) == 1 and runner.calls[0][0] == "powershell.exe"
+    assert [c[0] for c in runner.calls] == ["powershell.exe", "powershell.exe"]
+    assert [(p.name, p.active) for p in status.profiles] == [
+        ("domain", False),
+        ("private", True),
+        ("public", False),
+    ]
+
+
+def test_parse_connection_profiles_real_formats() -> None:
+    assert windows.parse_connection_profiles(fixture("netconnectionprofile_private_ps51.json")) == {
+        "private"
+    }
+    assert windows.parse_connection_profiles(
+        fixture("netconnectionprofile_domain_and_public_ps7.json")
+    ) == {"domain", "public"}
+    # -EnumsAsStrings (or a [string] cast) writes the enum's name.
+    assert windows.parse_connection_profiles('{"NetworkCategory": "DomainAuthenticated"}') == {
+        "domain"
+    }
+    with pytest.raises(windows.ParseError, match="unknown NetworkCategory 7"):
+        windows.parse_connection_profiles('{"NetworkCategory": 7}')
+    with pytest.raises(windows.ParseError, match="unknown NetworkCategory None"):
+        windows.parse_connection_profiles('[{"Name": "x"}]')
+    with pytest.raises(windows.ParseError, match="invalid JSON"):
+        windows.parse_connection_profiles('{"NetworkCategory": 1,')
+
+
+def test_unreadable_connection_profiles_leave_the_verdict_to_a_unanimous_state() -> None:
+    garbled = CommandResult(("powershell.exe",), 0, stdout="<Objs Version=1.1.0.1")
+    runner = Recorded(ps("firewall_profiles.json"), netsh("netsh_allprofiles_en.txt"), garbled)
+    status = windows.detect(10.0, runner=runner)
+    assert status.enabled is None
+    assert status.warnings[0].startswith("no JSON in output")
+
+
+@pytest.mark.parametrize(
+    ("connections", "expected"),
+    [
+        pytest.param("netconnectionprofile_private_ps51.json", True, id="private-on"),
+        # The defect: domain and private on, but the Wi-Fi in use is public and it is off.
+        pytest.param("netconnectionprofile_public_ps51.json", False, id="public-off"),
+        pytest.param("netconnectionprofile_domain_and_public_ps7.json", False, id="one-off"),
+    ],
+)
+def test_windows_verdict_is_the_active_profiles(connections: str, expected: bool) -> None:
+    runner = Recorded(
+        ps("firewall_profiles.json"), netsh("netsh_allprofiles_en.txt"), ps(connections)
+    )
+    status = windows.detect(10.0, runner=runner)
+    assert status.enabled is expected
+    assert status.warnings == []
+
+
+def test_windows_active_profile_unknown_needs_a_unanimous_verdict() -> None:
+    no_profile = CommandResult(
+        ("powershell.exe",), 1, stderr="Get-NetConnectionProfile : No MSFT_NetConnectionProfile"
+    )
+    mixed = Recorded(ps("firewall_profiles.json"), netsh("netsh_allprofiles_en.txt"), no_profile)
+    status = windows.detect(10.0, runner=mixed)
+    assert status.enabled is None  # public is off and may be the one in use
+    assert {p.active for p in status.profiles} == {None}
+    assert status.warnings[-1] == "active network profile unknown: judged on every profile"
+    off = Recorded(ps("firewall_profiles_off.json"), netsh("netsh_allprofiles_en.txt"), no_profile)
+    assert windows.detect(10.0, runner=off).enabled is False
+
+
+@pytest.mark.parametrize(
+    ("allprofiles", "current", "expected"),
+    [
+        ("netsh_allprofiles_en.txt", "netsh_currentprofile_en.txt", False),  # public: OFF
+        ("netsh_allprofiles_vi_cp1258.txt", "netsh_currentprofile_vi_cp1258.txt", True),
+    ],
+)
+def test_windows_netsh_fallback_reads_the_current_profile(
+    allprofiles: str, current: str, expected: bool
+) -> None:
+    broken = CommandResult(("powershell.exe",), None, error="not found")
+    runner = Recorded(broken, netsh(allprofiles), broken, netsh(current))
+    status = windows.detect(10.0, runner=runner)
+    assert (status.enabled, status.source) == (expected, "netsh")
+    assert [p.name for p in status.profiles if p.active] == ["public"]
+    assert runner.calls[-1] == ["netsh", "advfirewall", "show", "currentprofile", "state"]
+
+
+def test_netsh_current_profile_with_an_unknown_heading_is_not_guessed() -> None:
+    text = f"Öffentliches Profil:\n{'-' * 70}\nZustand                               ON\n"
+    with pytest.raises(windows.ParseError, match="unknown profile heading"):
+        parse_netsh_state(text, by_position=False)
 
 
 def test_windows_detect_falls_back_to_netsh() -> None:
     runner = Recorded(
         CommandResult(("powershell.exe",), 1, stderr="Get-NetFirewallProfile : Access denied"),
-        CommandResult(("netsh",), 0, stdout=fixture("netsh_allprofiles_vi_cp1258.txt")),
+        netsh("netsh_allprofiles_vi_cp1258.txt"),
+        CommandResult(("powershell.exe",), 1, stderr="Get-NetConnectionProfile : Access denied"),
+        netsh("netsh_currentprofile_vi_cp1258.txt"),
     )
     status = windows.detect(10.0, runner=runner)
     assert (status.enabled, status.source) == (True, "netsh")
     assert status.warnings == [
         "Get-NetFirewallProfile: powershell.exe: exit status 1:"
-        " Get-NetFirewallProfile : Access denied"
+        " Get-NetFirewallProfile : Access denied",
+        "Get-NetConnectionProfile: powershell.exe: exit status 1:"
+        " Get-NetConnectionProfile : Access denied",
     ]
     assert runner.calls[1] == ["netsh", "advfirewall", "show", "allprofiles", "state"]
 
 
 def test_windows_detect_all_off_and_total_failure() -> None:
-    off = Recorded(
-        CommandResult(("powershell.exe",), 0, stdout=fixture("firewall_profiles_off.json")),
-        CommandResult(("netsh",), 0, stdout=""),
-    )
+    off = Recorded(ps("firewall_profiles_off.json"), CommandResult(("netsh",), 0, stdout=""))
     assert windows.detect(10.0, runner=off).enabled is False
     broken = Recorded(
         CommandResult(("powershell.exe",), None, error="timed out after 10s"),

@@ -184,3 +184,28 @@ def test_interface_in_a_namespace_appears_with_its_mac_and_addresses(
     assert by_name["eth1"].ipv4 == []
     assert inventory.hostname == socket.gethostname()
     assert json.loads(out)["error"] is None
+
+
+# sys.getwindowsversion() (major, minor, build, product_type) and the registry EditionID
+# (platform.win32_edition()) as recorded on real machines.
+@pytest.mark.parametrize(
+    ("version", "edition", "expected"),
+    [
+        ((10, 0, 26100, 3), "ServerStandard", "Server 2025 Standard"),
+        ((10, 0, 20348, 2), "ServerDatacenter", "Server 2022 Datacenter"),  # domain controller
+        ((10, 0, 17763, 3), "ServerStandardEval", "Server 2019 StandardEval"),
+        ((10, 0, 14393, 3), "ServerStandard", "Server 2016 Standard"),
+        ((10, 0, 19042, 3), "ServerDatacenterACor", "Server (build 19042) DatacenterACor"),
+        ((10, 0, 26100, 1), "Professional", "11 Professional"),  # 24H2 shares 2025's build
+        ((10, 0, 22631, 1), "Professional", "11 Professional"),
+        ((10, 0, 22000, 1), "Core", "11 Core"),
+        ((10, 0, 19045, 1), "Enterprise", "10 Enterprise"),
+        ((10, 0, 10240, 1), "", "10"),
+        ((6, 3, 9600, 1), "Professional", "8.1 Professional"),
+        ((6, 3, 9600, 3), "ServerStandard", "Server 2012 R2 Standard"),
+    ],
+)
+def test_windows_release_from_build_numbers(
+    version: tuple[int, int, int, int], edition: str, expected: str
+) -> None:
+    assert host.windows_release(*version, edition) == expected
