@@ -8,9 +8,11 @@ Windows, SIDs are not.
 
 from __future__ import annotations
 
+import locale
 import re
-import subprocess
 from typing import Final
+
+from agent.subproc import run as subprocess_run
 
 SYSTEM_SID: Final = "S-1-5-18"
 ADMINISTRATORS_SID: Final = "S-1-5-32-544"
@@ -69,13 +71,13 @@ def only_administrators(entries: list[tuple[str, str]]) -> bool:
 
 
 def _run(args: list[str]) -> str:
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-    proc = subprocess.run(
-        args, capture_output=True, text=True, timeout=30, creationflags=flags, check=False
-    )
+    proc = subprocess_run(args, timeout=30)
+    encoding = locale.getpreferredencoding(False)
+    out = proc.stdout.decode(encoding, errors="replace")
     if proc.returncode != 0:
-        raise OSError(f"{' '.join(args[:2])} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
-    return proc.stdout
+        err = proc.stderr.decode(encoding, errors="replace") or out
+        raise OSError(f"{' '.join(args[:2])} failed: {err.strip()[:300]}")
+    return out
 
 
 def protect(path: str) -> None:
