@@ -14,6 +14,7 @@ outages need the sequence of observations, and the shares must agree with them.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,21 +43,6 @@ class ReportSource(Protocol):
     def reports(
         self, site: str | None, start: dt.datetime, end: dt.datetime
     ) -> AsyncIterator[Report]: ...
-
-
-def subtree(org: Org, unit_id: str | None) -> list[Unit]:
-    """The unit and everything under it, in file order (the whole province for None)."""
-    if unit_id is None:
-        return list(org.units)
-    wanted = {unit_id}
-    changed = True
-    while changed:
-        changed = False
-        for unit in org.units:
-            if unit.parent in wanted and unit.id not in wanted:
-                wanted.add(unit.id)
-                changed = True
-    return [unit for unit in org.units if unit.id in wanted]
 
 
 class Calendar:
@@ -734,9 +720,18 @@ async def compute(
     gap_intervals: float,
     now: float,
     progress: Callable[[int, int, str], None] | None = None,
+    officials: Mapping[str, int] | None = None,
 ) -> Evidence:
-    """The whole evidence of a period for a unit and everything under it."""
-    units = subtree(org, unit_id)
+    """The whole evidence of a period for a unit and everything under it.
+
+    ``officials`` are the counts units declared for the period (they replace the org
+    file's, the denominator of computers per official, as on /metrics)."""
+    units = list(org.units) if unit_id is None else org.subtree(unit_id)
+    declared = officials or {}
+    units = [
+        dataclasses.replace(unit, officials=declared[unit.id]) if unit.id in declared else unit
+        for unit in units
+    ]
     cal = Calendar(period)
     sites = []
     for index, unit in enumerate(units):

@@ -14,8 +14,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent import __version__
+from collector import declarations
 from collector.compliance import DEFAULT_DIR, Rules, in_force, load_all
 from collector.config import DEFAULT_SIGNING_KEY, CollectorConfig
+from collector.declarations import attachment, declarations_for, display
 from collector.evidence.bundle import (
     EvidenceError,
     bundle_name,
@@ -62,14 +64,30 @@ def inputs(config: CollectorConfig, period_text: str, unit_id: str | None) -> In
 
 
 async def _declarations(
-    store: Store, units: Sequence[Unit], period: Period
+    store: Store, org: Org, units: Sequence[Unit], period: Period
 ) -> tuple[list[Declaration], dict[str, bytes]]:
-    """The declarations of ``units`` for ``period`` and their attachment files (name →
-    bytes). They come from the declarations module (units' declared facts, stored with the
-    store); until it is part of this collector there are none, and the workbook's
-    declarations sheet says "không có dữ liệu / no data"."""
-    del store, units, period
-    return [], {}
+    """The declarations in force of ``units`` whose period overlaps ``period``, and their
+    attached files (name → bytes): what no agent can see, as the units declared it."""
+    rows = await declarations_for(store, org, [unit.id for unit in units], period)
+    files: dict[str, bytes] = {}
+    listed: list[Declaration] = []
+    for row in rows:
+        if row.attachment_sha256 and row.attachment_name:
+            files[row.attachment_name] = await attachment(store, row.attachment_sha256)
+        listed.append(
+            Declaration(
+                unit_id=row.unit,
+                unit_name=row.unit_name,
+                period=row.period,
+                key=row.key,
+                value=display(row.key, row.value),
+                declared_by=row.declared_by,
+                declared_at=row.declared_at.timestamp(),
+                attachment_name=row.attachment_name,
+                attachment_sha256=row.attachment_sha256,
+            )
+        )
+    return listed, files
 
 
 def progress_printer(enabled: bool) -> Callable[[int, int, str], None] | None:
@@ -93,7 +111,17 @@ async def evidence_of(
     progress: Callable[[int, int, str], None] | None = None,
     period: Period | None = None,
 ) -> Evidence:
-    """The computed evidence of ``period`` (default: the inputs' period)."""
+    """The computed evidence of ``period`` (default: the inputs' period), with the officials
+    the units declared in force on its last instant."""
+    span = period or given.period
+    declared = declarations.in_force(
+        await store.declarations(span.start_ts, span.end_ts, None), span.end_ts - 1
+    )
+    officials = {
+        unit: value
+        for unit, facts in declared.items()
+        if isinstance(value := facts.get("officials"), int)
+    }
     return await compute(
         store,
         given.org,
@@ -105,6 +133,7 @@ async def evidence_of(
         gap_intervals=config.site_up_after_intervals,
         now=now,
         progress=progress,
+        officials=officials,
     )
 
 
@@ -136,7 +165,7 @@ async def export(
         raise EvidenceError(f"--out: {out_dir}: cannot create: {exc.strerror}") from None
     ev = await evidence_of(config, store, given, moment.timestamp(), progress)
     heads = await store.chain_heads()
-    declarations, attachments = await _declarations(store, ev.units, given.period)
+    declarations, attachments = await _declarations(store, given.org, ev.units, given.period)
     who = by or _os_user()
     sheets = tables(ev, declarations)
     unit_name = given.unit.name if given.unit else given.org.name

@@ -680,34 +680,36 @@ def test_a_damaged_signing_key_is_named_and_nothing_is_written(
 
 
 async def test_declarations_and_attachments_reach_every_part_of_the_bundle(
-    collector_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    collector_dir: Path, tmp_path: Path
 ) -> None:
-    """The seam the declarations module plugs into: rows and files from
-    ``_declarations`` land in the workbook, the CSV, the PDF and ``attachments/``."""
+    """What a unit declared (stored by the declarations module, with its attached file)
+    lands in the workbook, the CSV, the PDF and ``attachments/``."""
     from collector.config import load_config
+    from collector.declarations import encode_value
     from collector.evidence import export as export_module
     from collector.evidence.bundle import verify
-    from collector.evidence.tables import Declaration
+    from collector.period import parse_period
+    from collector.store import NewDeclaration
 
     pdf_bytes = b"%PDF-1.4 quyet dinh"
-    row = Declaration(
-        SITE_A, "Xã An Bình", "2025", "security_regulation", "Quyết định 12/QĐ-UBND",
-        "Trần Thị Bình", dt.datetime(2025, 1, 6, tzinfo=TZ).timestamp(), "Quyết định 12.pdf",
-        hashlib.sha256(pdf_bytes).hexdigest(),
+    digest = hashlib.sha256(pdf_bytes).hexdigest()
+    year = parse_period("2025")
+    row = NewDeclaration(
+        unit=SITE_A, period=year.name, period_start=year.start_ts, period_end=year.end_ts,
+        key="security_regulation_number", value=encode_value("Quyết định 12/QĐ-UBND"),
+        declared_by="Trần Thị Bình", source="form.xlsx", attachment_name="Quyết định 12.pdf",
+        attachment_sha256=digest,
     )  # fmt: skip
-
-    async def declared(*_: Any) -> tuple[list[Declaration], dict[str, bytes]]:
-        return [row], {"Quyết định 12.pdf": pdf_bytes}
-
-    monkeypatch.setattr(export_module, "_declarations", declared)
     config = load_config(collector_dir / "collector.yaml")
     key = str(tmp_path / "k.pem")
     config = msgspec.structs.replace(
         config, evidence=msgspec.structs.replace(config.evidence, signing_key=key)
     )
-    store = SQLiteStore(collector_dir / "collector.db")
+    shutil.copy(collector_dir / "collector.db", tmp_path / "c.db")  # the module's store stays
+    store = SQLiteStore(tmp_path / "c.db")
     await store.open()
     try:
+        assert await store.declare([row], {digest: pdf_bytes}) == 1
         path = await export_module.export(
             config, store, export_module.inputs(config, "2025-01", SITE_A), tmp_path, "test"
         )
@@ -730,3 +732,40 @@ async def test_declarations_and_attachments_reach_every_part_of_the_bundle(
         check=True,
     )
     assert "Quyết định 12/QĐ-UBND" in text.stdout
+
+
+async def test_declared_officials_are_the_denominator_of_computers_per_official(
+    collector_dir: Path, tmp_path: Path
+) -> None:
+    """As on /metrics: a unit's declared officials for the period replace the org file's
+    22 (Xã An Bình) in the evidence's computers-per-official goal."""
+    from collector.config import load_config
+    from collector.declarations import encode_value
+    from collector.evidence.export import evidence_of, inputs
+    from collector.period import parse_period
+    from collector.store import NewDeclaration
+
+    config = load_config(collector_dir / "collector.yaml")
+    given = inputs(config, "2025", None)
+    year = parse_period("2025")
+    shutil.copy(collector_dir / "collector.db", tmp_path / "c.db")
+    store = SQLiteStore(tmp_path / "c.db")
+    await store.open()
+    try:
+        now = dt.datetime(2026, 2, 1, tzinfo=dt.UTC).timestamp()
+
+        async def denominator() -> float:
+            ev = await evidence_of(config, store, given, now)
+            (goal,) = [g for g in ev.goals if g.goal.indicator == "computers_per_official"]
+            return goal.denominator
+
+        before = await denominator()
+        declared = NewDeclaration(
+            unit=SITE_A, period=year.name, period_start=year.start_ts, period_end=year.end_ts,
+            key="officials", value=encode_value(42), declared_by="Trần Thị Bình",
+            source="form.xlsx", attachment_name=None, attachment_sha256=None,
+        )  # fmt: skip
+        assert await store.declare([declared], {}) == 1
+        assert await denominator() == before - 22 + 42
+    finally:
+        await store.close()
