@@ -396,7 +396,8 @@ async def test_a_bad_store_row_is_skipped_and_counted(tmp_path: Path) -> None:
         body = encode(bad).decode().replace('"pc-3"', '"bad id/with spaces"')
         with sqlite3.connect(path, timeout=30) as conn:
             conn.execute(
-                "INSERT INTO reports VALUES (?, ?, ?, 1, ?, ?, ?, 'x', ?)",
+                "INSERT INTO reports (id, site, agent_id, seq, observed_at, effective_at,"
+                " received_at, content_hash, body) VALUES (?, ?, ?, 1, ?, ?, ?, 'x', ?)",
                 (bad.id, bad.site, "pc-3", now.timestamp(), now.timestamp(), now.timestamp(), body),
             )
             conn.execute(
