@@ -15,10 +15,12 @@ import datetime as dt
 import json
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
+import msgspec.inspect
 
 SCHEMA_VERSION: Final = 1
 SCHEMA_PATH: Final = Path(__file__).with_name("report.schema.json")
@@ -71,7 +73,22 @@ Mac = Annotated[str, msgspec.Meta(max_length=32)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # fits a signed 64-bit SQL integer
-Timestamp = Annotated[dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+# The accepted range of every time in a report, inclusive start, exclusive end; the
+# collector answers 422 naming the field outside it. It starts at the Unix epoch because a
+# PC whose clock battery died starts there (the clock-skew rule then moves its
+# observations onto the collector's clock); beyond it only a broken or hostile sender
+# goes, and year 1 or 9999 with a UTC offset is outside what date arithmetic can hold.
+TIMESTAMP_MIN: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+TIMESTAMP_MAX: Final = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+Timestamp = Annotated[
+    dt.datetime,
+    msgspec.Meta(
+        extra_json_schema={
+            "format": "date-time",
+            "description": "accepted from 1970-01-01T00:00:00Z until 2100-01-01T00:00:00Z",
+        }
+    ),
+]
 
 
 class _Wire(msgspec.Struct, kw_only=True):
@@ -334,6 +351,55 @@ class Batch(msgspec.Struct, kw_only=True):
 def batch_body(reports: list[bytes], sent_at: dt.datetime) -> bytes:
     """Frame already-encoded reports (spool rows) as a ``Batch`` without decoding them."""
     return b'{"reports":[' + b",".join(reports) + b'],"sent_at":' + _encoder.encode(sent_at) + b"}"
+
+
+def unix_seconds(value: dt.datetime) -> float:
+    """Unix seconds of a report time (a time without offset is UTC); total for any value."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def _datetime_paths(info: msgspec.inspect.Type) -> list[tuple[str, ...]]:
+    """Paths to every datetime inside a wire type: field names, and ``[]`` for list items."""
+    if isinstance(info, msgspec.inspect.Metadata):
+        return _datetime_paths(info.type)
+    if isinstance(info, msgspec.inspect.DateTimeType):
+        return [()]
+    if isinstance(info, msgspec.inspect.UnionType):
+        return [p for t in info.types for p in _datetime_paths(t)]
+    if isinstance(info, msgspec.inspect.ListType):
+        return [("[]", *p) for p in _datetime_paths(info.item_type)]
+    if isinstance(info, msgspec.inspect.StructType):
+        return [(f.name, *p) for f in info.fields for p in _datetime_paths(f.type)]
+    return []
+
+
+# Derived from the structs, so a time field added later is bounded too.
+_BATCH_TIMES: Final = tuple(_datetime_paths(msgspec.inspect.type_info(Batch)))
+_LOW, _HIGH = unix_seconds(TIMESTAMP_MIN), unix_seconds(TIMESTAMP_MAX)
+
+
+def _times(value: Any, steps: tuple[str, ...], path: str) -> Iterator[tuple[str, dt.datetime]]:
+    if value is None:
+        return
+    if not steps:
+        yield path, value
+        return
+    step, rest = steps[0], steps[1:]
+    if step == "[]":
+        for i, item in enumerate(value):
+            yield from _times(item, rest, f"{path}[{i}]")
+    else:
+        yield from _times(getattr(value, step), rest, f"{path}.{step}")
+
+
+def times_out_of_range(batch: Batch) -> Iterator[tuple[str, dt.datetime]]:
+    """(JSON path, value) of every time in the batch outside TIMESTAMP_MIN..TIMESTAMP_MAX."""
+    for steps in _BATCH_TIMES:
+        for path, value in _times(batch, steps, "$"):
+            if not _LOW <= unix_seconds(value) < _HIGH:
+                yield path, value
 
 
 def new_report_id() -> str:

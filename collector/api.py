@@ -34,7 +34,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agent import __version__
 from agent.log import event
-from agent.report import Batch, Report
+from agent.report import (
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
+    Batch,
+    Report,
+    times_out_of_range,
+    unix_seconds,
+)
 from collector.auth import Authenticator, AuthFailure
 from collector.config import CollectorConfig
 from collector.metrics import Exposition
@@ -64,6 +71,9 @@ _FIELD: Final = re.compile(r"^(?P<msg>.*?) - at `(?P<field>\$[^`]*)`$", re.DOTAL
 _INDEX: Final = re.compile(r"^\$\.reports\[(\d+)\]")
 _OPENAPI: Final = resources.files("collector").joinpath("openapi.yaml")
 _encode: Final = msgspec.json.Encoder().encode
+_TIME_RANGE: Final = tuple(
+    t.isoformat().replace("+00:00", "Z") for t in (TIMESTAMP_MIN, TIMESTAMP_MAX)
+)
 
 
 class IngestMetrics:
@@ -294,7 +304,7 @@ def decode(body: bytes) -> Batch:
             reason="malformed",
         ) from None
     try:
-        return msgspec.json.decode(body, type=Batch)
+        batch = msgspec.json.decode(body, type=Batch)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _FIELD.match(text)
@@ -325,6 +335,20 @@ def decode(body: bytes) -> Batch:
             "JSON lồng nhau quá sâu",
             reason="malformed",
         ) from None
+    for path, value in times_out_of_range(batch):
+        low, high = _TIME_RANGE
+        index_match = _INDEX.match(path)
+        raise Rejection(
+            422,
+            "invalid_report",
+            f"{path}: time {value.isoformat()} is outside the accepted range {low} .. {high}",
+            f"Báo cáo không hợp lệ tại {path}: thời điểm {value.isoformat()} nằm ngoài"
+            f" khoảng được nhận {low} .. {high}",
+            reason="invalid",
+            field=path,
+            index=int(index_match.group(1)) if index_match else None,
+        )
+    return batch
 
 
 def _prepare(body: bytes, inflate: bool, max_decompressed: int) -> tuple[Batch, list[bytes]]:
@@ -473,7 +497,7 @@ def clock_offset(batch: Batch, received_at: float, tolerance: float) -> float:
     ``sent_at``; 0 when unknown or within ``tolerance`` (network delay, NTP drift)."""
     if batch.sent_at is None:
         return 0.0
-    offset = received_at - batch.sent_at.timestamp()
+    offset = received_at - unix_seconds(batch.sent_at)
     return offset if abs(offset) > tolerance else 0.0
 
 
@@ -601,7 +625,7 @@ async def _ingest(
         event(log, logging.WARNING, "ingest.clock_offset", site=site, seconds=round(offset, 1))
     now = time.time()
     for report in batch.reports:
-        metrics.lag.observe(max(0.0, now - report.observed_at.timestamp()))
+        metrics.lag.observe(max(0.0, now - unix_seconds(report.observed_at)))
     if result.accepted:
         app[REFRESH].set()
     return web.json_response(

@@ -38,6 +38,7 @@ from collector.store import (
     AgentStates,
     NetworkWindow,
     StoredDeclaration,
+    from_unix,
 )
 from collector.targets import INDICATORS, GoalLevel, Indicator, Plan
 
@@ -544,7 +545,7 @@ def window_start(now: dt.datetime, settings: IndicatorSettings) -> dt.datetime:
     """
     since = (now - dt.timedelta(seconds=settings.window_seconds)).timestamp()
     width = settings.bucket_seconds
-    return dt.datetime.fromtimestamp(since // width * width, dt.UTC)
+    return from_unix(since // width * width)
 
 
 def unit_attains(view: SiteView, network: NetworkClass, up_ratio: float) -> bool:

@@ -21,16 +21,17 @@ import math
 import secrets
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
 
 from agent.log import event
-from agent.report import NetworkClass, Report
+from agent.report import NetworkClass, Report, unix_seconds
 
 _log = logging.getLogger(__name__)
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 TOKEN_PREFIX = "hat_"  # noqa: S105 - a prefix, not a secret
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def new_token() -> tuple[str, str]:
@@ -235,13 +236,28 @@ def redeem_refusal(code: EnrollCode | None, now: float) -> RedeemOutcome:
 
 def to_unix(value: dt.datetime) -> float:
     """Unix seconds, the stores' time format (a naive time is taken as UTC)."""
-    if value.tzinfo is None:  # reports are always aware; be safe for callers
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+    return unix_seconds(value)
+
+
+_MIN_DATETIME: Final = dt.datetime.min.replace(tzinfo=dt.UTC)
+_MAX_DATETIME: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
+_MIN_UNIX: Final = _MIN_DATETIME.timestamp()
+_MAX_UNIX: Final = _MAX_DATETIME.timestamp()
 
 
 def from_unix(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.UTC)
+    """The UTC time of Unix seconds; total: beyond what a datetime holds it is clamped to
+    year 1 or 9999 (a stored time from a hostile or older writer must not make a row
+    unreadable), NaN reads as the earliest time."""
+    value = float(value)
+    if not value > _MIN_UNIX:  # also NaN
+        return _MIN_DATETIME
+    if value >= _MAX_UNIX:
+        return _MAX_DATETIME
+    try:
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    except (OverflowError, ValueError, OSError):  # the platform's own range is smaller
+        return _EPOCH + dt.timedelta(seconds=value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,9 +338,9 @@ def assemble_agent_states(
                 agent_id=str(agent_id),
                 role=str(role),
                 interval_seconds=_finite_positive(interval),
-                first_seen=dt.datetime.fromtimestamp(first, dt.UTC),
-                last_observed_at=dt.datetime.fromtimestamp(observed, dt.UTC),
-                last_received_at=dt.datetime.fromtimestamp(received, dt.UTC),
+                first_seen=from_unix(first),
+                last_observed_at=from_unix(observed),
+                last_received_at=from_unix(received),
                 reports_received=int(count),
                 spool_dropped=int(dropped),
                 latest=msgspec.json.decode(body, type=Report),
@@ -333,7 +349,7 @@ def assemble_agent_states(
                 firewall=parts.get("firewall"),
                 lan_hosts=parts.get("lan_hosts"),
                 snmp=parts.get("snmp"),
-                last_effective_at=dt.datetime.fromtimestamp(effective, dt.UTC),
+                last_effective_at=from_unix(effective),
             )
         except (msgspec.DecodeError, ValueError, TypeError, OverflowError, OSError) as exc:
             states.skipped += 1
