@@ -312,11 +312,15 @@ def _print_check(where: str, check: Any, as_json: bool) -> int:
             "schema_version": check.schema_version,
             "reports": check.reports,
             "digest": check.digest,
+            "altered_reports": check.altered,
         }
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
     elif check.ok:
         sys.stdout.write(f"store {where}: ok\n")
-        sys.stdout.write(f"schema version {check.schema_version}, {check.reports} reports\n")
+        sys.stdout.write(
+            f"schema version {check.schema_version}, {check.reports} reports"
+            " (every body matches its content hash)\n"
+        )
         sys.stdout.write(f"digest {check.digest}\n")
     else:
         sys.stdout.write(f"store {where}: CORRUPT\n")

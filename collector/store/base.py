@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from agent.log import event
@@ -163,10 +163,45 @@ class Check:
     schema_version: int | None = None
     reports: int | None = None
     digest: str | None = None
+    altered: list[str] = field(default_factory=list)  # ids whose body fails its hash
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+# Every body against its stored hash, in id order; rows are streamed (never all in memory).
+BODY_QUERY: Final = "SELECT id, content_hash, body FROM reports ORDER BY id"
+
+
+class BodyCheck:
+    """Recompute the SHA-256 of each stored body (as ``triage`` computed it at ingest) and
+    keep the ids that no longer match, up to ``max_named`` of them (the count is exact)."""
+
+    def __init__(self, max_named: int) -> None:
+        self.max_named = max_named
+        self.checked = 0
+        self.mismatches = 0
+        self.altered: list[str] = []
+
+    def row(self, report_id: str, content_hash: str, body: bytes | str) -> None:
+        self.checked += 1
+        data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
+        if hashlib.sha256(data).hexdigest() != content_hash:
+            self.mismatches += 1
+            if len(self.altered) < self.max_named:
+                self.altered.append(str(report_id))
+
+    def problems(self) -> list[str]:
+        if not self.mismatches:
+            return []
+        more = self.mismatches - len(self.altered)
+        return [
+            f"{self.mismatches} of {self.checked} report bodies do not match their stored"
+            " content hash (changed after they were stored):",
+            *(f"report {i}: body does not match its content hash" for i in self.altered),
+            *([f"... and {more} more"] if more else []),
+        ]
 
 
 class GroupCommitStore:

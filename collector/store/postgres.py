@@ -59,7 +59,9 @@ from collector.store import (
 )
 from collector.store.base import (
     AGENTS_OF_SITE,
+    BODY_QUERY,
     PAGE_SIZE,
+    BodyCheck,
     Check,
     ContentDigest,
     GroupCommitStore,
@@ -1108,8 +1110,11 @@ async def verify_chain_database(url: str, *, connect_timeout: float = 10.0) -> l
 DatabaseCheck = Check  # what ``verify_database`` answers (``where``: the redacted url)
 
 
-async def verify_database(url: str, *, connect_timeout: float = 10.0) -> DatabaseCheck:
-    """Check a database without changing it: tables present, then count and digest.
+async def verify_database(
+    url: str, *, connect_timeout: float = 10.0, max_problems: int = 100
+) -> DatabaseCheck:
+    """Check a database without changing it: tables present, every body against its
+    content hash, then count and digest.
 
     One read-only REPEATABLE READ transaction, so it is safe against a running collector.
     Page-level corruption is PostgreSQL's own business (``pg_amcheck``, data checksums).
@@ -1137,7 +1142,17 @@ async def verify_database(url: str, *, connect_timeout: float = 10.0) -> Databas
                 return DatabaseCheck(shown, problems)
             version = await conn.fetchval("SELECT MAX(version) FROM schema_version")
             count = await conn.fetchval("SELECT COUNT(*) FROM reports")
-            return DatabaseCheck(shown, [], int(version or 0), int(count), await _digest(conn))
+            bodies = BodyCheck(max_problems)
+            async for row in conn.cursor(BODY_QUERY + ' COLLATE "C"', prefetch=500):
+                bodies.row(row[0], row[1], row[2])
+            return DatabaseCheck(
+                shown,
+                bodies.problems(),
+                int(version or 0),
+                int(count),
+                await _digest(conn),
+                altered=bodies.altered,
+            )
     except _DB_ERRORS as exc:
         return DatabaseCheck(shown, [str(exc)])
     finally:

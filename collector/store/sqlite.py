@@ -53,7 +53,9 @@ from collector.store import (
 )
 from collector.store.base import (
     AGENTS_OF_SITE,
+    BODY_QUERY,
     PAGE_SIZE,
+    BodyCheck,
     Check,
     ContentDigest,
     GroupCommitStore,
@@ -1117,7 +1119,8 @@ def verify_chain_file(path: str | Path) -> list[str]:
 
 
 def verify_file(path: str | Path, *, max_problems: int = 100) -> StoreCheck:
-    """Check a store file without changing it: SQLite's integrity check, then the digest.
+    """Check a store file without changing it: SQLite's integrity check, every body
+    against its content hash (streamed), then the digest.
 
     The file is opened read-only (no migration, no checkpoint), so it is safe to run
     against the database of a running collector or against a copy from a backup.
@@ -1144,10 +1147,23 @@ def verify_file(path: str | Path, *, max_problems: int = 100) -> StoreCheck:
         problems = schema_problems(tables, None if stored is None else int(stored), latest)
         if problems:
             return StoreCheck(where, problems)
-        conn.execute("BEGIN")  # one snapshot for the counts and the digest
+        conn.execute("BEGIN")  # one snapshot for the counts, the bodies and the digest
         version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         count = conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
-        return StoreCheck(where, [], int(version or 0), int(count), _digest(conn))
+        bodies = BodyCheck(max_problems)
+        # The body's bytes as stored (a flipped byte may not even be UTF-8 any more).
+        conn.text_factory = bytes
+        for report_id, content_hash, body in conn.execute(BODY_QUERY):
+            bodies.row(report_id.decode("utf-8", "replace"), content_hash.decode(), body)
+        conn.text_factory = str
+        return StoreCheck(
+            where,
+            bodies.problems(),
+            int(version or 0),
+            int(count),
+            _digest(conn),
+            altered=bodies.altered,
+        )
     except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed" ...
         return StoreCheck(where, [str(exc)])
     finally:
