@@ -701,15 +701,18 @@ def _reject(request: web.Request, rej: Rejection) -> web.Response:
 
 
 async def get_healthz(request: web.Request) -> web.Response:
-    """GET /healthz: liveness and a store read; 503 when the store does not answer."""
-    store_ok = await request.app[STORE].healthy()
+    """GET /healthz: liveness and the store's health; 503 with the reason when the store
+    cannot read or cannot write (a full disk, an I/O error, a damaged database)."""
+    problem = await request.app[STORE].health()
     body = {
-        "status": "ok" if store_ok else "unavailable",
-        "store": "ok" if store_ok else "error",
+        "status": "ok" if problem is None else "unavailable",
+        "store": "ok" if problem is None else "error",
         "version": __version__,
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    return web.json_response(body, status=200 if store_ok else 503)
+    if problem is not None:
+        body["reason"] = problem
+    return web.json_response(body, status=200 if problem is None else 503)
 
 
 async def get_evidence_public_key(request: web.Request) -> web.Response:

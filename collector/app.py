@@ -28,10 +28,10 @@ from collector.auth import Authenticator
 from collector.config import CollectorConfig
 from collector.indicators import IndicatorSettings, SnapshotBuilder
 from collector.late import LateRule
-from collector.metrics import Exposition, ReservedNames
+from collector.metrics import Exposition, ReservedNames, StoreFaultsCollector
 from collector.org import Org, load_org
 from collector.remote_write import RemoteWriteCollector, Sender
-from collector.store import Store, StoreError, open_store
+from collector.store import Store, StoreError, StoreFaults, open_store
 from collector.targets import Plan, load_targets
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,10 @@ def late_rule(config: CollectorConfig) -> LateRule | None:
     )
 
 
-def make_store(config: CollectorConfig) -> Store:
-    """The store that the config names (not yet opened)."""
+def make_store(config: CollectorConfig, *, start_check: bool = True) -> Store:
+    """The store that the config names (not yet opened); ``start_check``: run the
+    configured integrity check when it opens (``serve``; the short CLI commands skip it)."""
+    check = start_check and config.store.start_check == "quick"
     return open_store(
         config.store.url,
         busy_timeout=config.store.busy_timeout,
@@ -113,6 +115,7 @@ def make_store(config: CollectorConfig) -> Store:
         hourly_retention=config.store.hourly_retention,
         bucket_seconds=config.window.bucket,
         late_rule=late_rule(config),
+        start_check_timeout=float(config.store.start_check_timeout) if check else None,
     )
 
 
@@ -147,6 +150,9 @@ def create_app(
     # The snapshot's families are served by the Exposition (rendered once per snapshot);
     # the registry keeps their names so that no self-metric can take one.
     registry.register(ReservedNames())
+    faults = getattr(store, "faults", None)  # stores given by tests may not keep them
+    if isinstance(faults, StoreFaults):
+        registry.register(StoreFaultsCollector(faults))
 
     app[api.CONFIG] = config
     app[api.STORE] = store

@@ -197,7 +197,7 @@ def _fail(message: str, code: int = 2) -> int:
 def _store(config: CollectorConfig) -> Store:
     from collector.app import make_store
 
-    return make_store(config)
+    return make_store(config, start_check=False)
 
 
 def _when(value: dt.datetime | None) -> str:

@@ -49,11 +49,54 @@ class StoreError(Exception):
     """The store cannot do what was asked (not a problem of the input)."""
 
 
+class StoreDamaged(StoreError):
+    """The store's own integrity check failed: the collector refuses to serve from it."""
+
+
 class StoreUnavailable(StoreError):
     """The store cannot be written or read right now (locked, disk full, I/O error, closed).
 
     The API answers 503 with ``Retry-After``; the agent keeps the batch in its spool.
     """
+
+
+# How a store failure is counted (``hatang_store_errors_total{operation,kind}``).
+STORE_ERROR_KINDS: Final = ("full", "io", "corrupt", "locked", "unavailable")
+STORE_OPERATIONS: Final = ("read", "write")
+
+
+class StoreFaults:
+    """What the store's own reads and writes found out at run time: errors counted by
+    operation and kind, and the reason of the last failure of each operation until the
+    next success. Damage (``corrupt``) stays until restart: one read that works does not
+    heal a broken page that another read hit. /healthz and /metrics read it (no I/O)."""
+
+    def __init__(self) -> None:
+        self.errors: dict[tuple[str, str], int] = {
+            (op, kind): 0 for op in STORE_OPERATIONS for kind in STORE_ERROR_KINDS
+        }
+        self.current: dict[str, str] = {}  # operation -> why it fails now
+        self._sticky: set[str] = set()  # operations that hit damage
+
+    def failed(self, operation: str, kind: str, reason: str) -> None:
+        self.errors[(operation, kind)] = self.errors.get((operation, kind), 0) + 1
+        if operation in self._sticky:
+            return  # keep the first damage reported
+        self.current[operation] = f"{kind}: {reason}"[:300]
+        if kind == "corrupt":
+            self._sticky.add(operation)
+
+    def succeeded(self, operation: str) -> None:
+        if operation not in self._sticky:
+            self.current.pop(operation, None)
+
+    def problem(self) -> str | None:
+        """Why the store does not work now, or None."""
+        if "write" in self.current:
+            return f"the store cannot write ({self.current['write']})"
+        if "read" in self.current:
+            return f"the store cannot read ({self.current['read']})"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,10 +579,14 @@ class Store(Protocol):
 
     # Called after each durable write with (seconds, reports written): store latency metric.
     on_commit: Callable[[float, int], None] | None
+    faults: StoreFaults  # run-time read/write failures (hatang_store_*, /healthz)
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def healthy(self) -> bool: ...
+    async def health(self) -> str | None:
+        """None while the store reads and writes; otherwise the reason (for /healthz)."""
+        ...
 
     async def ingest(
         self, site: str, reports: Sequence[tuple[Report, bytes]], clock_offset: float = 0.0
@@ -673,11 +720,13 @@ def open_store(
     hourly_retention: float = 35 * 86400.0,
     bucket_seconds: float = 3600.0,
     late_rule: Any = None,
+    start_check_timeout: float | None = None,
 ) -> Store:
     """Return the (not yet opened) store for a ``store.url``.
 
     ``late_rule`` (a ``collector.late.LateRule``, when remote write is configured) makes
-    ingest queue late samples for Prometheus in the same transaction.
+    ingest queue late samples for Prometheus in the same transaction. ``start_check_timeout``:
+    run SQLite's quick_check on open, for at most that long (None: no check).
     """
     if url.startswith("sqlite:"):
         from collector.config import sqlite_path
@@ -689,6 +738,7 @@ def open_store(
             max_future=max_future,
             hourly_retention=hourly_retention,
             bucket_seconds=bucket_seconds,
+            start_check_timeout=start_check_timeout,
         )
         store.late_rule = late_rule
         return store  # type: ignore[no-any-return]

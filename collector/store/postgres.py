@@ -291,15 +291,17 @@ class PostgresStore(GroupCommitStore):
                 await asyncio.wait_for(self._pool.close(), timeout=10)
             self._pool = None
 
-    async def healthy(self) -> bool:
-        """True when the writer runs and the database answers a read."""
-        if not self._writer_running():
-            return False
-        try:
-            await self._read(lambda c: c.fetchval("SELECT MAX(version) FROM schema_version"))
-        except StoreError:
-            return False
-        return True
+    def _error_kind(self, exc: BaseException) -> str:
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if state.startswith("53"):  # insufficient resources: disk full, out of memory
+            return "full"
+        if state in ("XX001", "XX002"):  # data corrupted, index corrupted
+            return "corrupt"
+        if state.startswith("58"):  # system error: I/O error, undefined file
+            return "io"
+        if state in ("55P03", "40P01", "40001"):  # lock timeout, deadlock, serialization
+            return "locked"
+        return "unavailable"
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -320,9 +322,12 @@ class PostgresStore(GroupCommitStore):
                 self._pool.acquire(timeout=self.connect_timeout) as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
-                return await fn(conn)
+                result = await fn(conn)
         except _DB_ERRORS as exc:
+            self._failed("read", exc)
             raise StoreUnavailable(f"store read failed: {exc}") from exc
+        self.faults.succeeded("read")
+        return result
 
     async def _fetch(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         async def read(conn: Connection) -> list[list[Any]]:

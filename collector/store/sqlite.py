@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ from collector.store import (
     NewDeclaration,
     QueueStats,
     RedeemOutcome,
+    StoreDamaged,
     StoreError,
     StoreUnavailable,
     TokenRecord,
@@ -91,6 +93,9 @@ CHECKPOINT_EVERY: Final = 1.0  # seconds between background WAL checkpoints (aft
 WRITER_CHECKPOINT_PAGES: Final = 16384  # the writer checkpoints itself past this WAL size
 WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a reset
 WRITER_CACHE_KIB: Final = 16384  # page cache of the writer connection (indexes stay hot)
+# Less free space than this on the store's file system: /healthz says it cannot write
+# (a WAL commit of a batch needs a few pages; SQLite fails it as "disk is full").
+MIN_FREE_BYTES: Final = 1024 * 1024
 TOKENS_MAX_AGE: Final = 60.0  # reload the token table at least this often (edits by hand)
 StoreCheck = Check  # what ``verify_file`` answers (``where`` is the file's path)
 
@@ -175,6 +180,7 @@ class SQLiteStore(GroupCommitStore):
         rollup_utc_offset_hours: float = 7.0,
         clock: Callable[[], float] = time.time,
         bucket_seconds: float = 3600.0,
+        start_check_timeout: float | None = None,
     ) -> None:
         super().__init__(
             busy_timeout=busy_timeout,
@@ -185,6 +191,7 @@ class SQLiteStore(GroupCommitStore):
             bucket_seconds=bucket_seconds,
         )
         self.path = Path(path)
+        self.start_check_timeout = start_check_timeout
         self._writer_exec: ThreadPoolExecutor | None = None
         self._reader_exec: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None
@@ -221,6 +228,8 @@ class SQLiteStore(GroupCommitStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         try:
+            if self.start_check_timeout is not None:
+                self._start_check(conn, self.start_check_timeout)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot switch to WAL journal (got {mode})")
@@ -241,6 +250,47 @@ class SQLiteStore(GroupCommitStore):
         self._writer = conn
         self._version_conn = version
         self._checkpoint_conn = checkpointer
+
+    def _start_check(self, conn: sqlite3.Connection, timeout: float) -> None:
+        """PRAGMA quick_check before serving; StoreDamaged when it finds damage. Bounded:
+        past ``timeout`` the check is interrupted, logged, and the store opens anyway."""
+        deadline = time.monotonic() + timeout
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+        started = time.monotonic()
+        try:
+            rows = conn.execute("PRAGMA quick_check(20)").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "interrupt" not in str(exc).lower():
+                raise
+            event(
+                log,
+                logging.WARNING,
+                "store.start_check_incomplete",
+                path=str(self.path),
+                seconds=timeout,
+                hint="run `hatang-collector store verify` when the collector is quiet,"
+                " or raise store.start_check_timeout",
+            )
+            return
+        except sqlite3.DatabaseError as exc:  # not a database at all, or unreadable
+            rows = [(str(exc),)]
+        finally:
+            conn.set_progress_handler(None, 0)
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        if problems:
+            raise StoreDamaged(
+                f"{self.path}: the database is damaged (quick_check: {'; '.join(problems[:3])})"
+                "; the collector does not serve from a damaged store. See `hatang-collector"
+                " store verify`, restore the file from a backup (agents resend what their"
+                " spools still hold), or set store.start_check: off to start anyway"
+            )
+        event(
+            log,
+            logging.INFO,
+            "store.start_check_ok",
+            path=str(self.path),
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -311,15 +361,31 @@ class SQLiteStore(GroupCommitStore):
             self._writer = self._version_conn = self._checkpoint_conn = None
         self._tokens = None
 
-    async def healthy(self) -> bool:
-        """True when the writer runs and the database answers a read."""
-        if not self._writer_running():
-            return False
+    def _error_kind(self, exc: BaseException) -> str:
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        text = str(exc).lower()
+        if name == "SQLITE_FULL" or "disk is full" in text:
+            return "full"
+        if name.startswith("SQLITE_IOERR") or "i/o error" in text:
+            return "io"
+        if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in text:
+            return "corrupt"
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+            return "locked"
+        return "unavailable"
+
+    async def _space_problem(self) -> str | None:
         try:
-            await self._read(lambda c: c.execute("SELECT MAX(version) FROM schema_version"))
-        except StoreError:
-            return False
-        return True
+            fs = await asyncio.to_thread(os.statvfs, self.path.parent)
+        except OSError as exc:
+            return f"the store cannot write ({self.path.parent}: {exc.strerror or exc})"
+        free = fs.f_bavail * fs.f_frsize
+        if free < MIN_FREE_BYTES:
+            return (
+                f"the store cannot write (full: {free} bytes free on the file system of"
+                f" {self.path}; free some space)"
+            )
+        return None
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -346,9 +412,12 @@ class SQLiteStore(GroupCommitStore):
                 conn.execute("COMMIT")
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader_exec, run)
+            result = await asyncio.get_running_loop().run_in_executor(self._reader_exec, run)
         except sqlite3.Error as exc:
+            self._failed("read", exc)
             raise StoreUnavailable(f"store read failed: {exc}") from exc
+        self.faults.succeeded("read")
+        return result
 
     async def _fetch(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         return await self._read(lambda c: [c.execute(sql, p).fetchall() for sql, p in queries])
