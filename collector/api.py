@@ -33,7 +33,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agent import __version__
-from agent.log import event
+from agent.log import event, log_exception_limited
 from agent.report import (
     TIMESTAMP_MAX,
     TIMESTAMP_MIN,
@@ -779,8 +779,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = _rejection_response(rej)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("unhandled error in %s", route)
+    except Exception as exc:
+        # A bug that every request hits must leave a traceback, not a flood of them.
+        log_exception_limited(log, "http.unhandled_error", exc, route=route)
         response = error_response(
             500,
             "internal_error",
