@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Gauge
 
 from agent import __version__
-from agent.log import event
+from agent.log import RateLimitedLog, event, log_exception_limited
 from collector import api, central, enroll
 from collector.auth import Authenticator
 from collector.config import CollectorConfig
@@ -77,6 +78,61 @@ class _BadRequestFilter(logging.Filter):
 
 
 _BAD_REQUEST_FILTER: Final = _BadRequestFilter()
+
+
+# Accept failures for lack of descriptors: asyncio reports each failed accept() with a
+# traceback (tens of thousands a second under a connection flood); one line a minute
+# with the count says the same.
+_ACCEPT_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_accept_log: Final = RateLimitedLog(logging.getLogger("collector.http"), interval=60.0)
+_loop_log: Final = logging.getLogger("asyncio")
+_loop_limited: Final = RateLimitedLog(_loop_log, interval=60.0)
+
+
+def raise_fd_limit() -> tuple[int, int] | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection costs a descriptor;
+    distributions start services at a soft 1,024); return the (soft, hard) in force, or
+    None where the platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        # An unlimited hard limit still needs a number: the kernel's usual nr_open.
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The serving loop's handler: accept failures for lack of descriptors are counted in
+    one rate-limited line; anything else is logged with its traceback, rate-limited too.
+
+    asyncio schedules one accept retry per failed accept() of a backlog round; after
+    shutdown each of those fails on the closed socket (thousands of "Invalid file
+    descriptor" tracebacks): rate-limited by kind, they are one line.
+    """
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS:
+        limits = raise_fd_limit()  # also picks up a hard limit raised since start
+        _accept_log.event(
+            logging.ERROR,
+            "http.accept_failed",
+            error=exc.strerror or str(exc),
+            fd_limit=limits[0] if limits else "-",
+            hint="too many open connections: raise LimitNOFILE or put a proxy with"
+            " limit_conn in front (docs/security.md)",
+        )
+        return
+    message = str(context.get("message") or "unexpected error in the event loop")
+    # The kind of failure, without the reprs (addresses, handles) that make each unique.
+    kind = message.split("(", 1)[0].split("\n", 1)[0][:120]
+    if isinstance(exc, BaseException):
+        log_exception_limited(_loop_log, "asyncio.error", exc, message=kind)
+    else:
+        _loop_limited.event(logging.ERROR, "asyncio.error", key=kind, message=message[:300])
 
 
 def indicator_settings(config: CollectorConfig) -> IndicatorSettings:
