@@ -2,13 +2,15 @@
 
 Every input is hostile until validated. The ingest handler checks, in order: token
 (401/403; 403 too when the token's site was removed from the org tree; checked in memory,
-so requests without a valid token never take an in-flight slot), load (429), media type
-and encoding (415), size as sent (413), the body deadline (408: a client that trickles
+so requests without a valid token never take an in-flight slot), load (429), transfer
+coding (501 for anything but chunked), media type and encoding (415), size as sent
+(413), the body deadline (408: a client that trickles
 its body is cut off after ``limits.body_timeout``), gzip (400, 413 past the
 decompressed bound: a gzip bomb is stopped after ``max_decompressed`` bytes, never
 inflated in full), UTF-8 and JSON (400), the shared report schema (422 naming the
-field), integers the store can hold (422), the token's site (403), and only then stores
-the batch.
+field), integers the store can hold (422), times in the accepted range (422), the
+token's site (403), and only then stores the batch. A client that hangs up mid-body is
+counted as ``disconnected`` (status 499 in the request counter), never as a 500.
 A rejected request changes nothing stored. Errors are one JSON shape, with a message in
 English and Vietnamese (officials read agent logs too).
 """
@@ -66,7 +68,12 @@ REJECT_REASONS: Final = (
     "store_unavailable",
     "conflict",
     "timeout",
+    "disconnected",
+    "not_implemented",
 )
+# Not an HTTP status a client ever reads: the client hung up before its body arrived
+# (nginx's convention), counted apart from bad requests because a cut WAN link does it.
+CLIENT_CLOSED: Final = 499
 _FIELD: Final = re.compile(r"^(?P<msg>.*?) - at `(?P<field>\$[^`]*)`$", re.DOTALL)
 _INDEX: Final = re.compile(r"^\$\.reports\[(\d+)\]")
 _OPENAPI: Final = resources.files("collector").joinpath("openapi.yaml")
@@ -237,6 +244,15 @@ async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
             body += chunk
             if len(body) > limit:
                 raise _too_large(what, limit)
+    except ConnectionResetError:
+        # The connection was lost mid-body (the agent keeps the batch and resends it).
+        raise Rejection(
+            CLIENT_CLOSED,
+            "client_disconnected",
+            "the client closed the connection before the body arrived",
+            "Máy khách đã đóng kết nối trước khi gửi hết nội dung",
+            reason="disconnected",
+        ) from None
     except (RequestPayloadError, HttpProcessingError) as exc:
         # Only when the HTTP server inflates bodies itself (auto_decompress) or the
         # client broke the transfer encoding.
@@ -378,6 +394,27 @@ def _prepare_inline(
 
 
 # -- handlers ---------------------------------------------------------------------------
+
+
+def _check_transfer(request: web.Request) -> None:
+    """501 for a transfer coding other than chunked (RFC 9112 section 6.1): the HTTP parser
+    only removes the chunking, so ``gzip, chunked`` would hand over a still-gzipped body
+    as if it were plain; a body coding belongs in Content-Encoding."""
+    codings = [
+        c.strip().lower()
+        for value in request.headers.getall("Transfer-Encoding", [])
+        for c in value.split(",")
+    ]
+    if codings and codings != ["chunked"]:
+        raise Rejection(
+            501,
+            "unsupported_transfer_encoding",
+            f"Transfer-Encoding {', '.join(codings)!r} is not implemented; send the body"
+            " chunked or with Content-Length (gzip goes in Content-Encoding)"[:300],
+            "Transfer-Encoding này không được hỗ trợ; hãy gửi nội dung dạng chunked hoặc có"
+            " Content-Length (gzip đặt trong Content-Encoding)",
+            reason="not_implemented",
+        )
 
 
 def _check_media(request: web.Request) -> bool:
@@ -550,6 +587,8 @@ async def post_reports(request: web.Request) -> web.Response:
         return await _ingest(request, site, limits.max_body, limits.max_decompressed)
     except Rejection as rej:
         response = _reject(request, rej)
+        if rej.status == 501:
+            response.force_close()  # the body in a coding we do not know is never read
         if rej.status == 408:
             # The rest of the body may never come: answer, then close at once instead of
             # aiohttp's lingering read of the unread body (up to another 10s).
@@ -569,6 +608,7 @@ async def _ingest(
 ) -> web.Response:
     app = request.app
     metrics, store = app[METRICS], app[STORE]
+    _check_transfer(request)
     gzipped = _check_media(request)
     if request.content_length is not None and request.content_length > max_body:
         raise _too_large("request body", max_body)
@@ -674,7 +714,7 @@ def _count_rejection(request: web.Request, reason: str, n: int = 1) -> None:
 def _reject(request: web.Request, rej: Rejection) -> web.Response:
     request.app[METRICS].rejected.labels(rej.reason).inc()
     _count_rejection(request, rej.reason)
-    if rej.status >= 500:
+    if rej.status == 503:
         return _rejection_response(rej)  # already logged where the store failed
     if rej.status in (401, 403):
         event(

@@ -494,7 +494,7 @@ async def test_openapi_document_is_served_and_matches_the_wire_format(client: Cl
     doc = yaml.safe_load(text)
     assert doc["openapi"].startswith("3.1")
     statuses = set(doc["paths"]["/api/v1/reports"]["post"]["responses"])
-    assert statuses == {"200", "400", "401", "403", "408", "413", "415", "422", "429", "503"}
+    assert statuses == {"200", "400", "401", "403", "408", "413", "415", "422", "429", "501", "503"}
     _, components = _report_components()
     stale = {k for k, v in components.items() if doc["components"]["schemas"].get(k) != v}
     assert not stale, (
