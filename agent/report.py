@@ -55,16 +55,19 @@ HostSource = Literal["arp", "snmp", "agent"]  # in order of trust when sources d
 HOST_SOURCES: Final[tuple[HostSource, ...]] = get_args(HostSource)
 
 # Bounded building blocks. Bounds are generous for real data and small for abuse.
+# Id patterns are anchored with \A…\Z: msgspec matches with re.search, where ``$`` also
+# matches before a final newline. JSON Schema patterns are ECMA-262, which has no \A or
+# \Z and whose ``$`` is the end: ``schema_components`` writes them that way.
 SiteId = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
         max_length=200,
-        pattern=r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$",
+        pattern=r"\A[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*\Z",
         description="Unit id from the org file, e.g. bac-kan/cho-don/bang-lung",
     ),
 ]
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"\A[A-Za-z0-9._:-]+\Z")]
 Name = Annotated[str, msgspec.Meta(max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=1024)]
 Address = Annotated[str, msgspec.Meta(max_length=512)]
@@ -430,9 +433,29 @@ def decode_report(body: bytes) -> Report:
     return msgspec.json.decode(body, type=Report)
 
 
+def _ecma_patterns(node: Any) -> Any:
+    r"""The schema with Python's ``\A…\Z`` anchors written as ECMA-262's ``^…$``."""
+    if isinstance(node, dict):
+        out = {k: _ecma_patterns(v) for k, v in node.items()}
+        pattern = out.get("pattern")
+        if isinstance(pattern, str) and pattern.startswith("\\A") and pattern.endswith("\\Z"):
+            out["pattern"] = f"^{pattern[2:-2]}$"
+        return out
+    if isinstance(node, list):
+        return [_ecma_patterns(v) for v in node]
+    return node
+
+
+def schema_components(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(reference, components) of the batch schema, as msgspec's ``schema_components``
+    gives them but with JSON Schema's spelling of the id patterns."""
+    (ref,), components = msgspec.json.schema_components((Batch,), ref_template=ref_template)
+    return _ecma_patterns(ref), _ecma_patterns(components)
+
+
 def json_schema() -> dict[str, object]:
     """Return the JSON Schema of a batch, generated from the structs above."""
-    schema: dict[str, object] = msgspec.json.schema(Batch)
+    schema: dict[str, object] = _ecma_patterns(msgspec.json.schema(Batch))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"hatang report batch, schema_version {SCHEMA_VERSION}"
     return schema

@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.report import Batch, encode
+from agent.report import Batch, encode, schema_components
 from collector import api
 from collector.app import create_app
 from tests.collector.conftest import (
@@ -526,10 +526,7 @@ async def test_metrics_exposition_passes_promtool(client: Client) -> None:
 
 
 def _report_components() -> tuple[Any, dict[str, Any]]:
-    (ref,), components = msgspec.json.schema_components(
-        (Batch,), ref_template="#/components/schemas/{name}"
-    )
-    return ref, components
+    return schema_components("#/components/schemas/{name}")
 
 
 def _regenerate() -> None:
