@@ -748,6 +748,17 @@ def _evidence(config: CollectorConfig, args: argparse.Namespace) -> int:
     return asyncio.run(_evidence_export(config, args))
 
 
+def _missing_store_directory(config: CollectorConfig) -> str | None:
+    """The directory a ``sqlite:`` store.url names when it does not exist (a config
+    error: the collector never creates directory trees on its own)."""
+    from collector.config import sqlite_path
+
+    if not config.store.url.startswith("sqlite:"):
+        return None
+    parent = os.path.dirname(sqlite_path(config.store.url)) or "."
+    return None if os.path.isdir(parent) else parent
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -757,6 +768,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
+    missing = _missing_store_directory(config)
+    if missing is not None:
+        return _fail(
+            f"{args.config}: store.url: directory {missing} does not exist; create it"
+            f" (mkdir -p {missing}) or change store.url"
+        )
     try:
         configure(config.log)
     except OSError as exc:

@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 
+from agent.files import create_private, readable_by_others
 from agent.log import event
 from agent.report import Report, decode_report
 from collector import late
@@ -224,8 +225,35 @@ class SQLiteStore(GroupCommitStore):
         conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
+    def _prepare_file(self) -> None:
+        """Create the database owner-only (SQLite gives its -wal and -shm files the
+        database's mode); warn when an existing store is readable by others. Never
+        creates directories: a missing one is a typo or a missing mount more often
+        than a wish."""
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise StoreError(
+                f"{parent}: no such directory for the store {self.path.name}; create it"
+                f" (mkdir -p {parent}) or fix store.url"
+            )
+        try:
+            create_private(self.path)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create: {exc.strerror or exc}") from exc
+        for suffix in ("", "-wal", "-shm"):
+            path = self.path.with_name(self.path.name + suffix)
+            if readable_by_others(path):
+                event(
+                    log,
+                    logging.WARNING,
+                    "store.readable_by_others",
+                    path=str(path),
+                    mode=f"{path.stat().st_mode & 0o777:04o}",
+                    hint=f"reports and token hashes are in it: chmod 600 {path}",
+                )
+
     def _open_writer(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare_file()
         conn = self._connect()
         try:
             if self.start_check_timeout is not None:
