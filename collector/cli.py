@@ -5,10 +5,11 @@
 Exit codes: 0 success, 1 a runtime failure (store cannot open, unknown token id, a
 corrupt store for ``store verify``), 2 a
 usage or configuration error — the message names the file and key path (or the unknown
-site). ``token create`` prints the token alone on the last line so scripts can take it
-with ``tail -n 1``; it is shown once and stored only as a hash. ``enroll-code create``
-prints the code (or, for many sites, the sheet's CSV path) alone on the last line.
-``serve`` re-reads the central agent configuration on SIGHUP.
+site), 141 when standard output was closed before everything was written (``| head``;
+quietly, as a program stopped by SIGPIPE). ``token create`` prints the token alone on
+the last line so scripts can take it with ``tail -n 1``; it is shown once and stored only
+as a hash. ``enroll-code create`` prints the code (or, for many sites, the sheet's CSV
+path) alone on the last line. ``serve`` re-reads the central agent configuration on SIGHUP.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from collector.store import Store, StoreError
 from collector.targets import TargetsError
 
 log = logging.getLogger("collector")
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a program stopped by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -760,7 +762,21 @@ def _missing_store_directory(config: CollectorConfig) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
+    """Run the command line; return the exit code (141 when stdout was closed early)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the guard: a closed pipe fails here, not at exit
+    except BrokenPipeError:
+        # ``token list | head``: the reader has all it wanted. No traceback; stdout goes
+        # to /dev/null so the interpreter's own flush at exit stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "evidence" and args.evidence_command == "verify":
         return _evidence_verify(args)  # an auditor's command: no collector config needed
