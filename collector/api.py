@@ -436,11 +436,19 @@ def _check_media(request: web.Request) -> bool:
             "Bảng mã phải là utf-8",
             reason="unsupported_media_type",
         )
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return True
-    if encoding in ("identity", ""):
+    # Every Content-Encoding header and every coding listed in one (RFC 9110 8.4): the
+    # first header alone would read a gzipped body as plain behind "identity".
+    codings = [
+        c.strip().lower()
+        for value in request.headers.getall("Content-Encoding", [])
+        for c in value.split(",")
+    ]
+    codings = [c for c in codings if c not in ("identity", "")]
+    if not codings:
         return False
+    if codings in (["gzip"], ["x-gzip"]):
+        return True
+    encoding = ", ".join(codings)
     raise Rejection(
         415,
         "unsupported_media_type",

@@ -8,6 +8,7 @@ Raw loopback sockets against the real app: no HTTP client library would send the
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import time
@@ -158,3 +159,25 @@ def test_a_client_that_hangs_up_mid_body_is_a_client_error_without_traceback(
     log = proc.log.read_text()
     assert "Traceback" not in log and "level=error" not in log, log
     assert log.count("reason=disconnected") == 2
+
+
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        (["Content-Encoding: identity", "Content-Encoding: gzip"], 200),  # both headers count
+        (["Content-Encoding: gzip, identity"], 200),
+        (["Content-Encoding: gzip, gzip"], 415),  # twice compressed is not supported
+        (["Content-Encoding: gzip", "Content-Encoding: br"], 415),
+        (["Content-Encoding: identity, br"], 415),
+    ],
+)
+async def test_every_content_coding_is_read(client: Client, lines: list[str], status: int) -> None:
+    token = await new_token(client)
+    assert client.port is not None
+    body = gzip.compress(encode(Batch(reports=[agent_report()])))
+    answer = await asyncio.to_thread(
+        exchange, client.port, head(token, f"Content-Length: {len(body)}", *lines), body
+    )
+    assert answer.split(b" ", 2)[1] == str(status).encode(), answer[:400]
+    if status == 415:
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "unsupported_media_type"
