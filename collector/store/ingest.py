@@ -244,6 +244,13 @@ class Rollups:
     host_daily: list[tuple[tuple[str, str, str], HostDay]]  # (day, site, agent_id), day
 
 
+def column_text(text: str) -> str:
+    """Text for a plain text column: U+0000 becomes U+FFFD. JSON carries it (escaped) and
+    the stored bodies keep it exactly, but PostgreSQL text cannot hold it: one such
+    hostname failed the whole batch with a 503, for ever. Both backends store the same."""
+    return text.replace("\x00", "\ufffd")
+
+
 def bucket_start(ts: float, width: int) -> int:
     """Start of the window bucket of ``width`` seconds that holds ``ts``."""
     return int(ts // width * width)
@@ -282,7 +289,7 @@ def rollups(accepted: Sequence[Accepted], bucket: int, day_offset: float) -> Rol
         host = hosts.setdefault((day, report.site, report.agent_id), HostDay())
         host.reports += 1
         if report.host is not None and effective >= host._hostname_at:
-            host.hostname, host._hostname_at = report.host.hostname, effective
+            host.hostname, host._hostname_at = column_text(report.host.hostname), effective
         if report.antivirus is not None and (host.av_at is None or effective >= host.av_at):
             host.av_state, host.av_at = report.antivirus.state, effective
     return Rollups(
