@@ -18,11 +18,15 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.report import TIMESTAMP_MAX, TIMESTAMP_MIN, Batch, encode
+from collector.indicators import SnapshotBuilder
+from collector.metrics import HatangCollector
+from collector.org import load_org
 from collector.store import Store, from_unix
 from collector.store.ingest import rollup_day
-from tests.collector.conftest import SITE, agent_report, new_token, store_of
+from tests.collector.conftest import DEMO_ORG, SITE, agent_report, new_token, store_of
 
 Client = TestClient[web.Request, web.Application]
 EDGE = "9999-12-31T23:59:59-14:00"  # the latest time ISO 8601 can write, 14h behind UTC
@@ -119,6 +123,15 @@ async def test_the_store_is_total_for_any_time_a_report_can_carry(
     states = await store.agent_states()
     assert sorted(s.agent_id for s in states) == ["pc-edge", "pc-ok"]
     assert getattr(states, "skipped", 0) == 0
+    # The indicators and the metrics over them are computed, the edge agent included.
+    builder = SnapshotBuilder(load_org(DEMO_ORG), [], store)
+    assert await builder.refresh()
+    assert builder.snapshot.skipped_rows == 0
+    (view,) = [v for v in builder.snapshot.sites if v.unit.id == SITE]
+    assert view.up and view.agents == 2
+    registry = CollectorRegistry()
+    registry.register(HatangCollector(builder))
+    assert generate_latest(registry)
     # The day roll-ups are readable too.
     today = dt.datetime.now(dt.UTC).date()
     assert await store.daily_networks(dt.date(1, 1, 1), today + dt.timedelta(days=2))
