@@ -30,30 +30,22 @@ from tests.collector.conftest import (
     store_of,
 )
 from tests.collector.test_api import metric_value
+from tests.collector.test_hostile import raw_exchange, status_of
 from tests.netns import wait_for
 
 Client = TestClient[web.Request, web.Application]
 
 
-def exchange(port: int, head: str, body: bytes, *, hang_up: bool = False) -> bytes:
-    """Send one request; return the answer (empty when we hung up first)."""
+def exchange(port: int, head: str, body: bytes) -> bytes:
+    """Send one request (the server closes after answering); return the answer."""
+    return raw_exchange(port, head.encode() + b"Connection: close\r\n\r\n" + body, timeout=10)
+
+
+def hang_up(port: int, head: str, body: bytes) -> None:
+    """Send the headers and part of a body, let the server start reading it, and vanish."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(head.encode() + b"\r\n" + body)
-        if hang_up:
-            time.sleep(0.2)  # let the server start reading the body, then vanish
-            return b""
-        answer = b""
-        while True:
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            answer += data
-            if b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}"):
-                break
-        return answer
+        time.sleep(0.2)
 
 
 def head(token: str, *lines: str) -> str:
@@ -86,8 +78,7 @@ async def test_transfer_codings_other_than_chunked_are_501(
     body = chunked(encode(Batch(reports=[agent_report()])))
     lines = [f"Transfer-Encoding: {c}" for c in codings]
     answer = await asyncio.to_thread(exchange, client.port, head(token, *lines), body)
-    status = answer.split(b"\r\n", 1)[0]
-    assert status == b"HTTP/1.1 501 Not Implemented", answer[:300]
+    assert status_of(answer) == 501, answer[:300]
     error = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert error["error"] == "unsupported_transfer_encoding"
     assert " / " in error["message"]
@@ -112,7 +103,7 @@ async def test_transfer_codings_the_parser_cannot_frame_are_400(
     assert client.port is not None
     body = chunked(encode(Batch(reports=[agent_report()])))
     answer = await asyncio.to_thread(exchange, client.port, head(token, *lines), body)
-    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", answer[:300]
+    assert status_of(answer) == 400, answer[:300]
     assert await store_of(client).report_count() == 0
 
 
@@ -123,7 +114,7 @@ async def test_plain_chunked_is_accepted(client: Client) -> None:
     answer = await asyncio.to_thread(
         exchange, client.port, head(token, "Transfer-Encoding: Chunked"), body
     )
-    assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:300]
+    assert status_of(answer) == 200, answer[:300]
 
 
 def _metric(url: str, name: str, **labels: str) -> float | None:
@@ -149,7 +140,7 @@ def test_a_client_that_hangs_up_mid_body_is_a_client_error_without_traceback(
         (head(token, "Transfer-Encoding: chunked"), f"{len(data):x}\r\n".encode() + data[:50]),
     ]
     for request in requests:
-        exchange(proc.port, *request, hang_up=True)
+        hang_up(proc.port, *request)
     wait_for(
         lambda: _metric(proc.url, "hatang_reports_rejected_total", reason="disconnected") == 2,
         timeout=30,
@@ -178,6 +169,6 @@ async def test_every_content_coding_is_read(client: Client, lines: list[str], st
     answer = await asyncio.to_thread(
         exchange, client.port, head(token, f"Content-Length: {len(body)}", *lines), body
     )
-    assert answer.split(b" ", 2)[1] == str(status).encode(), answer[:400]
+    assert status_of(answer) == status, answer[:400]
     if status == 415:
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "unsupported_media_type"
