@@ -18,6 +18,7 @@ English and Vietnamese (officials read agent logs too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -601,8 +602,9 @@ async def post_reports(request: web.Request) -> web.Response:
             # The rest of the body may never come: answer, then close at once instead of
             # aiohttp's lingering read of the unread body (up to another 10s).
             response.force_close()
-            await response.prepare(request)
-            await response.write_eof()
+            with contextlib.suppress(ConnectionResetError):  # it may have gone meanwhile
+                await response.prepare(request)
+                await response.write_eof()
             request.protocol.force_close()
         return response
     finally:
