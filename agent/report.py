@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
-import msgspec.inspect
 
 SCHEMA_VERSION: Final = 1
 SCHEMA_PATH: Final = Path(__file__).with_name("report.schema.json")
@@ -76,14 +75,19 @@ Mac = Annotated[str, msgspec.Meta(max_length=32)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # fits a signed 64-bit SQL integer
-# The accepted range of every time in a report, inclusive start, exclusive end; the
-# collector answers 422 naming the field outside it. It starts at the Unix epoch because a
-# PC whose clock battery died starts there (the clock-skew rule then moves its
-# observations onto the collector's clock); beyond it only a broken or hostile sender
-# goes, and year 1 or 9999 with a UTC offset is outside what date arithmetic can hold.
+# The accepted range of the times the collector files reports by (``observed_at``) and
+# measures clocks with (``sent_at``), inclusive start, exclusive end; the collector
+# answers 422 naming the field outside it. It starts at the Unix epoch because a PC whose
+# clock battery died starts there (the clock-skew rule then moves its observations onto
+# the collector's clock); beyond it only a broken or hostile sender goes, and year 1 or
+# 9999 with a UTC offset is beyond what date arithmetic can hold. Other times (boot time,
+# signature dates, LAN host first/last seen) are facts the collector keeps and shows but
+# never computes with, so they are kept as sent: Windows reports an unset signature
+# date as 1601-01-01, and refusing it would refuse every report of that PC.
 TIMESTAMP_MIN: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 TIMESTAMP_MAX: Final = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
-Timestamp = Annotated[
+Timestamp = Annotated[dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+FilingTime = Annotated[
     dt.datetime,
     msgspec.Meta(
         extra_json_schema={
@@ -323,7 +327,7 @@ class Report(_Wire, kw_only=True):
     site: SiteId
     role: Role
     seq: Count  # per agent, +1 per report, survives restarts
-    observed_at: Timestamp  # when the checks started (UTC)
+    observed_at: FilingTime  # when the checks started (UTC)
     interval_seconds: Annotated[float, msgspec.Meta(gt=0)]
     agent_version: Name
     duration_seconds: Seconds | None = None
@@ -348,7 +352,7 @@ class Batch(msgspec.Struct, kw_only=True):
     reports: Annotated[list[Report], msgspec.Meta(min_length=1, max_length=1000)]
     # The agent's clock when it sent the request: against the collector's clock it gives
     # the agent's clock offset, which tells a clock that is behind from a late replay.
-    sent_at: Timestamp | None = None
+    sent_at: FilingTime | None = None
 
 
 def batch_body(reports: list[bytes], sent_at: dt.datetime) -> bytes:
@@ -363,46 +367,17 @@ def unix_seconds(value: dt.datetime) -> float:
     return value.timestamp()
 
 
-def _datetime_paths(info: msgspec.inspect.Type) -> list[tuple[str, ...]]:
-    """Paths to every datetime inside a wire type: field names, and ``[]`` for list items."""
-    if isinstance(info, msgspec.inspect.Metadata):
-        return _datetime_paths(info.type)
-    if isinstance(info, msgspec.inspect.DateTimeType):
-        return [()]
-    if isinstance(info, msgspec.inspect.UnionType):
-        return [p for t in info.types for p in _datetime_paths(t)]
-    if isinstance(info, msgspec.inspect.ListType):
-        return [("[]", *p) for p in _datetime_paths(info.item_type)]
-    if isinstance(info, msgspec.inspect.StructType):
-        return [(f.name, *p) for f in info.fields for p in _datetime_paths(f.type)]
-    return []
-
-
-# Derived from the structs, so a time field added later is bounded too.
-_BATCH_TIMES: Final = tuple(_datetime_paths(msgspec.inspect.type_info(Batch)))
 _LOW, _HIGH = unix_seconds(TIMESTAMP_MIN), unix_seconds(TIMESTAMP_MAX)
 
 
-def _times(value: Any, steps: tuple[str, ...], path: str) -> Iterator[tuple[str, dt.datetime]]:
-    if value is None:
-        return
-    if not steps:
-        yield path, value
-        return
-    step, rest = steps[0], steps[1:]
-    if step == "[]":
-        for i, item in enumerate(value):
-            yield from _times(item, rest, f"{path}[{i}]")
-    else:
-        yield from _times(getattr(value, step), rest, f"{path}.{step}")
-
-
 def times_out_of_range(batch: Batch) -> Iterator[tuple[str, dt.datetime]]:
-    """(JSON path, value) of every time in the batch outside TIMESTAMP_MIN..TIMESTAMP_MAX."""
-    for steps in _BATCH_TIMES:
-        for path, value in _times(batch, steps, "$"):
-            if not _LOW <= unix_seconds(value) < _HIGH:
-                yield path, value
+    """(JSON path, value) of each ``observed_at`` and ``sent_at`` of the batch outside
+    TIMESTAMP_MIN .. TIMESTAMP_MAX."""
+    if batch.sent_at is not None and not _LOW <= unix_seconds(batch.sent_at) < _HIGH:
+        yield "$.sent_at", batch.sent_at
+    for i, report in enumerate(batch.reports):
+        if not _LOW <= unix_seconds(report.observed_at) < _HIGH:
+            yield f"$.reports[{i}].observed_at", report.observed_at
 
 
 def new_report_id() -> str:
