@@ -379,7 +379,7 @@ class AgentConfig(_Section, frozen=True):
     role: Role = "host"
     interval: Duration = Duration(60.0)
     jitter: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.1  # fraction of each interval
-    agent_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] | None = None
+    agent_id: Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9._:-]{1,64}\Z")] | None = None
     collector: CollectorConfig | None = None
     spool: SpoolConfig = SpoolConfig()
     networks: NetworksConfig = NetworksConfig()

@@ -10,6 +10,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -68,40 +69,6 @@ def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     logger.log(level, name, extra=fields)
 
 
-_last_logged: dict[tuple[str, ...], float] = {}
-_suppressed: dict[tuple[str, ...], int] = {}
-_limit_lock = threading.Lock()
-
-
-def log_exception_limited(
-    logger: logging.Logger, key: str, exc: BaseException, interval: float = 60.0, **fields: Any
-) -> None:
-    """Log an unexpected error (event ``key``) with its traceback at ERROR, at most once per
-    ``interval`` per ``key`` and ``fields`` (which say where: section, target, device...);
-    the repeats in between are counted in the next line, not lost.
-
-    A bug that fails every cycle must be visible without DEBUG, but must not fill the disk.
-    """
-    where = (key, *(f"{k}={v}" for k, v in sorted(fields.items())))
-    now = time.monotonic()
-    with _limit_lock:
-        last = _last_logged.get(where)
-        if last is not None and now - last < interval:
-            _suppressed[where] = _suppressed.get(where, 0) + 1
-            return
-        _last_logged[where] = now
-        repeats = _suppressed.pop(where, 0)
-    logger.error(
-        key,
-        extra={
-            **fields,
-            "error": f"{type(exc).__name__}: {exc}"[:300],
-            "repeats_suppressed": repeats,
-        },
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
-
-
 def setup(
     level: LogLevel | str = "info",
     file: str | None = None,
@@ -135,3 +102,79 @@ def setup(
 def configure(log: LogConfig, file: str | None = None) -> None:
     """``setup`` from a config's ``log`` section (``file`` overrides ``log.file``)."""
     setup(log.level, file or log.file, max_bytes=log.max_size, backups=log.backups)
+
+
+class RateLimitedLog:
+    """At most one record per key and interval: a repeating failure (a bug hit by every
+    cycle or request, a full descriptor table) leaves one line a minute, not a flood.
+
+    Every record that gets through carries ``repeats_suppressed``: how many of that key
+    were held back since the previous one (not lost, counted). Keys are bounded (the
+    oldest is forgotten first); safe to call from several threads.
+    """
+
+    MAX_KEYS = 4096
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.interval, self.clock = logger, interval, clock
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (last logged, suppressed)
+        self._lock = threading.Lock()
+
+    def event(
+        self,
+        level: int,
+        name: str,
+        *,
+        key: str | None = None,
+        exc: BaseException | None = None,
+        interval: float | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Log one event (with ``exc``'s traceback) unless ``key`` (default: the event
+        name) was logged within the interval; return whether it was logged."""
+        key = name if key is None else key
+        interval = self.interval if interval is None else interval
+        now = self.clock()
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last[0] < interval:
+                self._seen[key] = (last[0], last[1] + 1)
+                return False
+            self._seen.pop(key, None)
+            if len(self._seen) >= self.MAX_KEYS:
+                del self._seen[next(iter(self._seen))]
+            self._seen[key] = (now, 0)
+        fields["repeats_suppressed"] = last[1] if last is not None else 0
+        exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+        self.logger.log(level, name, extra=fields, exc_info=exc_info)
+        return True
+
+
+_LIMITERS: dict[str, RateLimitedLog] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def log_exception_limited(
+    logger: logging.Logger, key: str, exc: BaseException, interval: float = 60.0, **fields: Any
+) -> bool:
+    """Log an unexpected error (event ``key``) with its traceback at ERROR, at most once per
+    ``interval`` per ``key`` and ``fields`` (which say where: section, target, device...);
+    the repeats in between are counted in the next line, not lost.
+
+    A bug that fails every cycle must be visible without DEBUG, but must not fill the disk.
+    """
+    with _LIMITERS_LOCK:
+        limiter = _LIMITERS.get(logger.name)
+        if limiter is None:
+            limiter = _LIMITERS[logger.name] = RateLimitedLog(logger)
+    where = "\x1f".join((key, *(f"{k}={v}" for k, v in sorted(fields.items()))))
+    error = f"{type(exc).__name__}: {exc}"[:300]
+    return limiter.event(
+        logging.ERROR, key, key=where, exc=exc, interval=interval, error=error, **fields
+    )

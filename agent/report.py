@@ -15,8 +15,9 @@ import datetime as dt
 import json
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
@@ -53,16 +54,19 @@ HostSource = Literal["arp", "snmp", "agent"]  # in order of trust when sources d
 HOST_SOURCES: Final[tuple[HostSource, ...]] = get_args(HostSource)
 
 # Bounded building blocks. Bounds are generous for real data and small for abuse.
+# Id patterns are anchored with \A…\Z: msgspec matches with re.search, where ``$`` also
+# matches before a final newline. JSON Schema patterns are ECMA-262, which has no \A or
+# \Z and whose ``$`` is the end: ``schema_components`` writes them that way.
 SiteId = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
         max_length=200,
-        pattern=r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$",
+        pattern=r"\A[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*\Z",
         description="Unit id from the org file, e.g. bac-kan/cho-don/bang-lung",
     ),
 ]
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"\A[A-Za-z0-9._:-]+\Z")]
 Name = Annotated[str, msgspec.Meta(max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=1024)]
 Address = Annotated[str, msgspec.Meta(max_length=512)]
@@ -71,7 +75,27 @@ Mac = Annotated[str, msgspec.Meta(max_length=32)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # fits a signed 64-bit SQL integer
+# The accepted range of the times the collector files reports by (``observed_at``) and
+# measures clocks with (``sent_at``), inclusive start, exclusive end; the collector
+# answers 422 naming the field outside it. It starts at the Unix epoch because a PC whose
+# clock battery died starts there (the clock-skew rule then moves its observations onto
+# the collector's clock); beyond it only a broken or hostile sender goes, and year 1 or
+# 9999 with a UTC offset is beyond what date arithmetic can hold. Other times (boot time,
+# signature dates, LAN host first/last seen) are facts the collector keeps and shows but
+# never computes with, so they are kept as sent: Windows reports an unset signature
+# date as 1601-01-01, and refusing it would refuse every report of that PC.
+TIMESTAMP_MIN: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+TIMESTAMP_MAX: Final = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 Timestamp = Annotated[dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+FilingTime = Annotated[
+    dt.datetime,
+    msgspec.Meta(
+        extra_json_schema={
+            "format": "date-time",
+            "description": "accepted from 1970-01-01T00:00:00Z until 2100-01-01T00:00:00Z",
+        }
+    ),
+]
 
 
 class _Wire(msgspec.Struct, kw_only=True):
@@ -303,7 +327,7 @@ class Report(_Wire, kw_only=True):
     site: SiteId
     role: Role
     seq: Count  # per agent, +1 per report, survives restarts
-    observed_at: Timestamp  # when the checks started (UTC)
+    observed_at: FilingTime  # when the checks started (UTC)
     interval_seconds: Annotated[float, msgspec.Meta(gt=0)]
     agent_version: Name
     duration_seconds: Seconds | None = None
@@ -328,12 +352,32 @@ class Batch(msgspec.Struct, kw_only=True):
     reports: Annotated[list[Report], msgspec.Meta(min_length=1, max_length=1000)]
     # The agent's clock when it sent the request: against the collector's clock it gives
     # the agent's clock offset, which tells a clock that is behind from a late replay.
-    sent_at: Timestamp | None = None
+    sent_at: FilingTime | None = None
 
 
 def batch_body(reports: list[bytes], sent_at: dt.datetime) -> bytes:
     """Frame already-encoded reports (spool rows) as a ``Batch`` without decoding them."""
     return b'{"reports":[' + b",".join(reports) + b'],"sent_at":' + _encoder.encode(sent_at) + b"}"
+
+
+def unix_seconds(value: dt.datetime) -> float:
+    """Unix seconds of a report time (a time without offset is UTC); total for any value."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+_LOW, _HIGH = unix_seconds(TIMESTAMP_MIN), unix_seconds(TIMESTAMP_MAX)
+
+
+def times_out_of_range(batch: Batch) -> Iterator[tuple[str, dt.datetime]]:
+    """(JSON path, value) of each ``observed_at`` and ``sent_at`` of the batch outside
+    TIMESTAMP_MIN .. TIMESTAMP_MAX."""
+    if batch.sent_at is not None and not _LOW <= unix_seconds(batch.sent_at) < _HIGH:
+        yield "$.sent_at", batch.sent_at
+    for i, report in enumerate(batch.reports):
+        if not _LOW <= unix_seconds(report.observed_at) < _HIGH:
+            yield f"$.reports[{i}].observed_at", report.observed_at
 
 
 def new_report_id() -> str:
@@ -364,9 +408,29 @@ def decode_report(body: bytes) -> Report:
     return msgspec.json.decode(body, type=Report)
 
 
+def _ecma_patterns(node: Any) -> Any:
+    r"""The schema with Python's ``\A…\Z`` anchors written as ECMA-262's ``^…$``."""
+    if isinstance(node, dict):
+        out = {k: _ecma_patterns(v) for k, v in node.items()}
+        pattern = out.get("pattern")
+        if isinstance(pattern, str) and pattern.startswith("\\A") and pattern.endswith("\\Z"):
+            out["pattern"] = f"^{pattern[2:-2]}$"
+        return out
+    if isinstance(node, list):
+        return [_ecma_patterns(v) for v in node]
+    return node
+
+
+def schema_components(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(reference, components) of the batch schema, as msgspec's ``schema_components``
+    gives them but with JSON Schema's spelling of the id patterns."""
+    (ref,), components = msgspec.json.schema_components((Batch,), ref_template=ref_template)
+    return _ecma_patterns(ref), _ecma_patterns(components)
+
+
 def json_schema() -> dict[str, object]:
     """Return the JSON Schema of a batch, generated from the structs above."""
-    schema: dict[str, object] = msgspec.json.schema(Batch)
+    schema: dict[str, object] = _ecma_patterns(msgspec.json.schema(Batch))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"hatang report batch, schema_version {SCHEMA_VERSION}"
     return schema

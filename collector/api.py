@@ -2,13 +2,15 @@
 
 Every input is hostile until validated. The ingest handler checks, in order: token
 (401/403; 403 too when the token's site was removed from the org tree; checked in memory,
-so requests without a valid token never take an in-flight slot), load (429), media type
-and encoding (415), size as sent (413), the body deadline (408: a client that trickles
+so requests without a valid token never take an in-flight slot), load (429), transfer
+coding (501 for anything but chunked), media type and encoding (415), size as sent
+(413), the body deadline (408: a client that trickles
 its body is cut off after ``limits.body_timeout``), gzip (400, 413 past the
 decompressed bound: a gzip bomb is stopped after ``max_decompressed`` bytes, never
 inflated in full), UTF-8 and JSON (400), the shared report schema (422 naming the
-field), integers the store can hold (422), the token's site (403), and only then stores
-the batch.
+field), integers the store can hold (422), times in the accepted range (422), the
+token's site (403), and only then stores the batch. A client that hangs up mid-body is
+counted as ``disconnected`` (status 499 in the request counter), never as a 500.
 A rejected request changes nothing stored. Errors are one JSON shape, with a message in
 English and Vietnamese (officials read agent logs too).
 """
@@ -16,6 +18,7 @@ English and Vietnamese (officials read agent logs too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -33,8 +36,15 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agent import __version__
-from agent.log import event
-from agent.report import Batch, Report
+from agent.log import event, log_exception_limited
+from agent.report import (
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
+    Batch,
+    Report,
+    times_out_of_range,
+    unix_seconds,
+)
 from collector.auth import Authenticator, AuthFailure
 from collector.config import CollectorConfig
 from collector.metrics import Exposition
@@ -59,11 +69,19 @@ REJECT_REASONS: Final = (
     "store_unavailable",
     "conflict",
     "timeout",
+    "disconnected",
+    "not_implemented",
 )
+# Not an HTTP status a client ever reads: the client hung up before its body arrived
+# (nginx's convention), counted apart from bad requests because a cut WAN link does it.
+CLIENT_CLOSED: Final = 499
 _FIELD: Final = re.compile(r"^(?P<msg>.*?) - at `(?P<field>\$[^`]*)`$", re.DOTALL)
 _INDEX: Final = re.compile(r"^\$\.reports\[(\d+)\]")
 _OPENAPI: Final = resources.files("collector").joinpath("openapi.yaml")
 _encode: Final = msgspec.json.Encoder().encode
+_TIME_RANGE: Final = tuple(
+    t.isoformat().replace("+00:00", "Z") for t in (TIMESTAMP_MIN, TIMESTAMP_MAX)
+)
 
 
 class IngestMetrics:
@@ -227,6 +245,15 @@ async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
             body += chunk
             if len(body) > limit:
                 raise _too_large(what, limit)
+    except ConnectionResetError:
+        # The connection was lost mid-body (the agent keeps the batch and resends it).
+        raise Rejection(
+            CLIENT_CLOSED,
+            "client_disconnected",
+            "the client closed the connection before the body arrived",
+            "Máy khách đã đóng kết nối trước khi gửi hết nội dung",
+            reason="disconnected",
+        ) from None
     except (RequestPayloadError, HttpProcessingError) as exc:
         # Only when the HTTP server inflates bodies itself (auto_decompress) or the
         # client broke the transfer encoding.
@@ -294,7 +321,7 @@ def decode(body: bytes) -> Batch:
             reason="malformed",
         ) from None
     try:
-        return msgspec.json.decode(body, type=Batch)
+        batch = msgspec.json.decode(body, type=Batch)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _FIELD.match(text)
@@ -325,6 +352,20 @@ def decode(body: bytes) -> Batch:
             "JSON lồng nhau quá sâu",
             reason="malformed",
         ) from None
+    for path, value in times_out_of_range(batch):
+        low, high = _TIME_RANGE
+        index_match = _INDEX.match(path)
+        raise Rejection(
+            422,
+            "invalid_report",
+            f"{path}: time {value.isoformat()} is outside the accepted range {low} .. {high}",
+            f"Báo cáo không hợp lệ tại {path}: thời điểm {value.isoformat()} nằm ngoài"
+            f" khoảng được nhận {low} .. {high}",
+            reason="invalid",
+            field=path,
+            index=int(index_match.group(1)) if index_match else None,
+        )
+    return batch
 
 
 def _prepare(body: bytes, inflate: bool, max_decompressed: int) -> tuple[Batch, list[bytes]]:
@@ -356,6 +397,27 @@ def _prepare_inline(
 # -- handlers ---------------------------------------------------------------------------
 
 
+def _check_transfer(request: web.Request) -> None:
+    """501 for a transfer coding other than chunked (RFC 9112 section 6.1): the HTTP parser
+    only removes the chunking, so ``gzip, chunked`` would hand over a still-gzipped body
+    as if it were plain; a body coding belongs in Content-Encoding."""
+    codings = [
+        c.strip().lower()
+        for value in request.headers.getall("Transfer-Encoding", [])
+        for c in value.split(",")
+    ]
+    if codings and codings != ["chunked"]:
+        raise Rejection(
+            501,
+            "unsupported_transfer_encoding",
+            f"Transfer-Encoding {', '.join(codings)!r} is not implemented; send the body"
+            " chunked or with Content-Length (gzip goes in Content-Encoding)"[:300],
+            "Transfer-Encoding này không được hỗ trợ; hãy gửi nội dung dạng chunked hoặc có"
+            " Content-Length (gzip đặt trong Content-Encoding)",
+            reason="not_implemented",
+        )
+
+
 def _check_media(request: web.Request) -> bool:
     """Return whether the body is gzip; raise 415 for anything but JSON (gzip allowed)."""
     if request.content_type != "application/json":
@@ -375,11 +437,19 @@ def _check_media(request: web.Request) -> bool:
             "Bảng mã phải là utf-8",
             reason="unsupported_media_type",
         )
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return True
-    if encoding in ("identity", ""):
+    # Every Content-Encoding header and every coding listed in one (RFC 9110 8.4): the
+    # first header alone would read a gzipped body as plain behind "identity".
+    codings = [
+        c.strip().lower()
+        for value in request.headers.getall("Content-Encoding", [])
+        for c in value.split(",")
+    ]
+    codings = [c for c in codings if c not in ("identity", "")]
+    if not codings:
         return False
+    if codings in (["gzip"], ["x-gzip"]):
+        return True
+    encoding = ", ".join(codings)
     raise Rejection(
         415,
         "unsupported_media_type",
@@ -473,7 +543,7 @@ def clock_offset(batch: Batch, received_at: float, tolerance: float) -> float:
     ``sent_at``; 0 when unknown or within ``tolerance`` (network delay, NTP drift)."""
     if batch.sent_at is None:
         return 0.0
-    offset = received_at - batch.sent_at.timestamp()
+    offset = received_at - unix_seconds(batch.sent_at)
     return offset if abs(offset) > tolerance else 0.0
 
 
@@ -526,12 +596,15 @@ async def post_reports(request: web.Request) -> web.Response:
         return await _ingest(request, site, limits.max_body, limits.max_decompressed)
     except Rejection as rej:
         response = _reject(request, rej)
+        if rej.status == 501:
+            response.force_close()  # the body in a coding we do not know is never read
         if rej.status == 408:
             # The rest of the body may never come: answer, then close at once instead of
             # aiohttp's lingering read of the unread body (up to another 10s).
             response.force_close()
-            await response.prepare(request)
-            await response.write_eof()
+            with contextlib.suppress(ConnectionResetError):  # it may have gone meanwhile
+                await response.prepare(request)
+                await response.write_eof()
             request.protocol.force_close()
         return response
     finally:
@@ -545,6 +618,7 @@ async def _ingest(
 ) -> web.Response:
     app = request.app
     metrics, store = app[METRICS], app[STORE]
+    _check_transfer(request)
     gzipped = _check_media(request)
     if request.content_length is not None and request.content_length > max_body:
         raise _too_large("request body", max_body)
@@ -601,7 +675,7 @@ async def _ingest(
         event(log, logging.WARNING, "ingest.clock_offset", site=site, seconds=round(offset, 1))
     now = time.time()
     for report in batch.reports:
-        metrics.lag.observe(max(0.0, now - report.observed_at.timestamp()))
+        metrics.lag.observe(max(0.0, now - unix_seconds(report.observed_at)))
     if result.accepted:
         app[REFRESH].set()
     return web.json_response(
@@ -650,7 +724,7 @@ def _count_rejection(request: web.Request, reason: str, n: int = 1) -> None:
 def _reject(request: web.Request, rej: Rejection) -> web.Response:
     request.app[METRICS].rejected.labels(rej.reason).inc()
     _count_rejection(request, rej.reason)
-    if rej.status >= 500:
+    if rej.status == 503:
         return _rejection_response(rej)  # already logged where the store failed
     if rej.status in (401, 403):
         event(
@@ -677,15 +751,18 @@ def _reject(request: web.Request, rej: Rejection) -> web.Response:
 
 
 async def get_healthz(request: web.Request) -> web.Response:
-    """GET /healthz: liveness and a store read; 503 when the store does not answer."""
-    store_ok = await request.app[STORE].healthy()
+    """GET /healthz: liveness and the store's health; 503 with the reason when the store
+    cannot read or cannot write (a full disk, an I/O error, a damaged database)."""
+    problem = await request.app[STORE].health()
     body = {
-        "status": "ok" if store_ok else "unavailable",
-        "store": "ok" if store_ok else "error",
+        "status": "ok" if problem is None else "unavailable",
+        "store": "ok" if problem is None else "error",
         "version": __version__,
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    return web.json_response(body, status=200 if store_ok else 503)
+    if problem is not None:
+        body["reason"] = problem
+    return web.json_response(body, status=200 if problem is None else 503)
 
 
 async def get_evidence_public_key(request: web.Request) -> web.Response:
@@ -752,8 +829,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = _rejection_response(rej)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("unhandled error in %s", route)
+    except Exception as exc:
+        # A bug that every request hits must leave a traceback, not a flood of them.
+        log_exception_limited(log, "http.unhandled_error", exc, route=route)
         response = error_response(
             500,
             "internal_error",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -22,16 +23,16 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Gauge
 
 from agent import __version__
-from agent.log import event
+from agent.log import RateLimitedLog, event, log_exception_limited
 from collector import api, central, enroll
 from collector.auth import Authenticator
 from collector.config import CollectorConfig
 from collector.indicators import IndicatorSettings, SnapshotBuilder
 from collector.late import LateRule
-from collector.metrics import Exposition, ReservedNames
+from collector.metrics import Exposition, ReservedNames, StoreFaultsCollector
 from collector.org import Org, load_org
 from collector.remote_write import RemoteWriteCollector, Sender
-from collector.store import Store, StoreError, open_store
+from collector.store import Store, StoreError, StoreFaults, open_store
 from collector.targets import Plan, load_targets
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,61 @@ class _BadRequestFilter(logging.Filter):
 _BAD_REQUEST_FILTER: Final = _BadRequestFilter()
 
 
+# Accept failures for lack of descriptors: asyncio reports each failed accept() with a
+# traceback (tens of thousands a second under a connection flood); one line a minute
+# with the count says the same.
+_ACCEPT_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_accept_log: Final = RateLimitedLog(logging.getLogger("collector.http"), interval=60.0)
+_loop_log: Final = logging.getLogger("asyncio")
+_loop_limited: Final = RateLimitedLog(_loop_log, interval=60.0)
+
+
+def raise_fd_limit() -> tuple[int, int] | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection costs a descriptor;
+    distributions start services at a soft 1,024); return the (soft, hard) in force, or
+    None where the platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        # An unlimited hard limit still needs a number: the kernel's usual nr_open.
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The serving loop's handler: accept failures for lack of descriptors are counted in
+    one rate-limited line; anything else is logged with its traceback, rate-limited too.
+
+    asyncio schedules one accept retry per failed accept() of a backlog round; after
+    shutdown each of those fails on the closed socket (thousands of "Invalid file
+    descriptor" tracebacks): rate-limited by kind, they are one line.
+    """
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS:
+        limits = raise_fd_limit()  # also picks up a hard limit raised since start
+        _accept_log.event(
+            logging.ERROR,
+            "http.accept_failed",
+            error=exc.strerror or str(exc),
+            fd_limit=limits[0] if limits else "-",
+            hint="too many open connections: raise LimitNOFILE or put a proxy with"
+            " limit_conn in front (docs/security.md)",
+        )
+        return
+    message = str(context.get("message") or "unexpected error in the event loop")
+    # The kind of failure, without the reprs (addresses, handles) that make each unique.
+    kind = message.split("(", 1)[0].split("\n", 1)[0][:120]
+    if isinstance(exc, BaseException):
+        log_exception_limited(_loop_log, "asyncio.error", exc, message=kind)
+    else:
+        _loop_limited.event(logging.ERROR, "asyncio.error", key=kind, message=message[:300])
+
+
 def indicator_settings(config: CollectorConfig) -> IndicatorSettings:
     """The indicator settings that the collector config decides."""
     return IndicatorSettings(
@@ -104,8 +160,10 @@ def late_rule(config: CollectorConfig) -> LateRule | None:
     )
 
 
-def make_store(config: CollectorConfig) -> Store:
-    """The store that the config names (not yet opened)."""
+def make_store(config: CollectorConfig, *, start_check: bool = True) -> Store:
+    """The store that the config names (not yet opened); ``start_check``: run the
+    configured integrity check when it opens (``serve``; the short CLI commands skip it)."""
+    check = start_check and config.store.start_check == "quick"
     return open_store(
         config.store.url,
         busy_timeout=config.store.busy_timeout,
@@ -113,6 +171,7 @@ def make_store(config: CollectorConfig) -> Store:
         hourly_retention=config.store.hourly_retention,
         bucket_seconds=config.window.bucket,
         late_rule=late_rule(config),
+        start_check_timeout=float(config.store.start_check_timeout) if check else None,
     )
 
 
@@ -147,6 +206,9 @@ def create_app(
     # The snapshot's families are served by the Exposition (rendered once per snapshot);
     # the registry keeps their names so that no self-metric can take one.
     registry.register(ReservedNames())
+    faults = getattr(store, "faults", None)  # stores given by tests may not keep them
+    if isinstance(faults, StoreFaults):
+        registry.register(StoreFaultsCollector(faults))
 
     app[api.CONFIG] = config
     app[api.STORE] = store

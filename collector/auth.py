@@ -20,7 +20,7 @@ from typing import Final, Literal
 from collector.store import Store, TokenRecord
 
 MAX_TOKEN_LENGTH: Final = 256
-_BEARER: Final = re.compile(r"^Bearer +([A-Za-z0-9._~+/=-]+) *$", re.IGNORECASE)
+_BEARER: Final = re.compile(r"Bearer +([A-Za-z0-9._~+/=-]+) *", re.IGNORECASE)
 TOUCH_EVERY: Final = 60.0  # last_used_at is written at most this often per token
 
 
@@ -38,7 +38,7 @@ def bearer_token(header: str | None) -> str | AuthFailure:
         return AuthFailure("missing")
     if len(header) > MAX_TOKEN_LENGTH + 16:
         return AuthFailure("malformed")
-    match = _BEARER.match(header)
+    match = _BEARER.fullmatch(header)  # fullmatch: no trailing newline
     if not match:
         return AuthFailure("malformed")
     return match.group(1)

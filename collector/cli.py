@@ -5,10 +5,11 @@
 Exit codes: 0 success, 1 a runtime failure (store cannot open, unknown token id, a
 corrupt store for ``store verify``), 2 a
 usage or configuration error — the message names the file and key path (or the unknown
-site). ``token create`` prints the token alone on the last line so scripts can take it
-with ``tail -n 1``; it is shown once and stored only as a hash. ``enroll-code create``
-prints the code (or, for many sites, the sheet's CSV path) alone on the last line.
-``serve`` re-reads the central agent configuration on SIGHUP.
+site), 141 when standard output was closed before everything was written (``| head``;
+quietly, as a program stopped by SIGPIPE). ``token create`` prints the token alone on
+the last line so scripts can take it with ``tail -n 1``; it is shown once and stored only
+as a hash. ``enroll-code create`` prints the code (or, for many sites, the sheet's CSV
+path) alone on the last line. ``serve`` re-reads the central agent configuration on SIGHUP.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from collector.store import Store, StoreError
 from collector.targets import TargetsError
 
 log = logging.getLogger("collector")
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a program stopped by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,7 +199,7 @@ def _fail(message: str, code: int = 2) -> int:
 def _store(config: CollectorConfig) -> Store:
     from collector.app import make_store
 
-    return make_store(config)
+    return make_store(config, start_check=False)
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -312,11 +314,15 @@ def _print_check(where: str, check: Any, as_json: bool) -> int:
             "schema_version": check.schema_version,
             "reports": check.reports,
             "digest": check.digest,
+            "altered_reports": check.altered,
         }
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
     elif check.ok:
         sys.stdout.write(f"store {where}: ok\n")
-        sys.stdout.write(f"schema version {check.schema_version}, {check.reports} reports\n")
+        sys.stdout.write(
+            f"schema version {check.schema_version}, {check.reports} reports"
+            " (every body matches its content hash)\n"
+        )
         sys.stdout.write(f"digest {check.digest}\n")
     else:
         sys.stdout.write(f"store {where}: CORRUPT\n")
@@ -595,9 +601,13 @@ async def _enroll_command(config: CollectorConfig, args: argparse.Namespace) -> 
 async def _serve(config: CollectorConfig) -> int:
     from aiohttp import web
 
-    from collector.app import create_app, server_kwargs
+    from collector.app import create_app, loop_exception_handler, raise_fd_limit, server_kwargs
     from collector.central import CENTRAL
 
+    limits = raise_fd_limit()
+    if limits is not None:
+        event(log, logging.INFO, "collector.fd_limit", soft=limits[0], hard=limits[1])
+    asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
     app = create_app(config)
     ssl_context = None
     if config.listen.cert_file and config.listen.key_file:
@@ -740,8 +750,33 @@ def _evidence(config: CollectorConfig, args: argparse.Namespace) -> int:
     return asyncio.run(_evidence_export(config, args))
 
 
+def _missing_store_directory(config: CollectorConfig) -> str | None:
+    """The directory a ``sqlite:`` store.url names when it does not exist (a config
+    error: the collector never creates directory trees on its own)."""
+    from collector.config import sqlite_path
+
+    if not config.store.url.startswith("sqlite:"):
+        return None
+    parent = os.path.dirname(sqlite_path(config.store.url)) or "."
+    return None if os.path.isdir(parent) else parent
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
+    """Run the command line; return the exit code (141 when stdout was closed early)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the guard: a closed pipe fails here, not at exit
+    except BrokenPipeError:
+        # ``token list | head``: the reader has all it wanted. No traceback; stdout goes
+        # to /dev/null so the interpreter's own flush at exit stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "evidence" and args.evidence_command == "verify":
         return _evidence_verify(args)  # an auditor's command: no collector config needed
@@ -749,6 +784,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
+    missing = _missing_store_directory(config)
+    if missing is not None:
+        return _fail(
+            f"{args.config}: store.url: directory {missing} does not exist; create it"
+            f" (mkdir -p {missing}) or change store.url"
+        )
     try:
         configure(config.log)
     except OSError as exc:

@@ -11,7 +11,7 @@ directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -75,6 +75,10 @@ class StoreConfig(_Section, frozen=True):
     url: str = "sqlite:///var/lib/hatang/collector.db"
     busy_timeout: Duration = Duration(5.0)  # wait this long for a lock held by another process
     hourly_retention: Duration = Duration(35 * 86400.0)  # hourly buckets; daily roll-ups stay
+    # SQLite: ``serve`` runs PRAGMA quick_check first and refuses a damaged database; a
+    # check longer than start_check_timeout is abandoned (logged) and the collector starts.
+    start_check: Literal["quick", "off"] = "quick"
+    start_check_timeout: Duration = Duration(60.0)
 
     def __post_init__(self) -> None:
         if self.url.startswith(("postgresql:", "postgres:")):
@@ -86,6 +90,8 @@ class StoreConfig(_Section, frozen=True):
             )
         if self.busy_timeout > 600:
             raise ValueError("busy_timeout: at most 600s")
+        if not 0.1 <= self.start_check_timeout <= 86400:
+            raise ValueError("start_check_timeout: between 100ms and 24h")
 
 
 class WindowConfig(_Section, frozen=True):

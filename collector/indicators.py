@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, get_args
 
+from agent.log import log_exception_limited
 from agent.report import (
     NETWORK_CLASSES,
     AntivirusStatus,
@@ -38,6 +39,7 @@ from collector.store import (
     AgentStates,
     NetworkWindow,
     StoredDeclaration,
+    from_unix,
 )
 from collector.targets import INDICATORS, GoalLevel, Indicator, Plan
 
@@ -544,7 +546,7 @@ def window_start(now: dt.datetime, settings: IndicatorSettings) -> dt.datetime:
     """
     since = (now - dt.timedelta(seconds=settings.window_seconds)).timestamp()
     width = settings.bucket_seconds
-    return dt.datetime.fromtimestamp(since // width * width, dt.UTC)
+    return from_unix(since // width * width)
 
 
 def unit_attains(view: SiteView, network: NetworkClass, up_ratio: float) -> bool:
@@ -711,10 +713,8 @@ def build_snapshot(
             )
         except Exception as exc:
             skipped_rows += len(site_agents)
-            log.error(
-                "snapshot.bad_site",
-                extra={"site": unit.id, "agents": len(site_agents), "error": type(exc).__name__},
-                exc_info=True,
+            log_exception_limited(
+                log, "snapshot.bad_site", exc, site=unit.id, agents=len(site_agents)
             )
             view = site_view(
                 unit,
@@ -824,10 +824,9 @@ class SnapshotBuilder:
                 snapshot = await self._build()
             except Exception as exc:
                 self.failures += 1
-                # The traceback goes to the log; the old snapshot keeps serving scrapes.
-                log.error(
-                    "snapshot.refresh_failed", extra={"error": type(exc).__name__}, exc_info=True
-                )
+                # The traceback goes to the log (once a minute per kind of failure); the
+                # old snapshot keeps serving scrapes.
+                log_exception_limited(log, "snapshot.refresh_failed", exc)
                 return False
             self.snapshot = snapshot
             self.refreshes += 1

@@ -41,6 +41,7 @@ from collector.indicators import (
     UNPROTECTED_OVER,
     Snapshot,
 )
+from collector.store import StoreFaults
 
 MAX_LABEL_LENGTH: Final = 128
 MAX_TARGETS_PER_NETWORK: Final = 16
@@ -374,6 +375,23 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         ("reason",),
         scope="registry",
     ),
+    # --- the store's run-time health (collector/store/__init__.py StoreFaults; /healthz)
+    MetricSpec(
+        "hatang_store_up",
+        "gauge",
+        "1 while the store's reads and writes succeed; 0 from a failed read or write until "
+        "the next success (the reason is on /healthz).",
+        (),
+        scope="registry",
+    ),
+    MetricSpec(
+        "hatang_store_errors",
+        "counter",
+        "Failed reads and writes of the store by operation and kind (full, io, corrupt, "
+        "locked, unavailable); agents got 503 and kept their reports.",
+        ("operation", "kind"),
+        scope="registry",
+    ),
 )
 SPECS: Final = {spec.name: spec for spec in METRICS}
 # The families ``emit`` renders from a Snapshot (the rest are served by registry Collectors).
@@ -558,6 +576,28 @@ class HatangCollector(Collector):
 
         emit(self._source, add)
         yield from families.values()
+
+
+class StoreFaultsCollector(Collector):
+    """``hatang_store_up`` and ``hatang_store_errors_total`` from the store's bookkeeping,
+    on every scrape (a store that stopped writing must show at once, not at the next
+    snapshot refresh); no I/O."""
+
+    def __init__(self, faults: StoreFaults) -> None:
+        self._faults = faults
+
+    def describe(self) -> Iterable[Metric]:
+        return [_family(SPECS[name]) for name in STORE_METRICS]
+
+    def collect(self) -> Iterator[Metric]:
+        up, errors = (_family(SPECS[name]) for name in STORE_METRICS)
+        up.add_metric([], 0 if self._faults.current else 1)
+        for (operation, kind), count in self._faults.errors.items():
+            errors.add_metric([operation, kind], count)
+        yield from (up, errors)
+
+
+STORE_METRICS: Final = ("hatang_store_up", "hatang_store_errors")
 
 
 class ReservedNames(Collector):

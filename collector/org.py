@@ -30,7 +30,7 @@ SECTORS: Final[tuple[Sector, ...]] = get_args(Sector)
 Shape = Literal["two-level", "three-level"]
 
 # The same pattern as the wire format's SiteId, so every unit id can be a report's site.
-UNIT_ID: Final = re.compile(r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$")
+UNIT_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*")  # fullmatch only
 UNIT_ID_MAX: Final = 200
 NAME_MAX: Final = 256
 MAX_FILE_BYTES: Final = 10_000_000
@@ -159,7 +159,7 @@ def parse_org(data: Any, file: str = "<org>") -> Org:
     province = data.get("province")
     if province is None:
         raise OrgError(file, "province", "missing (the province's unit id, e.g. bac-kan)")
-    if not isinstance(province, str) or not UNIT_ID.match(province) or "/" in province:
+    if not isinstance(province, str) or not UNIT_ID.fullmatch(province) or "/" in province:
         raise OrgError(file, "province", f"invalid id {show(province)} (e.g. bac-kan)")
     raw_units = data.get("units")
     if not isinstance(raw_units, list) or not raw_units:
@@ -210,7 +210,7 @@ def _parse_unit(raw: Any, index: int, fields: Fields) -> Unit:
     unit_id = raw.get("id")
     if unit_id is None:
         raise OrgError(file, f"units[{index}]", "id: missing")
-    if not isinstance(unit_id, str) or len(unit_id) > UNIT_ID_MAX or not UNIT_ID.match(unit_id):
+    if not isinstance(unit_id, str) or len(unit_id) > UNIT_ID_MAX or not UNIT_ID.fullmatch(unit_id):
         raise OrgError(
             file,
             f"units[{index}]",
@@ -310,7 +310,7 @@ def _parse_mapping(raw: Any, by_id: Mapping[str, Unit], fields: Fields) -> tuple
             raise OrgError(file, at, "expected a mapping with from and to")
         fields.reject_unknown(item, _MAPPING_KEYS, at)
         old = item.get("from")
-        if not isinstance(old, str) or not UNIT_ID.match(old) or len(old) > UNIT_ID_MAX:
+        if not isinstance(old, str) or not UNIT_ID.fullmatch(old) or len(old) > UNIT_ID_MAX:
             raise OrgError(file, at, f"from: missing or invalid unit id {show(old)}")
         if old in seen:
             raise OrgError(

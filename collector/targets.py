@@ -38,7 +38,7 @@ GOAL_LEVELS: Final[tuple[GoalLevel, ...]] = get_args(GoalLevel)
 UNBOUNDED: Final[frozenset[Indicator]] = frozenset({"computers_per_official"})
 MAX_UNBOUNDED_GOAL: Final = 100.0
 
-_PLAN_ID: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_PLAN_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # fullmatch only
 _TOP_KEYS: Final = frozenset(
     {"plan", "title", "title_en", "reference", "province", "example", "note", "goals", "untracked"}
 )
@@ -148,7 +148,7 @@ def parse_plan(data: Any, file: str = "<targets>") -> Plan:
         if data.get(key) is None:
             raise TargetsError(file, key, "missing")
     plan_id = data["plan"]
-    if not isinstance(plan_id, str) or not _PLAN_ID.match(plan_id):
+    if not isinstance(plan_id, str) or not _PLAN_ID.fullmatch(plan_id):
         raise TargetsError(file, "plan", f"invalid id {show(plan_id)} (e.g. bac-kan-2012)")
     raw_goals = data.get("goals")
     if not isinstance(raw_goals, list):

@@ -21,16 +21,17 @@ import math
 import secrets
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
 
 from agent.log import event
-from agent.report import NetworkClass, Report
+from agent.report import NetworkClass, Report, unix_seconds
 
 _log = logging.getLogger(__name__)
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 TOKEN_PREFIX = "hat_"  # noqa: S105 - a prefix, not a secret
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def new_token() -> tuple[str, str]:
@@ -48,11 +49,54 @@ class StoreError(Exception):
     """The store cannot do what was asked (not a problem of the input)."""
 
 
+class StoreDamaged(StoreError):
+    """The store's own integrity check failed: the collector refuses to serve from it."""
+
+
 class StoreUnavailable(StoreError):
     """The store cannot be written or read right now (locked, disk full, I/O error, closed).
 
     The API answers 503 with ``Retry-After``; the agent keeps the batch in its spool.
     """
+
+
+# How a store failure is counted (``hatang_store_errors_total{operation,kind}``).
+STORE_ERROR_KINDS: Final = ("full", "io", "corrupt", "locked", "unavailable")
+STORE_OPERATIONS: Final = ("read", "write")
+
+
+class StoreFaults:
+    """What the store's own reads and writes found out at run time: errors counted by
+    operation and kind, and the reason of the last failure of each operation until the
+    next success. Damage (``corrupt``) stays until restart: one read that works does not
+    heal a broken page that another read hit. /healthz and /metrics read it (no I/O)."""
+
+    def __init__(self) -> None:
+        self.errors: dict[tuple[str, str], int] = {
+            (op, kind): 0 for op in STORE_OPERATIONS for kind in STORE_ERROR_KINDS
+        }
+        self.current: dict[str, str] = {}  # operation -> why it fails now
+        self._sticky: set[str] = set()  # operations that hit damage
+
+    def failed(self, operation: str, kind: str, reason: str) -> None:
+        self.errors[(operation, kind)] = self.errors.get((operation, kind), 0) + 1
+        if operation in self._sticky:
+            return  # keep the first damage reported
+        self.current[operation] = f"{kind}: {reason}"[:300]
+        if kind == "corrupt":
+            self._sticky.add(operation)
+
+    def succeeded(self, operation: str) -> None:
+        if operation not in self._sticky:
+            self.current.pop(operation, None)
+
+    def problem(self) -> str | None:
+        """Why the store does not work now, or None."""
+        if "write" in self.current:
+            return f"the store cannot write ({self.current['write']})"
+        if "read" in self.current:
+            return f"the store cannot read ({self.current['read']})"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,13 +279,28 @@ def redeem_refusal(code: EnrollCode | None, now: float) -> RedeemOutcome:
 
 def to_unix(value: dt.datetime) -> float:
     """Unix seconds, the stores' time format (a naive time is taken as UTC)."""
-    if value.tzinfo is None:  # reports are always aware; be safe for callers
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+    return unix_seconds(value)
+
+
+_MIN_DATETIME: Final = dt.datetime.min.replace(tzinfo=dt.UTC)
+_MAX_DATETIME: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
+_MIN_UNIX: Final = _MIN_DATETIME.timestamp()
+_MAX_UNIX: Final = _MAX_DATETIME.timestamp()
 
 
 def from_unix(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.UTC)
+    """The UTC time of Unix seconds; total: beyond what a datetime holds it is clamped to
+    year 1 or 9999 (a stored time from a hostile or older writer must not make a row
+    unreadable), NaN reads as the earliest time."""
+    value = float(value)
+    if not value > _MIN_UNIX:  # also NaN
+        return _MIN_DATETIME
+    if value >= _MAX_UNIX:
+        return _MAX_DATETIME
+    try:
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    except (OverflowError, ValueError, OSError):  # the platform's own range is smaller
+        return _EPOCH + dt.timedelta(seconds=value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,9 +381,9 @@ def assemble_agent_states(
                 agent_id=str(agent_id),
                 role=str(role),
                 interval_seconds=_finite_positive(interval),
-                first_seen=dt.datetime.fromtimestamp(first, dt.UTC),
-                last_observed_at=dt.datetime.fromtimestamp(observed, dt.UTC),
-                last_received_at=dt.datetime.fromtimestamp(received, dt.UTC),
+                first_seen=from_unix(first),
+                last_observed_at=from_unix(observed),
+                last_received_at=from_unix(received),
                 reports_received=int(count),
                 spool_dropped=int(dropped),
                 latest=msgspec.json.decode(body, type=Report),
@@ -333,7 +392,7 @@ def assemble_agent_states(
                 firewall=parts.get("firewall"),
                 lan_hosts=parts.get("lan_hosts"),
                 snmp=parts.get("snmp"),
-                last_effective_at=dt.datetime.fromtimestamp(effective, dt.UTC),
+                last_effective_at=from_unix(effective),
             )
         except (msgspec.DecodeError, ValueError, TypeError, OverflowError, OSError) as exc:
             states.skipped += 1
@@ -520,10 +579,14 @@ class Store(Protocol):
 
     # Called after each durable write with (seconds, reports written): store latency metric.
     on_commit: Callable[[float, int], None] | None
+    faults: StoreFaults  # run-time read/write failures (hatang_store_*, /healthz)
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def healthy(self) -> bool: ...
+    async def health(self) -> str | None:
+        """None while the store reads and writes; otherwise the reason (for /healthz)."""
+        ...
 
     async def ingest(
         self, site: str, reports: Sequence[tuple[Report, bytes]], clock_offset: float = 0.0
@@ -657,11 +720,13 @@ def open_store(
     hourly_retention: float = 35 * 86400.0,
     bucket_seconds: float = 3600.0,
     late_rule: Any = None,
+    start_check_timeout: float | None = None,
 ) -> Store:
     """Return the (not yet opened) store for a ``store.url``.
 
     ``late_rule`` (a ``collector.late.LateRule``, when remote write is configured) makes
-    ingest queue late samples for Prometheus in the same transaction.
+    ingest queue late samples for Prometheus in the same transaction. ``start_check_timeout``:
+    run SQLite's quick_check on open, for at most that long (None: no check).
     """
     if url.startswith("sqlite:"):
         from collector.config import sqlite_path
@@ -673,6 +738,7 @@ def open_store(
             max_future=max_future,
             hourly_retention=hourly_retention,
             bucket_seconds=bucket_seconds,
+            start_check_timeout=start_check_timeout,
         )
         store.late_rule = late_rule
         return store  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from agent.log import event
@@ -35,6 +35,7 @@ from collector.store import (
     NetworkWindow,
     StoredDeclaration,
     StoreError,
+    StoreFaults,
     StoreUnavailable,
     TokenRecord,
     assemble_agent_states,
@@ -163,10 +164,45 @@ class Check:
     schema_version: int | None = None
     reports: int | None = None
     digest: str | None = None
+    altered: list[str] = field(default_factory=list)  # ids whose body fails its hash
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+# Every body against its stored hash, in id order; rows are streamed (never all in memory).
+BODY_QUERY: Final = "SELECT id, content_hash, body FROM reports ORDER BY id"
+
+
+class BodyCheck:
+    """Recompute the SHA-256 of each stored body (as ``triage`` computed it at ingest) and
+    keep the ids that no longer match, up to ``max_named`` of them (the count is exact)."""
+
+    def __init__(self, max_named: int) -> None:
+        self.max_named = max_named
+        self.checked = 0
+        self.mismatches = 0
+        self.altered: list[str] = []
+
+    def row(self, report_id: str, content_hash: str, body: bytes | str) -> None:
+        self.checked += 1
+        data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
+        if hashlib.sha256(data).hexdigest() != content_hash:
+            self.mismatches += 1
+            if len(self.altered) < self.max_named:
+                self.altered.append(str(report_id))
+
+    def problems(self) -> list[str]:
+        if not self.mismatches:
+            return []
+        more = self.mismatches - len(self.altered)
+        return [
+            f"{self.mismatches} of {self.checked} report bodies do not match their stored"
+            " content hash (changed after they were stored):",
+            *(f"report {i}: body does not match its content hash" for i in self.altered),
+            *([f"... and {more} more"] if more else []),
+        ]
 
 
 class GroupCommitStore:
@@ -204,6 +240,7 @@ class GroupCommitStore:
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = True
         self._last_prune = 0.0
+        self.faults = StoreFaults()
 
     # -- what each backend provides ---------------------------------------------------
 
@@ -227,6 +264,38 @@ class GroupCommitStore:
 
     def _after_commit(self) -> None:
         """Called on the loop after each group commit."""
+
+    def _error_kind(self, exc: BaseException) -> str:
+        """One of STORE_ERROR_KINDS for a failure of the database (not of one operation)."""
+        return "unavailable"
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        """Count a failed read or write; the cause (the driver's error) decides the kind."""
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        self.faults.failed(operation, self._error_kind(cause), str(cause) or type(cause).__name__)
+
+    async def _space_problem(self) -> str | None:
+        """Why the store's file system cannot take a write, if the backend can tell."""
+        return None
+
+    async def health(self) -> str | None:
+        """None while the store reads and writes; otherwise why not (for /healthz).
+
+        The writer must run, a read must answer, the last write must not have failed
+        (a full disk or an I/O error fails every write while reads still work), and the
+        backend's file system must have room.
+        """
+        if not self._writer_running():
+            return "the store is closed"
+        try:
+            await self._fetch([("SELECT MAX(version) FROM schema_version", ())])
+        except StoreError as exc:
+            return f"the store cannot read ({exc})"
+        return self.faults.problem() or await self._space_problem()
+
+    async def healthy(self) -> bool:
+        """True when ``health()`` finds no problem."""
+        return await self.health() is None
 
     # -- writes -----------------------------------------------------------------------
 
@@ -280,12 +349,14 @@ class GroupCommitStore:
                 results = await self._run_group(ops)
             except Exception as exc:
                 error = exc if isinstance(exc, StoreError) else StoreUnavailable(str(exc))
+                self._failed("write", exc)
                 event(log, logging.ERROR, "store.write_failed", ops=len(ops), error=str(exc))
                 for op in ops:
                     if not op.future.done():
                         op.future.set_exception(error)
                         op.future.exception()  # mark retrieved: callers may be gone
                 continue
+            self.faults.succeeded("write")
             if self.on_commit is not None:
                 self.on_commit(time.perf_counter() - started, size)
             self._after_commit()

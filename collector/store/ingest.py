@@ -10,7 +10,6 @@ its tables with its own SQL.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import msgspec
 
 from agent.report import (
     NETWORK_CLASSES,
+    TIMESTAMP_MIN,
     AntivirusStatus,
     FirewallStatus,
     HostInventory,
@@ -27,7 +27,7 @@ from agent.report import (
     Report,
     SnmpDevice,
 )
-from collector.store import to_unix
+from collector.store import from_unix, to_unix
 
 # The report sections kept per agent (newest wins), with the type each decodes to.
 SECTIONS: Final[dict[str, Any]] = {
@@ -38,6 +38,9 @@ SECTIONS: Final[dict[str, Any]] = {
     "snmp": list[SnmpDevice],
 }
 SECONDS_PER_DAY: Final = 86400.0  # cap of a day's ``seconds_up``
+# Effective times never fall before the accepted range of report times: a correction by
+# a wildly wrong ``sent_at`` cannot file a report before 1970.
+EARLIEST: Final = to_unix(TIMESTAMP_MIN)
 _encoder = msgspec.json.Encoder()
 
 
@@ -115,7 +118,7 @@ def triage(
             continue
         hashes[report.id] = digest
         observed = to_unix(report.observed_at)
-        corrected = observed + clock_offset
+        corrected = max(observed + clock_offset, EARLIEST)
         effective = corrected if corrected <= received_at + max_future else received_at
         result.accepted.append(Accepted(report, body.decode("utf-8"), digest, observed, effective))
     return result
@@ -241,14 +244,22 @@ class Rollups:
     host_daily: list[tuple[tuple[str, str, str], HostDay]]  # (day, site, agent_id), day
 
 
+def column_text(text: str) -> str:
+    """Text for a plain text column: U+0000 becomes U+FFFD. JSON carries it (escaped) and
+    the stored bodies keep it exactly, but PostgreSQL text cannot hold it: one such
+    hostname failed the whole batch with a 503, for ever. Both backends store the same."""
+    return text.replace("\x00", "\ufffd")
+
+
 def bucket_start(ts: float, width: int) -> int:
     """Start of the window bucket of ``width`` seconds that holds ``ts``."""
     return int(ts // width * width)
 
 
 def rollup_day(ts: float, offset: float) -> str:
-    """The ISO day of ``ts`` in the roll-up time zone (``offset`` seconds east of UTC)."""
-    return dt.datetime.fromtimestamp(ts + offset, dt.UTC).date().isoformat()
+    """The ISO day of ``ts`` in the roll-up time zone (``offset`` seconds east of UTC);
+    total (``from_unix`` clamps what no date can hold)."""
+    return from_unix(ts + offset).date().isoformat()
 
 
 def rollups(accepted: Sequence[Accepted], bucket: int, day_offset: float) -> Rollups:
@@ -278,7 +289,7 @@ def rollups(accepted: Sequence[Accepted], bucket: int, day_offset: float) -> Rol
         host = hosts.setdefault((day, report.site, report.agent_id), HostDay())
         host.reports += 1
         if report.host is not None and effective >= host._hostname_at:
-            host.hostname, host._hostname_at = report.host.hostname, effective
+            host.hostname, host._hostname_at = column_text(report.host.hostname), effective
         if report.antivirus is not None and (host.av_at is None or effective >= host.av_at):
             host.av_state, host.av_at = report.antivirus.state, effective
     return Rollups(

@@ -59,7 +59,9 @@ from collector.store import (
 )
 from collector.store.base import (
     AGENTS_OF_SITE,
+    BODY_QUERY,
     PAGE_SIZE,
+    BodyCheck,
     Check,
     ContentDigest,
     GroupCommitStore,
@@ -289,15 +291,17 @@ class PostgresStore(GroupCommitStore):
                 await asyncio.wait_for(self._pool.close(), timeout=10)
             self._pool = None
 
-    async def healthy(self) -> bool:
-        """True when the writer runs and the database answers a read."""
-        if not self._writer_running():
-            return False
-        try:
-            await self._read(lambda c: c.fetchval("SELECT MAX(version) FROM schema_version"))
-        except StoreError:
-            return False
-        return True
+    def _error_kind(self, exc: BaseException) -> str:
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if state.startswith("53"):  # insufficient resources: disk full, out of memory
+            return "full"
+        if state in ("XX001", "XX002"):  # data corrupted, index corrupted
+            return "corrupt"
+        if state.startswith("58"):  # system error: I/O error, undefined file
+            return "io"
+        if state in ("55P03", "40P01", "40001"):  # lock timeout, deadlock, serialization
+            return "locked"
+        return "unavailable"
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -318,9 +322,12 @@ class PostgresStore(GroupCommitStore):
                 self._pool.acquire(timeout=self.connect_timeout) as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
-                return await fn(conn)
+                result = await fn(conn)
         except _DB_ERRORS as exc:
+            self._failed("read", exc)
             raise StoreUnavailable(f"store read failed: {exc}") from exc
+        self.faults.succeeded("read")
+        return result
 
     async def _fetch(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         async def read(conn: Connection) -> list[list[Any]]:
@@ -1108,8 +1115,11 @@ async def verify_chain_database(url: str, *, connect_timeout: float = 10.0) -> l
 DatabaseCheck = Check  # what ``verify_database`` answers (``where``: the redacted url)
 
 
-async def verify_database(url: str, *, connect_timeout: float = 10.0) -> DatabaseCheck:
-    """Check a database without changing it: tables present, then count and digest.
+async def verify_database(
+    url: str, *, connect_timeout: float = 10.0, max_problems: int = 100
+) -> DatabaseCheck:
+    """Check a database without changing it: tables present, every body against its
+    content hash, then count and digest.
 
     One read-only REPEATABLE READ transaction, so it is safe against a running collector.
     Page-level corruption is PostgreSQL's own business (``pg_amcheck``, data checksums).
@@ -1137,7 +1147,17 @@ async def verify_database(url: str, *, connect_timeout: float = 10.0) -> Databas
                 return DatabaseCheck(shown, problems)
             version = await conn.fetchval("SELECT MAX(version) FROM schema_version")
             count = await conn.fetchval("SELECT COUNT(*) FROM reports")
-            return DatabaseCheck(shown, [], int(version or 0), int(count), await _digest(conn))
+            bodies = BodyCheck(max_problems)
+            async for row in conn.cursor(BODY_QUERY + ' COLLATE "C"', prefetch=500):
+                bodies.row(row[0], row[1], row[2])
+            return DatabaseCheck(
+                shown,
+                bodies.problems(),
+                int(version or 0),
+                int(count),
+                await _digest(conn),
+                altered=bodies.altered,
+            )
     except _DB_ERRORS as exc:
         return DatabaseCheck(shown, [str(exc)])
     finally:

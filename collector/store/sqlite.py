@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -26,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 
+from agent.files import create_private, readable_by_others
 from agent.log import event
 from agent.report import Report, decode_report
 from collector import late
@@ -39,6 +41,7 @@ from collector.store import (
     NewDeclaration,
     QueueStats,
     RedeemOutcome,
+    StoreDamaged,
     StoreError,
     StoreUnavailable,
     TokenRecord,
@@ -53,7 +56,9 @@ from collector.store import (
 )
 from collector.store.base import (
     AGENTS_OF_SITE,
+    BODY_QUERY,
     PAGE_SIZE,
+    BodyCheck,
     Check,
     ContentDigest,
     GroupCommitStore,
@@ -89,6 +94,9 @@ CHECKPOINT_EVERY: Final = 1.0  # seconds between background WAL checkpoints (aft
 WRITER_CHECKPOINT_PAGES: Final = 16384  # the writer checkpoints itself past this WAL size
 WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a reset
 WRITER_CACHE_KIB: Final = 16384  # page cache of the writer connection (indexes stay hot)
+# Less free space than this on the store's file system: /healthz says it cannot write
+# (a WAL commit of a batch needs a few pages; SQLite fails it as "disk is full").
+MIN_FREE_BYTES: Final = 1024 * 1024
 TOKENS_MAX_AGE: Final = 60.0  # reload the token table at least this often (edits by hand)
 StoreCheck = Check  # what ``verify_file`` answers (``where`` is the file's path)
 
@@ -173,6 +181,7 @@ class SQLiteStore(GroupCommitStore):
         rollup_utc_offset_hours: float = 7.0,
         clock: Callable[[], float] = time.time,
         bucket_seconds: float = 3600.0,
+        start_check_timeout: float | None = None,
     ) -> None:
         super().__init__(
             busy_timeout=busy_timeout,
@@ -183,6 +192,7 @@ class SQLiteStore(GroupCommitStore):
             bucket_seconds=bucket_seconds,
         )
         self.path = Path(path)
+        self.start_check_timeout = start_check_timeout
         self._writer_exec: ThreadPoolExecutor | None = None
         self._reader_exec: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None
@@ -215,10 +225,39 @@ class SQLiteStore(GroupCommitStore):
         conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
+    def _prepare_file(self) -> None:
+        """Create the database owner-only (SQLite gives its -wal and -shm files the
+        database's mode); warn when an existing store is readable by others. Never
+        creates directories: a missing one is a typo or a missing mount more often
+        than a wish."""
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise StoreError(
+                f"{parent}: no such directory for the store {self.path.name}; create it"
+                f" (mkdir -p {parent}) or fix store.url"
+            )
+        try:
+            create_private(self.path)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create: {exc.strerror or exc}") from exc
+        for suffix in ("", "-wal", "-shm"):
+            path = self.path.with_name(self.path.name + suffix)
+            if readable_by_others(path):
+                event(
+                    log,
+                    logging.WARNING,
+                    "store.readable_by_others",
+                    path=str(path),
+                    mode=f"{path.stat().st_mode & 0o777:04o}",
+                    hint=f"reports and token hashes are in it: chmod 600 {path}",
+                )
+
     def _open_writer(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare_file()
         conn = self._connect()
         try:
+            if self.start_check_timeout is not None:
+                self._start_check(conn, self.start_check_timeout)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot switch to WAL journal (got {mode})")
@@ -239,6 +278,47 @@ class SQLiteStore(GroupCommitStore):
         self._writer = conn
         self._version_conn = version
         self._checkpoint_conn = checkpointer
+
+    def _start_check(self, conn: sqlite3.Connection, timeout: float) -> None:
+        """PRAGMA quick_check before serving; StoreDamaged when it finds damage. Bounded:
+        past ``timeout`` the check is interrupted, logged, and the store opens anyway."""
+        deadline = time.monotonic() + timeout
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+        started = time.monotonic()
+        try:
+            rows = conn.execute("PRAGMA quick_check(20)").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "interrupt" not in str(exc).lower():
+                raise
+            event(
+                log,
+                logging.WARNING,
+                "store.start_check_incomplete",
+                path=str(self.path),
+                seconds=timeout,
+                hint="run `hatang-collector store verify` when the collector is quiet,"
+                " or raise store.start_check_timeout",
+            )
+            return
+        except sqlite3.DatabaseError as exc:  # not a database at all, or unreadable
+            rows = [(str(exc),)]
+        finally:
+            conn.set_progress_handler(None, 0)
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        if problems:
+            raise StoreDamaged(
+                f"{self.path}: the database is damaged (quick_check: {'; '.join(problems[:3])})"
+                "; the collector does not serve from a damaged store. See `hatang-collector"
+                " store verify`, restore the file from a backup (agents resend what their"
+                " spools still hold), or set store.start_check: off to start anyway"
+            )
+        event(
+            log,
+            logging.INFO,
+            "store.start_check_ok",
+            path=str(self.path),
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -309,15 +389,31 @@ class SQLiteStore(GroupCommitStore):
             self._writer = self._version_conn = self._checkpoint_conn = None
         self._tokens = None
 
-    async def healthy(self) -> bool:
-        """True when the writer runs and the database answers a read."""
-        if not self._writer_running():
-            return False
+    def _error_kind(self, exc: BaseException) -> str:
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        text = str(exc).lower()
+        if name == "SQLITE_FULL" or "disk is full" in text:
+            return "full"
+        if name.startswith("SQLITE_IOERR") or "i/o error" in text:
+            return "io"
+        if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in text:
+            return "corrupt"
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+            return "locked"
+        return "unavailable"
+
+    async def _space_problem(self) -> str | None:
         try:
-            await self._read(lambda c: c.execute("SELECT MAX(version) FROM schema_version"))
-        except StoreError:
-            return False
-        return True
+            fs = await asyncio.to_thread(os.statvfs, self.path.parent)
+        except OSError as exc:
+            return f"the store cannot write ({self.path.parent}: {exc.strerror or exc})"
+        free = fs.f_bavail * fs.f_frsize
+        if free < MIN_FREE_BYTES:
+            return (
+                f"the store cannot write (full: {free} bytes free on the file system of"
+                f" {self.path}; free some space)"
+            )
+        return None
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -344,9 +440,12 @@ class SQLiteStore(GroupCommitStore):
                 conn.execute("COMMIT")
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader_exec, run)
+            result = await asyncio.get_running_loop().run_in_executor(self._reader_exec, run)
         except sqlite3.Error as exc:
+            self._failed("read", exc)
             raise StoreUnavailable(f"store read failed: {exc}") from exc
+        self.faults.succeeded("read")
+        return result
 
     async def _fetch(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         return await self._read(lambda c: [c.execute(sql, p).fetchall() for sql, p in queries])
@@ -1117,7 +1216,8 @@ def verify_chain_file(path: str | Path) -> list[str]:
 
 
 def verify_file(path: str | Path, *, max_problems: int = 100) -> StoreCheck:
-    """Check a store file without changing it: SQLite's integrity check, then the digest.
+    """Check a store file without changing it: SQLite's integrity check, every body
+    against its content hash (streamed), then the digest.
 
     The file is opened read-only (no migration, no checkpoint), so it is safe to run
     against the database of a running collector or against a copy from a backup.
@@ -1144,10 +1244,23 @@ def verify_file(path: str | Path, *, max_problems: int = 100) -> StoreCheck:
         problems = schema_problems(tables, None if stored is None else int(stored), latest)
         if problems:
             return StoreCheck(where, problems)
-        conn.execute("BEGIN")  # one snapshot for the counts and the digest
+        conn.execute("BEGIN")  # one snapshot for the counts, the bodies and the digest
         version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         count = conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
-        return StoreCheck(where, [], int(version or 0), int(count), _digest(conn))
+        bodies = BodyCheck(max_problems)
+        # The body's bytes as stored (a flipped byte may not even be UTF-8 any more).
+        conn.text_factory = bytes
+        for report_id, content_hash, body in conn.execute(BODY_QUERY):
+            bodies.row(report_id.decode("utf-8", "replace"), content_hash.decode(), body)
+        conn.text_factory = str
+        return StoreCheck(
+            where,
+            bodies.problems(),
+            int(version or 0),
+            int(count),
+            _digest(conn),
+            altered=bodies.altered,
+        )
     except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed" ...
         return StoreCheck(where, [str(exc)])
     finally:
