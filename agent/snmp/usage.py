@@ -66,7 +66,8 @@ def find_port(interfaces: list[SnmpInterface], port: UplinkConfig) -> SnmpInterf
         return next((i for i in interfaces if i.index == port.if_index), None)
     by_name = [i for i in interfaces if i.name == port.if_name]
     by_descr = [i for i in interfaces if i.descr == port.if_name]
-    return (by_name or by_descr or [None])[0]
+    found = by_name or by_descr
+    return found[0] if found else None
 
 
 class UsageTracker:
