@@ -261,9 +261,7 @@ def rollup_day(ts: float, offset: float) -> str:
 APPLICATION_KINDS: Final = frozenset({"http", "dns"})
 
 
-def _use(
-    report: Report, day: str, use: dict[tuple[str, str, str, str], list[int]]
-) -> None:
+def _use(report: Report, day: str, use: dict[tuple[str, str, str, str], list[int]]) -> None:
     """Add one report's uplink bytes and successful application checks to its day."""
 
     def row(network: str) -> list[int]:
