@@ -150,47 +150,60 @@ INVALID = [
     ),
     (
         "invalid-targets-broadband-rate.yaml",
-        "invalid-targets-broadband-rate.yaml: broadband.min_download_bps: must be a whole number from 1_000 to 100_000_000_000, got '10 Mbit/s' (bits per second: 10 Mbit/s is 10_000_000)",
+        "invalid-targets-broadband-rate.yaml: broadband.min_download_bps: must be a whole"
+        " number from 1_000 to 100_000_000_000, got '10 Mbit/s' (bits per second: 10 Mbit/s"
+        " is 10_000_000)",
     ),
     (
         "invalid-targets-broadband-rule.yaml",
-        "invalid-targets-broadband-rule.yaml: broadband.rule: unknown 'average' (one of median, latest)",
+        "invalid-targets-broadband-rule.yaml: broadband.rule: unknown 'average' (one of"
+        " median, latest)",
     ),
     (
         "invalid-targets-broadband-unknown-key.yaml",
-        "invalid-targets-broadband-unknown-key.yaml: broadband.max_latency: unknown key (allowed: min_download_bps, rule, window)",
+        "invalid-targets-broadband-unknown-key.yaml: broadband.max_latency: unknown key"
+        " (allowed: min_download_bps, rule, window)",
     ),
     (
         "invalid-targets-broadband-window.yaml",
-        "invalid-targets-broadband-window.yaml: broadband.window: '10m' is out of range (1h to 90d)",
+        "invalid-targets-broadband-window.yaml: broadband.window: '10m' is out of range (1h"
+        " to 90d)",
     ),
     (
         "invalid-targets-requires-broadband-wan.yaml",
-        "invalid-targets-requires-broadband-wan.yaml: goals[0].requires: broadband is for internet goals only",
+        "invalid-targets-requires-broadband-wan.yaml: goals[0].requires: broadband is for"
+        " internet goals only",
     ),
     (
         "invalid-targets-requires-computers.yaml",
-        "invalid-targets-requires-computers.yaml: goals[0].requires: only for lan, internet, wan, dedicated_network goals",
+        "invalid-targets-requires-computers.yaml: goals[0].requires: only for lan, internet,"
+        " wan, dedicated_network goals",
     ),
     (
         "invalid-targets-requires-not-reachable.yaml",
-        "invalid-targets-requires-not-reachable.yaml: goals[0].requires: must include reachable (a unit that cannot reach a network neither uses it nor has broadband on it)",
+        "invalid-targets-requires-not-reachable.yaml: goals[0].requires: must include"
+        " reachable (a unit that cannot reach a network neither uses it nor has broadband on"
+        " it)",
     ),
     (
         "invalid-targets-requires-unknown.yaml",
-        "invalid-targets-requires-unknown.yaml: goals[0].requires: unknown 'busy' (one of reachable, broadband, used)",
+        "invalid-targets-requires-unknown.yaml: goals[0].requires: unknown 'busy' (one of"
+        " reachable, broadband, used)",
     ),
     (
         "invalid-targets-requires-used-lan.yaml",
-        "invalid-targets-requires-used-lan.yaml: goals[0].requires: used is for dedicated_network, internet, wan goals only",
+        "invalid-targets-requires-used-lan.yaml: goals[0].requires: used is for"
+        " dedicated_network, internet, wan goals only",
     ),
     (
         "invalid-targets-use-missing.yaml",
-        "invalid-targets-use-missing.yaml: goals[0].requires: used needs the plan's use: {min_bytes_per_day: ...}",
+        "invalid-targets-use-missing.yaml: goals[0].requires: used needs the plan's use:"
+        " {min_bytes_per_day: ...}",
     ),
     (
         "invalid-targets-use-threshold.yaml",
-        "invalid-targets-use-threshold.yaml: use.min_bytes_per_day: must be a whole number from 1 to 1_000_000_000_000_000, got -1 (bytes a day: 10 MB is 10_000_000)",
+        "invalid-targets-use-threshold.yaml: use.min_bytes_per_day: must be a whole number"
+        " from 1 to 1_000_000_000_000_000, got -1 (bytes a day: 10 MB is 10_000_000)",
     ),
 ]
 
