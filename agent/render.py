@@ -314,7 +314,7 @@ def throughput_lines(results: Sequence[ThroughputResult] | None, cost: str) -> l
                 f"trong / in {r.duration_seconds or 0:.1f}s ({r.ended_by})"
             )
         else:
-            reason = REASONS.get(r.error or "", r.error or "?")
+            reason = REASONS[r.error] if r.error is not None else "?"
             lines.append(f"  - {where}: {FAIL_TEXT} {reason}: {r.detail}")
     return lines
 
