@@ -139,3 +139,19 @@ async def test_a_stalled_download_is_a_timeout_with_the_bytes_so_far() -> None:
     assert result.bytes_per_second is None
     assert result.bytes_read == 5000
     assert "no data for 0.3s after 5000 bytes" in (result.detail or "")
+
+
+def test_collector_throughput_config_errors_name_the_key(tmp_path: Path) -> None:
+    import pytest
+
+    from agent.configerror import ConfigError
+
+    for value, message in (
+        ({"max_bytes": "10GB"}, "throughput.max_bytes: 10000000000 bytes is out of range"),
+        ({"stream_timeout": "0s"}, "throughput.stream_timeout: between 1s and 1h"),
+        ({"max_concurrent": 0}, "throughput.max_concurrent: 0 is out of range"),
+        ({"per_site": 1}, "throughput: unknown key 'per_site'"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            collector_config(tmp_path, throughput=value)
+        assert message in str(caught.value), str(caught.value)
