@@ -236,39 +236,53 @@ def parse_plan(data: Any, file: str = "<targets>") -> Plan:
     )
 
 
-def _whole_number(value: Any, file: str, at: str, low: int, high: int, example: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise TargetsError(
-            file, at, f"must be a whole number from {low:_} to {high:_}, got {value!r} ({example})"
-        )
-    return value
-
-
-def _parse_broadband(raw: Any, fields: Fields) -> Broadband | None:
+def _threshold(
+    raw: Any,
+    fields: Fields,
+    block: str,
+    key: str,
+    allowed: tuple[str, ...],
+    bounds: tuple[int, int],
+    example: str,
+) -> tuple[dict[str, Any], int] | None:
+    """A plan-level rule block (``broadband:``, ``use:``) and its one required number."""
     file = fields.file
     if raw is None:
         return None
     if not isinstance(raw, dict):
+        raise TargetsError(file, block, f"expected a mapping, e.g. {{{key}: 10_000_000}}")
+    fields.reject_unknown(raw, allowed, block)
+    at = f"{block}.{key}"
+    if key not in raw:
+        raise TargetsError(file, at, f"missing ({example})")
+    value, (low, high) = raw[key], bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise TargetsError(
-            file, "broadband", "expected a mapping, e.g. {min_download_bps: 10_000_000}"
+            file, at, f"must be a whole number from {low:_} to {high:_}, got {value!r} ({example})"
         )
-    fields.reject_unknown(raw, ("min_download_bps", "rule", "window"), "broadband")
-    if "min_download_bps" not in raw:
-        raise TargetsError(file, "broadband.min_download_bps", "missing (bits per second)")
-    rate = _whole_number(
-        raw["min_download_bps"],
-        file,
-        "broadband.min_download_bps",
-        1_000,
-        100_000_000_000,
+    return raw, value
+
+
+def _parse_broadband(raw: Any, fields: Fields) -> Broadband | None:
+    found = _threshold(
+        raw,
+        fields,
+        "broadband",
+        "min_download_bps",
+        ("min_download_bps", "rule", "window"),
+        (1_000, 100_000_000_000),
         "bits per second: 10 Mbit/s is 10_000_000",
     )
-    rule = raw.get("rule", "median")
+    if found is None:
+        return None
+    data, rate = found
+    file = fields.file
+    rule = data.get("rule", "median")
     if rule not in BROADBAND_STATISTICS:
         raise TargetsError(
             file, "broadband.rule", f"unknown {rule!r} (one of {', '.join(BROADBAND_STATISTICS)})"
         )
-    window = raw.get("window", "7d")
+    window = data.get("window", "7d")
     try:
         seconds = float(Duration.parse(window))
     except ValueError as exc:
@@ -279,23 +293,16 @@ def _parse_broadband(raw: Any, fields: Fields) -> Broadband | None:
 
 
 def _parse_use(raw: Any, fields: Fields) -> Use | None:
-    file = fields.file
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise TargetsError(file, "use", "expected a mapping, e.g. {min_bytes_per_day: 10_000_000}")
-    fields.reject_unknown(raw, ("min_bytes_per_day",), "use")
-    if "min_bytes_per_day" not in raw:
-        raise TargetsError(file, "use.min_bytes_per_day", "missing (bytes in + out per day)")
-    value = _whole_number(
-        raw["min_bytes_per_day"],
-        file,
-        "use.min_bytes_per_day",
-        1,
-        10**15,
-        "bytes a day: 10 MB is 10_000_000",
+    found = _threshold(
+        raw,
+        fields,
+        "use",
+        "min_bytes_per_day",
+        ("min_bytes_per_day",),
+        (1, 10**15),
+        "bytes in + out a day: 10 MB is 10_000_000",
     )
-    return Use(min_bytes_per_day=value)
+    return None if found is None else Use(min_bytes_per_day=found[1])
 
 
 def _parse_requires(

@@ -257,6 +257,15 @@ def rollup_day(ts: float, offset: float) -> str:
     return dt.datetime.fromtimestamp(ts + offset, dt.UTC).date().isoformat()
 
 
+# The merge of a day's use into ``network_use_daily``: the same SQL on both backends.
+NETWORK_USE_MERGE: Final = (
+    " ON CONFLICT (day, site, agent_id, network) DO UPDATE"
+    " SET in_bytes = network_use_daily.in_bytes + excluded.in_bytes,"
+    " out_bytes = network_use_daily.out_bytes + excluded.out_bytes,"
+    " counted_polls = network_use_daily.counted_polls + excluded.counted_polls,"
+    " unknown_polls = network_use_daily.unknown_polls + excluded.unknown_polls,"
+    " app_checks_up = network_use_daily.app_checks_up + excluded.app_checks_up"
+)
 # Checks that show the network class carrying the office's work, where no counters exist.
 APPLICATION_KINDS: Final = frozenset({"http", "dns"})
 

@@ -76,7 +76,15 @@ from collector.store.chain import (
     Link,
     extend,
 )
-from collector.store.ingest import Accepted, Rollups, agent_rows, rollups, section_rows, triage
+from collector.store.ingest import (
+    NETWORK_USE_MERGE,
+    Accepted,
+    Rollups,
+    agent_rows,
+    rollups,
+    section_rows,
+    triage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -707,16 +715,10 @@ class PostgresStore(GroupCommitStore):
             )
         if add.network_use_daily:
             await conn.execute(
-                "INSERT INTO network_use_daily (day, site, agent_id, network, in_bytes,"
+                "INSERT INTO network_use_daily (day, site, agent_id, network, in_bytes,"  # noqa: S608 - fixed text
                 " out_bytes, counted_polls, unknown_polls, app_checks_up)"
                 " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-                " $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[])"
-                " ON CONFLICT (day, site, agent_id, network) DO UPDATE"
-                " SET in_bytes = network_use_daily.in_bytes + excluded.in_bytes,"
-                " out_bytes = network_use_daily.out_bytes + excluded.out_bytes,"
-                " counted_polls = network_use_daily.counted_polls + excluded.counted_polls,"
-                " unknown_polls = network_use_daily.unknown_polls + excluded.unknown_polls,"
-                " app_checks_up = network_use_daily.app_checks_up + excluded.app_checks_up",
+                " $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[])" + NETWORK_USE_MERGE,
                 *_columns(add.network_use_daily, 9),
             )
         # The newest antivirus state of the day wins; a batch without one keeps the stored.

@@ -71,6 +71,7 @@ from collector.store.chain import (
     extend,
 )
 from collector.store.ingest import (
+    NETWORK_USE_MERGE,
     Accepted,
     AgentRow,
     HostDay,
@@ -692,14 +693,9 @@ class SQLiteStore(GroupCommitStore):
             add.throughput,
         )
         conn.executemany(
-            "INSERT INTO network_use_daily (day, site, agent_id, network, in_bytes, out_bytes,"
+            "INSERT INTO network_use_daily (day, site, agent_id, network, in_bytes, out_bytes,"  # noqa: S608 - fixed text
             " counted_polls, unknown_polls, app_checks_up) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (day, site, agent_id, network) DO UPDATE"
-            " SET in_bytes = network_use_daily.in_bytes + excluded.in_bytes,"
-            " out_bytes = network_use_daily.out_bytes + excluded.out_bytes,"
-            " counted_polls = network_use_daily.counted_polls + excluded.counted_polls,"
-            " unknown_polls = network_use_daily.unknown_polls + excluded.unknown_polls,"
-            " app_checks_up = network_use_daily.app_checks_up + excluded.app_checks_up",
+            + NETWORK_USE_MERGE,
             add.network_use_daily,
         )
         for key, host in add.host_daily:

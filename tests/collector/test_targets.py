@@ -203,7 +203,7 @@ INVALID = [
     (
         "invalid-targets-use-threshold.yaml",
         "invalid-targets-use-threshold.yaml: use.min_bytes_per_day: must be a whole number"
-        " from 1 to 1_000_000_000_000_000, got -1 (bytes a day: 10 MB is 10_000_000)",
+        " from 1 to 1_000_000_000_000_000, got -1 (bytes in + out a day: 10 MB is 10_000_000)",
     ),
 ]
 
@@ -242,8 +242,8 @@ _GOAL = {"indicator": "lan", "level": "commune", "goal": 1, "deadline": 2015}
         ),
         pytest.param(
             {"plans": 1},
-            "plan.yaml: plans: unknown key (allowed: example, goals, note, plan, province,"
-            " reference, title, title_en, untracked)",
+            "plan.yaml: plans: unknown key (allowed: broadband, example, goals, note, plan,"
+            " province, reference, title, title_en, untracked, use)",
             id="unknown-top-key",
         ),
         pytest.param(
