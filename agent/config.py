@@ -489,6 +489,12 @@ class AgentConfig(_Section, frozen=True):
     def __post_init__(self) -> None:
         if self.interval < 1:
             raise ValueError(f"interval: {self.interval:g}s is too short (at least 1s)")
+        if self.snmp.interval < self.interval and any(d.uplinks.items() for d in self.snmp.devices):
+            # A report carries the newest SNMP poll only: a poll in between would lose bytes.
+            raise ValueError(
+                f"snmp: interval {self.snmp.interval:g}s is shorter than the report interval "
+                f"({self.interval:g}s); with uplinks configured it must be at least as long"
+            )
 
 
 # The agent's words for what the generic error translation cannot know.

@@ -224,6 +224,11 @@ INVALID = [
         "snmp.devices[0].uplinks: unknown key 'lan' (did you mean 'wan'?)",
     ),
     (
+        "invalid-uplink-snmp-interval.yaml",
+        "snmp: interval 60s is shorter than the report interval (300s); with uplinks"
+        " configured it must be at least as long",
+    ),
+    (
         "invalid-uplink-index.yaml",
         "snmp.devices[0].uplinks.wan.if_index: 0 is out of range (expected an integer"
         " from 1 to 2147483647)",
