@@ -110,7 +110,12 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
                     "site": SITE,
                     "role": "site-probe",
                     "agent_id": "probe-1",
-                    "collector": {"url": base, "token": token.stdout.strip().splitlines()[-1]},
+                    # Plain http inside the test's own namespaces, knowingly.
+                    "collector": {
+                        "url": base,
+                        "token": token.stdout.strip().splitlines()[-1],
+                        "allow_insecure": True,
+                    },
                     "spool": {"path": str(tmp / "spool.db")},
                     "networks": {
                         "internet": {
