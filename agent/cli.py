@@ -162,8 +162,14 @@ def _check(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(msgspec.json.format(encode(report), indent=2) + b"\n")
     else:
         from agent.render import render_report
+        from agent.sections import SECTIONS
 
-        sys.stdout.write(render_report(report, networks_ran=networks_ran))
+        cost = None
+        if any(s.name == "throughput" and s.enabled(config) for s in SECTIONS):
+            from agent.throughput import monthly_cost_text
+
+            cost = monthly_cost_text(config.throughput)
+        sys.stdout.write(render_report(report, networks_ran=networks_ran, throughput_cost=cost))
         sys.stdout.writelines(["\n", *warnings] if warnings else [])
     sys.stdout.flush()
     if not networks_ran:

@@ -313,6 +313,34 @@ class SnmpAuth(_Section, frozen=True):
         return auth, priv
 
 
+class UplinkConfig(_Section, frozen=True):
+    """One router port, by ifName (or ifDescr) or by ifIndex."""
+
+    if_name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    if_index: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.if_name is None) == (self.if_index is None):
+            raise ValueError('if_name: set exactly one of if_name or if_index (e.g. "Gi0/1" or 3)')
+
+
+class UplinksConfig(_Section, frozen=True):
+    """Which router port carries which network class (for bytes per class)."""
+
+    wan: UplinkConfig | None = None
+    dedicated: UplinkConfig | None = None
+    internet: UplinkConfig | None = None
+
+    def items(self) -> list[tuple[NetworkClass, UplinkConfig]]:
+        """The configured classes and their ports."""
+        pairs: list[tuple[NetworkClass, UplinkConfig | None]] = [
+            ("wan", self.wan),
+            ("dedicated", self.dedicated),
+            ("internet", self.internet),
+        ]
+        return [(network, port) for network, port in pairs if port is not None]
+
+
 class SnmpDeviceConfig(_Section, frozen=True):
     """One switch or router; v2c needs a community, v3 a ``v3`` user."""
 
@@ -327,6 +355,7 @@ class SnmpDeviceConfig(_Section, frozen=True):
     max_rows: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 10000  # per table walk
     max_duration: Duration = Duration(60.0)  # the whole poll of this device
     name: Annotated[str, msgspec.Meta(max_length=128)] | None = None  # label shown to people
+    uplinks: UplinksConfig = UplinksConfig()
 
     def __post_init__(self) -> None:
         check_host(self.address)
@@ -372,6 +401,72 @@ class CentralFetchConfig(_Section, frozen=True):
             raise ValueError("cache: must not be empty")
 
 
+THROUGHPUT_NETWORKS: Final = ("internet", "wan", "dedicated")
+
+
+class ThroughputTarget(_Section, frozen=True):
+    """One endpoint to download from, over one network class."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    network: Literal["internet", "wan", "dedicated"] = "internet"
+    name: Annotated[str, msgspec.Meta(max_length=128)] | None = None  # label shown to people
+    verify_tls: bool = True
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        problem = _url_problem(self.url)
+        if problem:
+            raise ValueError(
+                f"url: {self.url!r} {problem} (expected http(s)://host[:port]/path, e.g. "
+                "https://10.10.0.10:8443/api/v1/throughput?bytes=4000000)"
+            )
+
+    @property
+    def label(self) -> str:
+        """How the endpoint is shown in reports and metrics."""
+        return self.name or self.url
+
+
+class ThroughputConfig(_Section, frozen=True):
+    """Bounded downloads that measure the site's line speed (see docs/broadband.md)."""
+
+    enabled: bool = True
+    roles: Annotated[list[Role], msgspec.Meta(min_length=1, max_length=2)] = msgspec.field(
+        default_factory=lambda: ["site-probe"]
+    )
+    interval: Duration = Duration(6 * 3600.0)  # sparse: each test costs max_bytes of data
+    max_bytes: Size = Size(4_000_000)  # stop reading after this many bytes
+    max_duration: Duration = Duration(15.0)  # stop reading after this long (still a result)
+    stall_timeout: Duration = Duration(5.0)  # no byte for this long: the link is cut (a failure)
+    targets: Annotated[list[ThroughputTarget], msgspec.Meta(max_length=4)] = []
+
+    def __post_init__(self) -> None:
+        if self.interval < 600:
+            raise ValueError(f"interval: {self.interval:g}s is too short (at least 10m)")
+        if not 16_384 <= self.max_bytes <= 100_000_000:
+            raise ValueError(f"max_bytes: {self.max_bytes} bytes is out of range (16KB to 100MB)")
+        if not 1 <= self.max_duration <= 120:
+            raise ValueError(f"max_duration: {self.max_duration:g}s is out of range (1s to 2m)")
+        if not 0.1 <= self.stall_timeout <= self.max_duration:
+            raise ValueError(
+                f"stall_timeout: {self.stall_timeout:g}s is out of range "
+                f"(100ms to max_duration, {self.max_duration:g}s)"
+            )
+        seen: dict[tuple[str, str], int] = {}
+        for i, target in enumerate(self.targets):
+            key = (target.network, target.label)
+            if key in seen:
+                raise ValueError(
+                    f"targets[{i}]: duplicate target {target.label!r} on {target.network} "
+                    f"(same as targets[{seen[key]}])"
+                )
+            seen[key] = i
+
+    def bytes_per_month(self) -> int:
+        """Data the tests may use in 30 days: every target, every interval, full size."""
+        return int(self.max_bytes * len(self.targets) * 30 * 86400 / self.interval)
+
+
 class AgentConfig(_Section, frozen=True):
     """The whole agent configuration (see configs/agent.example.yaml)."""
 
@@ -387,12 +482,19 @@ class AgentConfig(_Section, frozen=True):
     antivirus: AntivirusConfig = AntivirusConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     snmp: SnmpConfig = SnmpConfig()
+    throughput: ThroughputConfig = ThroughputConfig()
     log: LogConfig = LogConfig()
     central: CentralFetchConfig | None = None  # none: standalone, this file is the whole config
 
     def __post_init__(self) -> None:
         if self.interval < 1:
             raise ValueError(f"interval: {self.interval:g}s is too short (at least 1s)")
+        if self.snmp.interval < self.interval and any(d.uplinks.items() for d in self.snmp.devices):
+            # A report carries the newest SNMP poll only: a poll in between would lose bytes.
+            raise ValueError(
+                f"snmp: interval {self.snmp.interval:g}s is shorter than the report interval "
+                f"({self.interval:g}s); with uplinks configured it must be at least as long"
+            )
 
 
 # The agent's words for what the generic error translation cannot know.

@@ -20,6 +20,7 @@ CENTRAL_KEYS: Final = (
     "antivirus",
     "discovery",
     "snmp",
+    "throughput",  # the province points every site probe at its payload in one place
 )
 LOCAL_KEYS: Final = ("site", "role", "agent_id", "collector", "spool", "log", "central")
 

@@ -25,6 +25,7 @@ from agent.report import (
     ProbeResult,
     Report,
     SnmpDevice,
+    ThroughputResult,
 )
 
 NETWORK_LABELS: Final[Mapping[NetworkClass, str]] = {
@@ -293,7 +294,34 @@ def lan_lines(lan: LanHosts | None, snmp: Sequence[SnmpDevice] | None) -> list[s
     return lines
 
 
-def render_report(report: Report, *, networks_ran: bool = True) -> str:
+def _rate(bytes_per_second: float) -> str:
+    return f"{bytes_per_second * 8 / 1_000_000:.1f} Mbit/s"
+
+
+def throughput_lines(results: Sequence[ThroughputResult] | None, cost: str) -> list[str]:
+    """The line-speed tests and what they cost in data per month."""
+    lines = [f"Tốc độ đường truyền / Line speed (dung lượng / data: {cost})"]
+    if results is None:
+        return [*lines, f"  {NOT_COLLECTED}"]
+    for r in results:
+        where = f"{NETWORK_LABELS[r.network]}: {r.target}"
+        used = f"{(r.bytes_read or 0) / 1_000_000:.1f} MB"
+        if r.skipped:
+            lines.append(f"  - {where}: bỏ qua / skipped ({r.detail})")
+        elif r.up and r.bytes_per_second is not None:
+            lines.append(
+                f"  - {where}: {OK_TEXT} {_rate(r.bytes_per_second)}, {used} "
+                f"trong / in {r.duration_seconds or 0:.1f}s ({r.ended_by})"
+            )
+        else:
+            reason = REASONS[r.error] if r.error is not None else "?"
+            lines.append(f"  - {where}: {FAIL_TEXT} {reason}: {r.detail}")
+    return lines
+
+
+def render_report(
+    report: Report, *, networks_ran: bool = True, throughput_cost: str | None = None
+) -> str:
     """The whole check result as text (``networks_ran`` False: the checks crashed)."""
     role = "máy dò / site probe" if report.role == "site-probe" else "máy trạm / host"
     lines = [
@@ -319,6 +347,8 @@ def render_report(report: Report, *, networks_ran: bool = True) -> str:
     ]
     if report.role == "site-probe":
         lines += ["", *lan_lines(report.lan_hosts, report.snmp)]
+    if throughput_cost is not None:
+        lines += ["", *throughput_lines(report.throughput, throughput_cost)]
     if report.spool_dropped:
         lines += ["", f"Báo cáo bị bỏ / Reports dropped (spool full): {report.spool_dropped}"]
     return "\n".join(lines) + "\n"

@@ -254,6 +254,23 @@ class SnmpInterface(_Compact):
     mac: Mac | None = None
 
 
+class UplinkUsage(_Wire):
+    """Traffic on the router port that carries one network class, since the last poll.
+
+    ``in_bytes``/``out_bytes`` are None when the poll cannot say (the first poll, a
+    router reboot, a counter reset, the port missing): never a spike, never negative.
+    """
+
+    network: NetworkClass
+    in_bytes: Count | None = None
+    out_bytes: Count | None = None
+    interval_seconds: Seconds | None = None  # since the previous poll of this port
+    if_index: Count | None = None
+    if_name: Name | None = None
+    counter_bits: Literal[32, 64] | None = None
+    unknown: Name | None = None  # why the bytes are unknown, e.g. "device restarted"
+
+
 class SnmpDevice(_Wire):
     """One polled switch or router."""
 
@@ -270,6 +287,7 @@ class SnmpDevice(_Wire):
     name: Name | None = None  # the label configured for the device
     sys_object_id: Name | None = None  # vendor/model OID, e.g. 1.3.6.1.4.1.9.1.1208
     duration_seconds: Seconds | None = None
+    uplinks: Annotated[list[UplinkUsage], msgspec.Meta(max_length=3)] = []
 
 
 class AntivirusProduct(_Wire):
@@ -318,6 +336,26 @@ class FirewallStatus(_Wire):
     warnings: Annotated[list[Text], msgspec.Meta(max_length=16)] = []  # tools that failed
 
 
+class ThroughputResult(_Wire):
+    """One bounded download over one network class: the line speed, or why there is none.
+
+    A failed test has ``up=False`` and a reason, never a zero rate; a skipped one
+    (another test of the site was running) is neither a measurement nor a failure.
+    """
+
+    network: NetworkClass
+    target: Address
+    up: bool
+    observed_at: Timestamp
+    bytes_per_second: Seconds | None = None  # body bytes ÷ time from first to last byte
+    bytes_read: Count | None = None  # data used by this test (body bytes)
+    duration_seconds: Seconds | None = None  # from connect to the end of the body
+    ended_by: Literal["complete", "max_bytes", "max_duration"] | None = None
+    error: ErrorReason | None = None
+    detail: Text | None = None
+    skipped: bool = False
+
+
 class Report(_Wire, kw_only=True):
     """One check cycle of one agent, as stored in the spool and sent to the collector."""
 
@@ -337,6 +375,7 @@ class Report(_Wire, kw_only=True):
     snmp: Annotated[list[SnmpDevice], msgspec.Meta(max_length=16)] | None = None
     antivirus: AntivirusStatus | None = None
     firewall: FirewallStatus | None = None
+    throughput: Annotated[list[ThroughputResult], msgspec.Meta(max_length=8)] | None = None
     # Reports this agent lost (cumulative): dropped when the spool was full, never queued
     # because its disk was full, or damaged on disk; their seq numbers are gaps.
     spool_dropped: Count = 0

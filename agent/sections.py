@@ -26,7 +26,7 @@ from agent.report import Report, new_report_id
 
 log = logging.getLogger(__name__)
 
-SectionName = Literal["networks", "host", "antivirus", "lan_hosts", "snmp"]
+SectionName = Literal["networks", "host", "antivirus", "lan_hosts", "snmp", "throughput"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +76,28 @@ async def _lan_hosts(config: AgentConfig) -> Any:
     return await discover(config)
 
 
-async def _snmp(config: AgentConfig) -> Any:
-    from agent.snmp.poller import poll_devices
+_usage: Any = None  # agent.snmp.usage.UsageTracker, made on the first poll (site probe only)
 
-    return await poll_devices(config.snmp)
+
+async def _snmp(config: AgentConfig) -> Any:
+    global _usage
+    from agent.snmp.poller import poll_devices
+    from agent.snmp.usage import UsageTracker
+
+    if _usage is None:
+        _usage = UsageTracker()
+    return await poll_devices(config.snmp, _usage)
+
+
+async def _throughput(config: AgentConfig) -> Any:
+    from agent.throughput import measure
+
+    return await measure(config)
+
+
+def _throughput_enabled(config: AgentConfig) -> bool:
+    settings = config.throughput
+    return settings.enabled and bool(settings.targets) and config.role in settings.roles
 
 
 def _site_probe(config: AgentConfig) -> bool:
@@ -102,6 +120,8 @@ SECTIONS: Final[tuple[Section, ...]] = (
         lambda c: c.snmp.interval,
         _snmp,
     ),
+    # Sparse and alone: the scheduler never starts a run while the previous one goes on.
+    Section("throughput", _throughput_enabled, lambda c: c.throughput.interval, _throughput),
 )
 
 

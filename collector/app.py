@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from agent import __version__
 from agent.log import RateLimitedLog, event, log_exception_limited
-from collector import api, central, enroll
+from collector import api, central, enroll, throughput
 from collector.auth import Authenticator
 from collector.config import CollectorConfig
 from collector.indicators import IndicatorSettings, SnapshotBuilder
@@ -225,6 +225,7 @@ def create_app(
     app[enroll.ENROLL] = enroll.EnrollState(
         config.enroll.throttle_burst, config.enroll.throttle_per_minute, config.enroll.max_failures
     )
+    app[throughput.STATE] = throughput.ThroughputState()
 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_background_ctx)
@@ -242,6 +243,7 @@ def create_app(
                 "/api/v1/evidence/public-key", api.get_evidence_public_key, name="evidence_key"
             ),
             web.get("/metrics", api.get_metrics, name="metrics"),
+            web.get("/api/v1/throughput", throughput.get_throughput, name="throughput"),
         ]
     )
     return app

@@ -304,6 +304,23 @@ class EnrollConfig(_Section, frozen=True):
     throttle_per_minute: Annotated[float, msgspec.Meta(gt=0, le=600)] = 1.0  # refill rate
 
 
+class ThroughputConfig(_Section, frozen=True):
+    """GET /api/v1/throughput: the payload agents download to measure line speed."""
+
+    enabled: bool = True
+    max_bytes: Size = Size(16_000_000)  # the largest ?bytes= a request may ask for
+    max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4  # streams province-wide
+    per_site_per_hour: Annotated[int, msgspec.Meta(ge=1, le=60)] = 6  # test starts per site
+    # A client that stops reading is cut off after this long, freeing the site's slot.
+    stream_timeout: Duration = Duration(60.0)
+
+    def __post_init__(self) -> None:
+        if not 1_000 <= self.max_bytes <= 1_000_000_000:
+            raise ValueError(f"max_bytes: {self.max_bytes} bytes is out of range (1KB to 1GB)")
+        if not 1 <= self.stream_timeout <= 3600:
+            raise ValueError("stream_timeout: between 1s and 1h")
+
+
 class CollectorConfig(_Section, frozen=True):
     """The whole collector configuration (see configs/collector.example.yaml)."""
 
@@ -319,6 +336,7 @@ class CollectorConfig(_Section, frozen=True):
     metrics: MetricsConfig = MetricsConfig()
     reporting: ReportingConfig = ReportingConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+    throughput: ThroughputConfig = ThroughputConfig()
     log: LogConfig = LogConfig()
     remote_write: RemoteWriteConfig | None = None  # off by default
     agent_config: AgentLayersConfig | None = None  # none: agents run their local files only

@@ -37,11 +37,13 @@ from collector.store import (
     AgentNetworkWindow,
     AgentState,
     AgentStates,
+    NetworkUseDay,
     NetworkWindow,
     StoredDeclaration,
+    ThroughputRecord,
     from_unix,
 )
-from collector.targets import INDICATORS, GoalLevel, Indicator, Plan
+from collector.targets import INDICATORS, Broadband, GoalLevel, Indicator, Plan, Requirement, Use
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ UNPROTECTED_OVER: Final[tuple[tuple[str, float], ...]] = (
 )
 FirewallState = Literal["enabled", "disabled", "unknown"]  # hatang_firewall_hosts{state}
 FIREWALL_STATES: Final[tuple[FirewallState, ...]] = get_args(FirewallState)
+# The classes whose use is measured (a LAN has no uplink to count).
+USE_NETWORKS: Final[tuple[NetworkClass, ...]] = ("wan", "dedicated", "internet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,7 @@ class IndicatorSettings:
     # (observed within site_up_after_intervals of their interval); older moments are the
     # push's (collector.late, docs/late-data.md). Off: the latest observation, however old.
     fresh_observations_only: bool = False
+    rollup_offset_seconds: float = 7 * 3600.0  # the store's roll-up day: UTC+7 (Việt Nam)
 
     def __post_init__(self) -> None:
         if not self.window_seconds > 0:
@@ -110,6 +115,72 @@ class SnapshotStore(Protocol):
     async def protected_until(
         self, agents: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], float]: ...
+    async def throughput_results(self, since: dt.datetime) -> list[ThroughputRecord]: ...
+    async def network_use_days(self, start: dt.date, end: dt.date) -> list[NetworkUseDay]: ...
+
+
+# Per-site line-speed metrics cover the longest broadband window of the plans, this by default.
+DEFAULT_THROUGHPUT_WINDOW_SECONDS: Final = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """A site's throughput tests of one class in the throughput window, oldest first."""
+
+    rates: tuple[tuple[float, float], ...] = ()  # (effective_at, bytes/s) of measured tests
+    failed: int = 0  # tests that gave a reason instead of a rate (skipped ones excluded)
+
+    def since(self, start: float) -> tuple[float, ...]:
+        """The measured rates filed at or after ``start``."""
+        return tuple(rate for at, rate in self.rates if at >= start)
+
+
+def median(values: Sequence[float]) -> float | None:
+    """The median (mean of the middle two for an even count); None for no values."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return None
+    middle = n // 2
+    return ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def download_rate(throughput: Throughput | None, rule: Broadband, now: dt.datetime) -> float | None:
+    """The rate a broadband rule judges (bytes/s), or None: no measurement in its window."""
+    if throughput is None:
+        return None
+    rates = throughput.since(now.timestamp() - rule.window_seconds)
+    if not rates:
+        return None
+    return rates[-1] if rule.rule == "latest" else median(rates)
+
+
+def day_used(day: NetworkUseDay, use: Use) -> bool:
+    """Counters where the class's uplink is polled; else a successful http/dns check."""
+    if day.has_counters:
+        return day.in_bytes + day.out_bytes >= use.min_bytes_per_day
+    return day.app_checks_up > 0
+
+
+def window_days(now: dt.datetime, settings: IndicatorSettings) -> tuple[dt.date, dt.date]:
+    """The roll-up days the indicator window touches: first and last (today), inclusive."""
+    offset = dt.timedelta(seconds=settings.rollup_offset_seconds)
+    first = (now - dt.timedelta(seconds=settings.window_seconds) + offset).date()
+    return first, (now + offset).date()
+
+
+@dataclass(frozen=True, slots=True)
+class GoalRule:
+    """How a plan goal judges a unit: its requirements and the plan's thresholds."""
+
+    requires: tuple[Requirement, ...] = ("reachable",)
+    broadband: Broadband | None = None
+    use: Use | None = None
+
+    @property
+    def name(self) -> str:
+        """e.g. ``reachable``, ``reachable_and_broadband``, ``reachable_and_used``."""
+        return "_and_".join(self.requires) or "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +278,27 @@ class SiteView:
     state: SiteState = "never_reported"
     declared: Declared = field(default_factory=Declared)
     observed: bool = True  # the observation series are shown (see fresh_observations_only)
+    throughput: Mapping[NetworkClass, Throughput] = field(default_factory=dict)
+    use_days: Mapping[NetworkClass, tuple[NetworkUseDay, ...]] = field(default_factory=dict)
+    today: dt.date | None = None  # the roll-up day of the snapshot
+    window_days: tuple[dt.date, dt.date] | None = None  # first and last day of the window
+
+    def used(self, network: NetworkClass, use: Use) -> bool:
+        """Whether the class was used on some roll-up day of the indicator window."""
+        if self.window_days is None:
+            return False
+        first, last = self.window_days
+        return any(
+            first <= day.day <= last and day_used(day, use)
+            for day in self.use_days.get(network, ())
+        )
+
+    def bytes_on(self, network: NetworkClass, day: dt.date) -> NetworkUseDay | None:
+        """The class's use on one day, when its uplink was polled that day."""
+        for row in self.use_days.get(network, ()):
+            if row.day == day and row.has_counters:
+                return row
+        return None
 
     @property
     def officials(self) -> int | None:
@@ -242,6 +334,8 @@ class IndicatorValue:
     units_attaining: int  # unit indicators only
     units_no_data: int
     has_data: bool  # computer indicators are absent until some unit has data
+    # Reachable units that a broadband rule cannot judge: no measurement in its window.
+    units_not_judged: int = 0
 
     @property
     def ratio(self) -> float | None:
@@ -252,7 +346,7 @@ class IndicatorValue:
     @property
     def units_not_attaining(self) -> int:
         """Units with data that do not attain (units without data are counted apart)."""
-        return self.units - self.units_attaining - self.units_no_data
+        return self.units - self.units_attaining - self.units_no_data - self.units_not_judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +357,7 @@ class GoalView:
     goal: float | None
     deadline: int
     measured: IndicatorValue
+    rule: GoalRule = field(default_factory=GoalRule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +562,8 @@ def site_view(
     *,
     declared: Declared | None = None,
     protected_until: Mapping[tuple[str, str], float] | None = None,
+    throughput: Mapping[NetworkClass, Throughput] | None = None,
+    use_days: Mapping[NetworkClass, tuple[NetworkUseDay, ...]] | None = None,
 ) -> SiteView:
     """Everything about one unit from its (active) agents and its declarations.
 
@@ -526,6 +623,10 @@ def site_view(
         observed=bool(pool) or not agents,
         spool_rejected=sum(a.latest.spool_rejected for a in agents),
         spool_resets=sum(a.latest.spool_resets for a in agents),
+        throughput=dict(throughput or {}),
+        use_days=dict(use_days or {}),
+        today=window_days(now, settings)[1],
+        window_days=window_days(now, settings),
     )
 
 
@@ -556,6 +657,26 @@ def unit_attains(view: SiteView, network: NetworkClass, up_ratio: float) -> bool
     return ratio is not None and ratio >= up_ratio
 
 
+def unit_meets(
+    view: SiteView, network: NetworkClass, up_ratio: float, rule: GoalRule, now: dt.datetime
+) -> bool | None:
+    """Whether a unit meets every requirement of a goal; None: broadband not judged.
+
+    A unit that is not reachable does not attain, measured or not; a reachable one
+    without a throughput result in the broadband window cannot be judged broadband.
+    """
+    if not unit_attains(view, network, up_ratio):
+        return False
+    if "used" in rule.requires and (rule.use is None or not view.used(network, rule.use)):
+        return False
+    if "broadband" in rule.requires and rule.broadband is not None:
+        rate = download_rate(view.throughput.get(network), rule.broadband, now)
+        if rate is None:
+            return None
+        return rate >= rule.broadband.min_bytes_per_second
+    return True
+
+
 def has_network_data(view: SiteView) -> bool:
     """Whether any check of any class of this unit falls in the window."""
     return any(window.checks > 0 for window in view.windows.values())
@@ -566,12 +687,19 @@ def indicator_value(
     level: GoalLevel,
     views: Sequence[SiteView],
     up_ratio: float,
+    rule: GoalRule | None = None,
+    now: dt.datetime | None = None,
 ) -> IndicatorValue:
-    """One indicator over a selection of units (see docs/indicators.md)."""
+    """One indicator over a selection of units (see docs/indicators.md).
+
+    Without ``rule`` a unit indicator is reachability; a plan goal's rule may add
+    broadband and use (``unit_meets``; ``now`` is then required).
+    """
     numerator = 0.0
     denominator = 0.0
     attaining = 0
     no_data = 0
+    not_judged = 0
     selection = list(views)
     if indicator == "computers_per_official":
         # Units that declare no officials are outside this ratio altogether.
@@ -580,9 +708,17 @@ def indicator_value(
         computers = view.computers
         if indicator in UNIT_INDICATORS:
             denominator += 1
+            network = UNIT_INDICATORS[indicator]
             if not has_network_data(view):
                 no_data += 1
-            elif unit_attains(view, UNIT_INDICATORS[indicator], up_ratio):
+                continue
+            if rule is None or now is None:
+                verdict: bool | None = unit_attains(view, network, up_ratio)
+            else:
+                verdict = unit_meets(view, network, up_ratio, rule, now)
+            if verdict is None:
+                not_judged += 1
+            elif verdict:
                 attaining += 1
                 numerator += 1
         elif indicator == "computers_per_official":
@@ -613,6 +749,7 @@ def indicator_value(
         units_attaining=attaining,
         units_no_data=no_data,
         has_data=indicator in UNIT_INDICATORS or no_data < len(selection),
+        units_not_judged=not_judged,
     )
 
 
@@ -649,6 +786,8 @@ def build_snapshot(
     *,
     declarations: Iterable[StoredDeclaration] = (),
     protected_until: Mapping[tuple[str, str], float] | None = None,
+    throughput: Iterable[ThroughputRecord] = (),
+    use_days: Iterable[NetworkUseDay] = (),
 ) -> Snapshot:
     """Compute the whole Snapshot from store values; pure, so tests give exact inputs.
 
@@ -695,6 +834,12 @@ def build_snapshot(
     declared = {
         unit: Declared(facts) for unit, facts in in_force(declarations, now.timestamp()).items()
     }
+    site_throughput = group_throughput(throughput)
+    site_use: dict[str, dict[NetworkClass, list[NetworkUseDay]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for day in use_days:
+        site_use[day.site][day.network].append(day)
     views_list: list[SiteView] = []
     for unit in org.units:
         site_agents = by_site.get(unit.id, [])
@@ -710,6 +855,8 @@ def build_snapshot(
                 last_heard.get(unit.id),
                 declared=declared.get(unit.id),
                 protected_until=protected_until,
+                throughput=site_throughput.get(unit.id),
+                use_days={n: tuple(d) for n, d in site_use.get(unit.id, {}).items()},
             )
         except Exception as exc:
             skipped_rows += len(site_agents)
@@ -743,6 +890,7 @@ def build_snapshot(
             level=goal.level,
             goal=goal.goal,
             deadline=goal.deadline,
+            rule=(rule := GoalRule(goal.requires, plan.broadband, plan.use)),
             measured=indicator_value(
                 goal.indicator,
                 goal.level,
@@ -754,6 +902,8 @@ def build_snapshot(
                 if goal.indicator == "computers_per_official"
                 else select_units(views, goal.level, goal.sectors),
                 settings.up_ratio,
+                rule,
+                now,
             ),
         )
         for plan in plans
@@ -774,6 +924,32 @@ def build_snapshot(
         skipped_rows=skipped_rows,
         declaration_units=coverage,
     )
+
+
+def group_throughput(
+    records: Iterable[ThroughputRecord],
+) -> dict[str, dict[NetworkClass, Throughput]]:
+    """Per site and class: measured rates (oldest first) and failures; skips are neither."""
+    rates: dict[tuple[str, NetworkClass], list[tuple[float, float]]] = defaultdict(list)
+    failed: Counter[tuple[str, NetworkClass]] = Counter()
+    for r in records:
+        if r.skipped:
+            continue
+        if r.up and r.bytes_per_second is not None:
+            rates[(r.site, r.network)].append((r.effective_at, r.bytes_per_second))
+        else:
+            failed[(r.site, r.network)] += 1
+    result: dict[str, dict[NetworkClass, Throughput]] = defaultdict(dict)
+    for key in set(rates) | set(failed):
+        site, network = key
+        result[site][network] = Throughput(tuple(sorted(rates.get(key, []))), failed[key])
+    return dict(result)
+
+
+def throughput_window(plans: Sequence[Plan]) -> float:
+    """How far back throughput results are read: the longest broadband window of the plans."""
+    windows = [p.broadband.window_seconds for p in plans if p.broadband is not None]
+    return max([DEFAULT_THROUGHPUT_WINDOW_SECONDS, *windows])
 
 
 # --------------------------------------------------------------------------- builder
@@ -852,6 +1028,11 @@ class SnapshotBuilder:
             if isinstance(a.antivirus, AntivirusStatus) and a.antivirus.state in AV_UNPROTECTED
         ]
         protected_until = await self.store.protected_until(unprotected)
+        throughput = await self.store.throughput_results(
+            now - dt.timedelta(seconds=throughput_window(self.plans))
+        )
+        first_day, today = window_days(now, settings)
+        use_days = await self.store.network_use_days(first_day, today + dt.timedelta(days=1))
         snapshot = build_snapshot(
             self.org,
             self.plans,
@@ -864,6 +1045,8 @@ class SnapshotBuilder:
             skipped,
             declarations=declarations,
             protected_until=protected_until,
+            throughput=throughput,
+            use_days=use_days,
         )
         # Optional in the protocol: stores made for indicator tests do not keep it.
         config_errors = getattr(self.store, "config_error_counts", None)

@@ -39,7 +39,9 @@ from collector.indicators import (
     SITE_STATES,
     UNIT_INDICATORS,
     UNPROTECTED_OVER,
+    USE_NETWORKS,
     Snapshot,
+    median,
 )
 from collector.store import StoreFaults
 
@@ -200,6 +202,73 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "gauge",
         "Deadline year of a plan goal (also for goals without a number).",
         ("indicator", "level", "plan"),
+    ),
+    MetricSpec(
+        "hatang_indicator_goal_units",
+        "gauge",
+        "Units a plan goal selects by state: attaining, not_attaining, no_data, and "
+        "not_judged (reachable, but no throughput result in the broadband window).",
+        ("indicator", "level", "plan", "state"),
+    ),
+    MetricSpec(
+        "hatang_indicator_goal_rule_info",
+        "gauge",
+        "Always 1: the rule a plan goal judges units by (reachable, reachable_and_broadband, "
+        "reachable_and_used; see docs/indicators.md).",
+        ("indicator", "level", "plan", "rule"),
+    ),
+    MetricSpec(
+        "hatang_plan_broadband_threshold_bytes_per_second",
+        "gauge",
+        "A plan's broadband threshold (its min_download_bps / 8) and the statistic of the "
+        "window's throughput results it applies to (median or latest); absent: not judged.",
+        ("plan", "statistic"),
+    ),
+    MetricSpec(
+        "hatang_plan_broadband_window_seconds",
+        "gauge",
+        "The window of throughput results a plan's broadband rule looks at.",
+        ("plan",),
+    ),
+    MetricSpec(
+        "hatang_plan_use_min_bytes_per_day",
+        "gauge",
+        "Bytes in + out a day on a class's uplink from which a plan counts the class as used.",
+        ("plan",),
+    ),
+    MetricSpec(
+        "hatang_site_download_bytes_per_second",
+        "gauge",
+        "Download rate of the site's throughput tests over a class: latest, and median over "
+        "the throughput window (the longest broadband window of the plans, at least 7 days).",
+        ("site", "network", "statistic"),
+    ),
+    MetricSpec(
+        "hatang_site_throughput_tests",
+        "gauge",
+        "Throughput tests of the site over a class in the throughput window: ok (measured) "
+        "and failed (a reason instead of a rate); skipped tests are not counted.",
+        ("site", "network", "result"),
+    ),
+    MetricSpec(
+        "hatang_site_network_bytes",
+        "gauge",
+        "Bytes today (roll-up day) on the router port carrying a class, by direction (in, "
+        "out); polls whose bytes are unknown add nothing. Absent where no uplink is polled.",
+        ("site", "network", "direction"),
+    ),
+    MetricSpec(
+        "hatang_site_network_unknown_polls",
+        "gauge",
+        "SNMP polls today whose uplink bytes are unknown (first poll, reboot, counter reset).",
+        ("site", "network"),
+    ),
+    MetricSpec(
+        "hatang_site_network_used",
+        "gauge",
+        "1 when the site used the class on a day of the indicator window under a plan's use "
+        "rule (uplink bytes, else a successful http/dns check), 0 when not.",
+        ("site", "network", "plan"),
     ),
     MetricSpec(
         "hatang_indicator_numerator",
@@ -542,6 +611,8 @@ def emit(source: SnapshotSource, add: Add) -> None:
         add("hatang_declarations_units", (level, "declared"), declared)
         add("hatang_declarations_units", (level, "not_declared"), missing)
 
+    _emit_broadband(snapshot, add)
+
     for goal in snapshot.goals:
         goal_labels = (goal.indicator, goal.level, label_value(goal.plan))
         if goal.goal is not None:
@@ -550,6 +621,54 @@ def emit(source: SnapshotSource, add: Add) -> None:
         if measured is not None:
             add("hatang_indicator_goal_measured_ratio", goal_labels, measured)
         add("hatang_indicator_goal_deadline_year", goal_labels, goal.deadline)
+        if goal.indicator in UNIT_INDICATORS:
+            add("hatang_indicator_goal_rule_info", (*goal_labels, goal.rule.name), 1)
+            m = goal.measured
+            for state, count in (
+                ("attaining", m.units_attaining),
+                ("not_attaining", m.units_not_attaining),
+                ("no_data", m.units_no_data),
+                ("not_judged", m.units_not_judged),
+            ):
+                add("hatang_indicator_goal_units", (*goal_labels, state), count)
+
+
+def _emit_broadband(snapshot: Snapshot, add: Add) -> None:
+    """Line speed and network use: per site, and the thresholds each plan applies."""
+    plans_broadband = {g.plan: g.rule.broadband for g in snapshot.goals if g.rule.broadband}
+    plans_use = {g.plan: g.rule.use for g in snapshot.goals if g.rule.use}
+    for plan, broadband in sorted(plans_broadband.items()):
+        plan_label = label_value(plan)
+        add(
+            "hatang_plan_broadband_threshold_bytes_per_second",
+            (plan_label, broadband.rule),
+            broadband.min_bytes_per_second,
+        )
+        add("hatang_plan_broadband_window_seconds", (plan_label,), broadband.window_seconds)
+    for plan, use in sorted(plans_use.items()):
+        add("hatang_plan_use_min_bytes_per_day", (label_value(plan),), use.min_bytes_per_day)
+    for view in snapshot.sites:
+        site = label_value(view.unit.id)
+        for network, throughput in view.throughput.items():
+            rates = [rate for _, rate in throughput.rates]
+            if rates:
+                add("hatang_site_download_bytes_per_second", (site, network, "latest"), rates[-1])
+                middle = median(rates)
+                assert middle is not None
+                add("hatang_site_download_bytes_per_second", (site, network, "median"), middle)
+            add("hatang_site_throughput_tests", (site, network, "ok"), len(rates))
+            add("hatang_site_throughput_tests", (site, network, "failed"), throughput.failed)
+        for network in USE_NETWORKS:
+            today = view.bytes_on(network, view.today) if view.today else None
+            if today is not None:
+                add("hatang_site_network_bytes", (site, network, "in"), today.in_bytes)
+                add("hatang_site_network_bytes", (site, network, "out"), today.out_bytes)
+                add("hatang_site_network_unknown_polls", (site, network), today.unknown_polls)
+            if network not in view.windows:
+                continue  # the class is not checked at this site: no use to judge
+            for plan, use in sorted(plans_use.items()):
+                used = 1 if view.used(network, use) else 0
+                add("hatang_site_network_used", (site, network, label_value(plan)), used)
 
 
 class HatangCollector(Collector):

@@ -109,6 +109,10 @@ class _Exchange:
         self.conn: http.client.HTTPConnection | None = None
         self.aborted = threading.Event()
 
+    def headers(self) -> dict[str, str]:
+        """Request headers; the throughput check adds the collector's token."""
+        return {"User-Agent": f"hatang-agent/{__version__}", "Accept": "*/*"}
+
     def abort(self) -> None:
         """Unblock the worker thread after the runner gave up on it."""
         self.aborted.set()
@@ -157,11 +161,7 @@ class _Exchange:
             conn.connect()
             days = self._days_to_expiry(conn)
             stage = "request"
-            conn.request(
-                options.method,
-                path,
-                headers={"User-Agent": f"hatang-agent/{__version__}", "Accept": "*/*"},
-            )
+            conn.request(options.method, path, headers=self.headers())
             sent = time.monotonic()
             self._retime(conn, deadline)
             stage = "response"

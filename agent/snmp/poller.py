@@ -25,6 +25,7 @@ from agent.log import event, log_exception_limited
 from agent.probes.base import ProbeFailed, resolve
 from agent.report import SnmpDevice, SnmpInterface
 from agent.snmp import oids
+from agent.snmp.usage import UsageTracker
 
 log = logging.getLogger(__name__)
 
@@ -496,9 +497,18 @@ async def poll_device(device: SnmpDeviceConfig) -> SnmpDevice:
     return result
 
 
-async def poll_devices(config: SnmpConfig) -> list[SnmpDevice]:
-    """Poll every configured device concurrently; never raises for device problems."""
-    return list(await asyncio.gather(*(poll_device(d) for d in config.devices)))
+async def poll_devices(config: SnmpConfig, tracker: UsageTracker | None = None) -> list[SnmpDevice]:
+    """Poll every configured device concurrently; never raises for device problems.
+
+    ``tracker`` holds the previous counter samples: with it, each device's configured
+    uplinks get their bytes since the previous poll (``SnmpDevice.uplinks``).
+    """
+    results = list(await asyncio.gather(*(poll_device(d) for d in config.devices)))
+    if tracker is not None:
+        now = time.monotonic()
+        for device, result in zip(config.devices, results, strict=True):
+            result.uplinks = tracker.update(device, result, now)
+    return results
 
 
 async def walk_neighbours(device: SnmpDeviceConfig) -> Neighbours:

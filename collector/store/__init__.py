@@ -457,6 +457,39 @@ class DailyNetwork:
 
 
 @dataclass(frozen=True, slots=True)
+class ThroughputRecord:
+    """One stored throughput test of a site (skipped tests included, marked)."""
+
+    site: str
+    network: NetworkClass
+    target: str
+    effective_at: float
+    up: bool
+    skipped: bool
+    bytes_per_second: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkUseDay:
+    """One day of one site's use of one network class (its agents summed)."""
+
+    day: dt.date
+    site: str
+    network: NetworkClass
+    in_bytes: int
+    out_bytes: int
+    counted_polls: int  # SNMP polls of the class's uplink with known bytes
+    unknown_polls: int  # polls whose bytes could not be known (reboot, reset, ...)
+    app_checks_up: int  # successful http/dns checks over the class
+
+    @property
+    def has_counters(self) -> bool:
+        """Whether an uplink of this class was polled that day (known or not)."""
+        return self.counted_polls + self.unknown_polls > 0
+
+
+@dataclass(frozen=True, slots=True)
 class DailyHost:
     """One day of one agent: reports received and its last antivirus state that day."""
 
@@ -655,6 +688,14 @@ class Store(Protocol):
 
     async def daily_networks(self, start: dt.date, end: dt.date) -> list[DailyNetwork]:
         """Daily network roll-ups with ``start <= day < end``."""
+        ...
+
+    async def throughput_results(self, since: dt.datetime) -> list[ThroughputRecord]:
+        """Throughput tests filed at or after ``since``, oldest first per site and class."""
+        ...
+
+    async def network_use_days(self, start: dt.date, end: dt.date) -> list[NetworkUseDay]:
+        """Daily use per site and class with ``start <= day < end``."""
         ...
 
     async def daily_hosts(self, start: dt.date, end: dt.date) -> list[DailyHost]:

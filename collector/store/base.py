@@ -32,11 +32,13 @@ from collector.store import (
     EnrollCode,
     EnrolledAgent,
     IngestResult,
+    NetworkUseDay,
     NetworkWindow,
     StoredDeclaration,
     StoreError,
     StoreFaults,
     StoreUnavailable,
+    ThroughputRecord,
     TokenRecord,
     assemble_agent_states,
     enroll_code,
@@ -69,6 +71,8 @@ READ_QUERIES: Final = (
     "declaration_file",  # sha256 → (content,)
     "last_protected_day",  # site, agent_id → (day,) newest day whose last AV state was protected
     "chain_heads",  # → (site, seq, head): each site's newest hash-chain position
+    "throughput_results",  # since → (site, network, target, effective_at, up, skipped, rate, error)
+    "network_use_days",  # start, end → (day, site, network, in, out, counted, unknown, app_up)
 )
 MAX_PROTECTED_LOOKUPS: Final = 5000  # unprotected computers looked up per refresh
 
@@ -108,6 +112,8 @@ _DIGEST_TABLES: Final = (
     ("tokens", "token_id, token_hash, site, created_at, revoked_at, note", ("token_id",)),
     ("declarations", "*", ("unit", "period", "fact", "revision")),
     ("declaration_files", "*", ("sha256",)),
+    ("throughput_results", "*", ("report_id", "network", "target")),
+    ("network_use_daily", "*", ("day", "site", "agent_id", "network")),
 )
 _NUMERIC_KEYS: Final = frozenset({"hour", "revision"})
 DIGEST_TABLE_NAMES: Final = frozenset(name for name, _, _ in _DIGEST_TABLES)
@@ -418,6 +424,22 @@ class GroupCommitStore:
         return [
             DailyNetwork(dt.date.fromisoformat(d), s, a, n, int(c), int(u), float(sec))
             for d, s, a, n, c, u, sec in rows
+        ]
+
+    async def throughput_results(self, since: dt.datetime) -> list[ThroughputRecord]:
+        """Throughput tests filed at or after ``since``, oldest first per site and class."""
+        rows = await self._rows("throughput_results", to_unix(since))
+        return [
+            ThroughputRecord(s, n, t, float(at), bool(up), bool(skip), r, e)
+            for s, n, t, at, up, skip, r, e in rows
+        ]
+
+    async def network_use_days(self, start: dt.date, end: dt.date) -> list[NetworkUseDay]:
+        """Daily use per site and class with ``start <= day < end`` (agents summed)."""
+        rows = await self._rows("network_use_days", start.isoformat(), end.isoformat())
+        return [
+            NetworkUseDay(dt.date.fromisoformat(d), s, n, *(int(v) for v in values))
+            for d, s, n, *values in rows
         ]
 
     async def daily_hosts(self, start: dt.date, end: dt.date) -> list[DailyHost]:

@@ -242,6 +242,12 @@ class Rollups:
     agent_hourly: list[tuple[str, str, int, int]]  # site, agent_id, hour, reports
     network_daily: list[tuple[str, str, str, str, int, int, float]]  # day, ..., seconds_up
     host_daily: list[tuple[tuple[str, str, str], HostDay]]  # (day, site, agent_id), day
+    # report_id, network, target, site, agent_id, effective_at, up, skipped, rate, bytes, error
+    throughput: list[tuple[Any, ...]] = field(default_factory=list)
+    # day, site, agent_id, network, in, out, counted_polls, unknown_polls, app_checks_up
+    network_use_daily: list[tuple[str, str, str, str, int, int, int, int, int]] = field(
+        default_factory=list
+    )
 
 
 def column_text(text: str) -> str:
@@ -262,16 +268,76 @@ def rollup_day(ts: float, offset: float) -> str:
     return from_unix(ts + offset).date().isoformat()
 
 
+# The merge of a day's use into ``network_use_daily``: the same SQL on both backends.
+NETWORK_USE_MERGE: Final = (
+    " ON CONFLICT (day, site, agent_id, network) DO UPDATE"
+    " SET in_bytes = network_use_daily.in_bytes + excluded.in_bytes,"
+    " out_bytes = network_use_daily.out_bytes + excluded.out_bytes,"
+    " counted_polls = network_use_daily.counted_polls + excluded.counted_polls,"
+    " unknown_polls = network_use_daily.unknown_polls + excluded.unknown_polls,"
+    " app_checks_up = network_use_daily.app_checks_up + excluded.app_checks_up"
+)
+# Checks that show the network class carrying the office's work, where no counters exist.
+APPLICATION_KINDS: Final = frozenset({"http", "dns"})
+
+
+def _use(report: Report, day: str, use: dict[tuple[str, str, str, str], list[int]]) -> None:
+    """Add one report's uplink bytes and successful application checks to its day."""
+
+    def row(network: str) -> list[int]:
+        return use.setdefault((day, report.site, report.agent_id, network), [0, 0, 0, 0, 0])
+
+    for device in report.snmp or []:
+        for uplink in device.uplinks:
+            counts = row(uplink.network)
+            if uplink.in_bytes is None or uplink.out_bytes is None:
+                counts[3] += 1
+            else:
+                counts[0] += uplink.in_bytes
+                counts[1] += uplink.out_bytes
+                counts[2] += 1
+    for network in NETWORK_CLASSES:
+        status = report.networks.get(network)
+        up = sum(1 for t in status.targets if t.up and t.kind in APPLICATION_KINDS)
+        if status.configured and up:
+            row(network)[4] += up
+
+
+def _throughput_rows(a: Accepted) -> dict[tuple[str, str, str], tuple[Any, ...]]:
+    report = a.report
+    rows: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    for t in report.throughput or []:
+        rate = t.bytes_per_second if t.up else None
+        rows[(report.id, t.network, t.target)] = (
+            report.id,
+            t.network,
+            t.target,
+            report.site,
+            report.agent_id,
+            a.effective,
+            1 if t.up else 0,
+            1 if t.skipped else 0,
+            rate,
+            t.bytes_read,
+            t.error,
+        )
+    return rows
+
+
 def rollups(accepted: Sequence[Accepted], bucket: int, day_offset: float) -> Rollups:
     """Count the batch's configured checks and reports into buckets and days."""
     hourly: dict[tuple[str, str, str, int], list[int]] = {}
     reports_hourly: dict[tuple[str, str, int], int] = {}
     daily: dict[tuple[str, str, str, str], list[float]] = {}
     hosts: dict[tuple[str, str, str], HostDay] = {}
+    use: dict[tuple[str, str, str, str], list[int]] = {}
+    throughput: dict[tuple[str, str, str], tuple[Any, ...]] = {}
     for a in accepted:
         report, effective = a.report, a.effective
         hour = bucket_start(effective, bucket)
         day = rollup_day(effective, day_offset)
+        _use(report, day, use)
+        throughput.update(_throughput_rows(a))
         key_r = (report.site, report.agent_id, hour)
         reports_hourly[key_r] = reports_hourly.get(key_r, 0) + 1
         for network in NETWORK_CLASSES:
@@ -300,4 +366,6 @@ def rollups(accepted: Sequence[Accepted], bucket: int, day_offset: float) -> Rol
             for k, v in sorted(daily.items())
         ],
         host_daily=sorted(hosts.items(), key=lambda item: item[0]),
+        throughput=[throughput[k] for k in sorted(throughput)],
+        network_use_daily=[(*k, *v) for k, v in sorted(use.items())],  # type: ignore[misc]
     )

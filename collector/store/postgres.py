@@ -78,7 +78,15 @@ from collector.store.chain import (
     Link,
     extend,
 )
-from collector.store.ingest import Accepted, Rollups, agent_rows, rollups, section_rows, triage
+from collector.store.ingest import (
+    NETWORK_USE_MERGE,
+    Accepted,
+    Rollups,
+    agent_rows,
+    rollups,
+    section_rows,
+    triage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +189,13 @@ class PostgresStore(GroupCommitStore):
         "last_protected_day": "SELECT MAX(day) FROM host_daily WHERE site = $1 AND agent_id = $2"
         " AND antivirus_state = 'protected'",
         "chain_heads": HEADS_SQL,
+        "throughput_results": "SELECT site, network, target, effective_at, up, skipped,"
+        " bytes_per_second, error FROM throughput_results WHERE effective_at >= $1"
+        ' ORDER BY site COLLATE "C", network COLLATE "C", effective_at, target COLLATE "C"',
+        "network_use_days": "SELECT day, site, network, SUM(in_bytes), SUM(out_bytes),"
+        " SUM(counted_polls), SUM(unknown_polls), SUM(app_checks_up) FROM network_use_daily"
+        " WHERE day >= $1 AND day < $2 GROUP BY day, site, network"
+        ' ORDER BY day COLLATE "C", site COLLATE "C", network COLLATE "C"',
     }
 
     def __init__(
@@ -695,6 +710,23 @@ class PostgresStore(GroupCommitStore):
                 " up_checks = network_daily.up_checks + excluded.up_checks,"
                 " seconds_up = LEAST(network_daily.seconds_up + excluded.seconds_up, 86400)",
                 *_columns(add.network_daily, 7),
+            )
+        if add.throughput:
+            await conn.execute(
+                "INSERT INTO throughput_results (report_id, network, target, site, agent_id,"
+                " effective_at, up, skipped, bytes_per_second, bytes_read, error)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+                " $5::text[], $6::float8[], $7::int8[], $8::int8[], $9::float8[], $10::int8[],"
+                " $11::text[]) ON CONFLICT DO NOTHING",
+                *_columns(add.throughput, 11),
+            )
+        if add.network_use_daily:
+            await conn.execute(
+                "INSERT INTO network_use_daily (day, site, agent_id, network, in_bytes,"  # noqa: S608 - fixed text
+                " out_bytes, counted_polls, unknown_polls, app_checks_up)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+                " $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[])" + NETWORK_USE_MERGE,
+                *_columns(add.network_use_daily, 9),
             )
         # The newest antivirus state of the day wins; a batch without one keeps the stored.
         av_newer = (

@@ -76,6 +76,7 @@ from collector.store.chain import (
     extend,
 )
 from collector.store.ingest import (
+    NETWORK_USE_MERGE,
     Accepted,
     AgentRow,
     HostDay,
@@ -169,6 +170,12 @@ class SQLiteStore(GroupCommitStore):
         "last_protected_day": "SELECT MAX(day) FROM host_daily WHERE site = ? AND agent_id = ?"
         " AND antivirus_state = 'protected'",
         "chain_heads": HEADS_SQL,
+        "throughput_results": "SELECT site, network, target, effective_at, up, skipped,"
+        " bytes_per_second, error FROM throughput_results WHERE effective_at >= ?"
+        " ORDER BY site, network, effective_at, target",
+        "network_use_days": "SELECT day, site, network, SUM(in_bytes), SUM(out_bytes),"
+        " SUM(counted_polls), SUM(unknown_polls), SUM(app_checks_up) FROM network_use_daily"
+        " WHERE day >= ? AND day < ? GROUP BY day, site, network ORDER BY day, site, network",
     }
 
     def __init__(
@@ -777,6 +784,18 @@ class SQLiteStore(GroupCommitStore):
             " seconds_up = CASE WHEN network_daily.seconds_up + excluded.seconds_up > 86400"
             " THEN 86400 ELSE network_daily.seconds_up + excluded.seconds_up END",
             add.network_daily,
+        )
+        conn.executemany(
+            "INSERT INTO throughput_results (report_id, network, target, site, agent_id,"
+            " effective_at, up, skipped, bytes_per_second, bytes_read, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            add.throughput,
+        )
+        conn.executemany(
+            "INSERT INTO network_use_daily (day, site, agent_id, network, in_bytes, out_bytes,"  # noqa: S608 - fixed text
+            " counted_polls, unknown_polls, app_checks_up) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            + NETWORK_USE_MERGE,
+            add.network_use_daily,
         )
         for key, host in add.host_daily:
             _merge_host_day(conn, key, host)

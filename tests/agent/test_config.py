@@ -188,6 +188,51 @@ INVALID = [
         "log.file: expected a string, got a boolean true (YAML reads yes/no/on/off as"
         " true/false: quote the text)",
     ),
+    (
+        "invalid-throughput-interval.yaml",
+        "throughput.interval: 60s is too short (at least 10m)",
+    ),
+    (
+        "invalid-throughput-max-bytes.yaml",
+        "throughput.max_bytes: 1000000000 bytes is out of range (16KB to 100MB)",
+    ),
+    (
+        "invalid-throughput-network.yaml",
+        "throughput.targets[0].network: 'lan' is not one of: dedicated, internet, wan",
+    ),
+    (
+        "invalid-throughput-role.yaml",
+        "throughput.roles[0]: 'server' is not one of: host, site-probe",
+    ),
+    (
+        "invalid-throughput-stall.yaml",
+        "throughput.stall_timeout: 10s is out of range (100ms to max_duration, 5s)",
+    ),
+    (
+        "invalid-throughput-url.yaml",
+        "throughput.targets[0].url: 'ftp://10.10.0.10/payload' does not start with"
+        " http:// or https:// (expected http(s)://host[:port]/path, e.g."
+        " https://10.10.0.10:8443/api/v1/throughput?bytes=4000000)",
+    ),
+    (
+        "invalid-uplink-both.yaml",
+        "snmp.devices[0].uplinks.dedicated.if_name: set exactly one of if_name or"
+        ' if_index (e.g. "Gi0/1" or 3)',
+    ),
+    (
+        "invalid-uplink-class.yaml",
+        "snmp.devices[0].uplinks: unknown key 'lan' (did you mean 'wan'?)",
+    ),
+    (
+        "invalid-uplink-snmp-interval.yaml",
+        "snmp: interval 60s is shorter than the report interval (300s); with uplinks"
+        " configured it must be at least as long",
+    ),
+    (
+        "invalid-uplink-index.yaml",
+        "snmp.devices[0].uplinks.wan.if_index: 0 is out of range (expected an integer"
+        " from 1 to 2147483647)",
+    ),
 ]
 
 

@@ -89,6 +89,17 @@ def test_host_check_imports_nothing_heavy(tmp_path: Path, listener: int) -> None
     assert outcome["lazy"] == ["dns", "email", "http"]
 
 
+def test_host_throughput_check_imports_nothing_heavy(tmp_path: Path, listener: int) -> None:
+    """A host configured to test line speed uses the same standard-library client."""
+    extra = (
+        "throughput: {roles: [host], max_duration: 2s, stall_timeout: 1s,"
+        f" targets: [{{url: 'http://127.0.0.1:{listener}/payload'}}]}}\n"
+    )
+    outcome = drive(["check", "--config", str(_config(tmp_path, listener, extra))])
+    assert outcome["code"] in (0, 1)
+    assert outcome["modules"] == []
+
+
 def test_check_without_http_or_dns_target_loads_neither(tmp_path: Path, listener: int) -> None:
     """http.client, email and dnspython come with their targets, not before."""
     config = tmp_path / "agent.yaml"

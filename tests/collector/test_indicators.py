@@ -499,6 +499,12 @@ class _BrokenStore:
     async def protected_until(self, agents: object) -> dict[tuple[str, str], float]:
         return {}
 
+    async def throughput_results(self, since: dt.datetime) -> list[object]:
+        return []
+
+    async def network_use_days(self, start: dt.date, end: dt.date) -> list[object]:
+        return []
+
 
 async def test_a_failed_refresh_keeps_the_previous_snapshot() -> None:
     builder = SnapshotBuilder(DEMO, [], _BrokenStore())

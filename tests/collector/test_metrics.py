@@ -142,9 +142,10 @@ def test_site_values_and_indicators() -> None:
     assert reg.get_sample_value("hatang_indicator_denominator", ded) == 51
     goal = {**ded, "plan": "bac-kan-2012"}
     assert reg.get_sample_value("hatang_indicator_goal_ratio", goal) == 0.6
-    assert reg.get_sample_value("hatang_indicator_goal_measured_ratio", goal) == pytest.approx(
-        1 / 51
-    )
+    # The plan's commune goal says "reaches and is used": reachable, but no use is known.
+    assert reg.get_sample_value("hatang_indicator_goal_measured_ratio", goal) == 0
+    rule = {**goal, "rule": "reachable_and_used"}
+    assert reg.get_sample_value("hatang_indicator_goal_rule_info", rule) == 1
     assert reg.get_sample_value("hatang_indicator_goal_deadline_year", goal) == 2015
     assert reg.get_sample_value("hatang_indicator_window_seconds") == 86400
     assert reg.get_sample_value("hatang_snapshot_refresh_failures_total") == 0

@@ -130,7 +130,7 @@ INVALID = [
     (
         "invalid-targets-unknown-key.yaml",
         "invalid-targets-unknown-key.yaml: goals[0].target: unknown key (allowed: deadline,"
-        " denominator, goal, indicator, level, note, officials_basis, sectors, text)",
+        " denominator, goal, indicator, level, note, officials_basis, requires, sectors, text)",
     ),
     (
         "invalid-targets-officials-basis.yaml",
@@ -147,6 +147,63 @@ INVALID = [
         "invalid-targets-unknown-sector.yaml",
         "invalid-targets-unknown-sector.yaml: goals[0].sectors: unknown sector 'army' (one of"
         " state, party, mass_organisation)",
+    ),
+    (
+        "invalid-targets-broadband-rate.yaml",
+        "invalid-targets-broadband-rate.yaml: broadband.min_download_bps: must be a whole"
+        " number from 1_000 to 100_000_000_000, got '10 Mbit/s' (bits per second: 10 Mbit/s"
+        " is 10_000_000)",
+    ),
+    (
+        "invalid-targets-broadband-rule.yaml",
+        "invalid-targets-broadband-rule.yaml: broadband.rule: unknown 'average' (one of"
+        " median, latest)",
+    ),
+    (
+        "invalid-targets-broadband-unknown-key.yaml",
+        "invalid-targets-broadband-unknown-key.yaml: broadband.max_latency: unknown key"
+        " (allowed: min_download_bps, rule, window)",
+    ),
+    (
+        "invalid-targets-broadband-window.yaml",
+        "invalid-targets-broadband-window.yaml: broadband.window: '10m' is out of range (1h"
+        " to 90d)",
+    ),
+    (
+        "invalid-targets-requires-broadband-wan.yaml",
+        "invalid-targets-requires-broadband-wan.yaml: goals[0].requires: broadband is for"
+        " internet goals only",
+    ),
+    (
+        "invalid-targets-requires-computers.yaml",
+        "invalid-targets-requires-computers.yaml: goals[0].requires: only for lan, internet,"
+        " wan, dedicated_network goals",
+    ),
+    (
+        "invalid-targets-requires-not-reachable.yaml",
+        "invalid-targets-requires-not-reachable.yaml: goals[0].requires: must include"
+        " reachable (a unit that cannot reach a network neither uses it nor has broadband on"
+        " it)",
+    ),
+    (
+        "invalid-targets-requires-unknown.yaml",
+        "invalid-targets-requires-unknown.yaml: goals[0].requires: unknown 'busy' (one of"
+        " reachable, broadband, used)",
+    ),
+    (
+        "invalid-targets-requires-used-lan.yaml",
+        "invalid-targets-requires-used-lan.yaml: goals[0].requires: used is for"
+        " dedicated_network, internet, wan goals only",
+    ),
+    (
+        "invalid-targets-use-missing.yaml",
+        "invalid-targets-use-missing.yaml: goals[0].requires: used needs the plan's use:"
+        " {min_bytes_per_day: ...}",
+    ),
+    (
+        "invalid-targets-use-threshold.yaml",
+        "invalid-targets-use-threshold.yaml: use.min_bytes_per_day: must be a whole number"
+        " from 1 to 1_000_000_000_000_000, got -1 (bytes in + out a day: 10 MB is 10_000_000)",
     ),
 ]
 
@@ -185,8 +242,8 @@ _GOAL = {"indicator": "lan", "level": "commune", "goal": 1, "deadline": 2015}
         ),
         pytest.param(
             {"plans": 1},
-            "plan.yaml: plans: unknown key (allowed: example, goals, note, plan, province,"
-            " reference, title, title_en, untracked)",
+            "plan.yaml: plans: unknown key (allowed: broadband, example, goals, note, plan,"
+            " province, reference, title, title_en, untracked, use)",
             id="unknown-top-key",
         ),
         pytest.param(

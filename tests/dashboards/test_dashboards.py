@@ -242,3 +242,23 @@ def test_the_syntax_check_rejects_a_broken_expression(tmp_path: Path) -> None:
     bad = Query("bad.json", "panel 1", 'sum by (site (hatang_site_up{site="$site"})')
     proc = _promtool_check([bad], tmp_path)
     assert proc.returncode != 0 and "check:expr:0" in proc.stdout + proc.stderr
+
+
+def test_province_says_when_broadband_is_not_judged() -> None:
+    """Without a plan threshold the internet indicator is reachability: the wall says so."""
+    province = next(p for p in DASHBOARDS if p.name == "hatang-province.json")
+    shown = [
+        panel
+        for panel in panels(load(province))
+        if any(
+            "hatang_plan_broadband_threshold_bytes_per_second" in t.get("expr", "")
+            for t in panel.get("targets", [])
+        )
+    ]
+    assert shown, "a panel shows the plans' broadband thresholds"
+    no_value = shown[0]["fieldConfig"]["defaults"]["noValue"]
+    assert no_value == "chưa đánh giá băng rộng / broadband not judged"
+    exprs = " ".join(q.expr for q in queries(province))
+    for name in ("hatang_indicator_goal_units", "hatang_site_download_bytes_per_second",
+                 "hatang_site_network_bytes", "hatang_site_network_used"):  # fmt: skip
+        assert name in exprs, name
