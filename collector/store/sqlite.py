@@ -136,6 +136,16 @@ def _statements(sql: str) -> Iterable[str]:
         yield buffer.strip()
 
 
+def _damaged(path: Path, what: str) -> str:
+    """What to do about a damaged database file (one wording for every way it shows)."""
+    return (
+        f"{path}: the database is damaged ({what}); the collector does not serve from a"
+        " damaged store. See `hatang-collector store verify`, restore the file from a backup"
+        " (agents resend what their spools still hold), or set store.start_check: off to"
+        " start anyway"
+    )
+
+
 class SQLiteStore(GroupCommitStore):
     """The default store (see the module docstring for the concurrency design)."""
 
@@ -261,7 +271,12 @@ class SQLiteStore(GroupCommitStore):
 
     def _open_writer(self) -> None:
         self._prepare_file()
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.OperationalError:
+            raise  # locked, cannot open the file...: said as such by open()
+        except sqlite3.DatabaseError as exc:  # the schema pages themselves are damaged
+            raise StoreDamaged(_damaged(self.path, str(exc))) from None
         try:
             if self.start_check_timeout is not None:
                 self._start_check(conn, self.start_check_timeout)
@@ -296,29 +311,26 @@ class SQLiteStore(GroupCommitStore):
             rows = conn.execute("PRAGMA quick_check(20)").fetchall()
         except sqlite3.OperationalError as exc:
             if "interrupt" not in str(exc).lower():
-                raise
-            event(
-                log,
-                logging.WARNING,
-                "store.start_check_incomplete",
-                path=str(self.path),
-                seconds=timeout,
-                hint="run `hatang-collector store verify` when the collector is quiet,"
-                " or raise store.start_check_timeout",
-            )
-            return
+                # e.g. "database disk image is malformed" while reading the schema itself
+                rows = [(str(exc),)]
+            else:
+                event(
+                    log,
+                    logging.WARNING,
+                    "store.start_check_incomplete",
+                    path=str(self.path),
+                    seconds=timeout,
+                    hint="run `hatang-collector store verify` when the collector is quiet,"
+                    " or raise store.start_check_timeout",
+                )
+                return
         except sqlite3.DatabaseError as exc:  # not a database at all, or unreadable
             rows = [(str(exc),)]
         finally:
             conn.set_progress_handler(None, 0)
         problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
         if problems:
-            raise StoreDamaged(
-                f"{self.path}: the database is damaged (quick_check: {'; '.join(problems[:3])})"
-                "; the collector does not serve from a damaged store. See `hatang-collector"
-                " store verify`, restore the file from a backup (agents resend what their"
-                " spools still hold), or set store.start_check: off to start anyway"
-            )
+            raise StoreDamaged(_damaged(self.path, f"quick_check: {'; '.join(problems[:3])}"))
         event(
             log,
             logging.INFO,

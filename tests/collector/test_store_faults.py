@@ -55,9 +55,26 @@ def _overwrite_pages(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(db.read_bytes())
-    for offset in range(4096 * 3, len(data) - 4096, 4096 * 2):
+    # Data pages only (the second half: the schema's pages come first), so that a store
+    # opened with start_check: off still opens and meets the damage at run time.
+    for offset in range(len(data) // 2 // 4096 * 4096, len(data) - 4096, 4096 * 2):
         data[offset + 100 : offset + 400] = b"\xa5" * 300
     db.write_bytes(bytes(data))
+
+
+async def test_a_store_whose_schema_pages_are_damaged_is_named_damaged_too(
+    tmp_path: Path,
+) -> None:
+    """Damage where the schema lives fails the very first statement, before quick_check."""
+    db = tmp_path / "collector.db"
+    await _damaged_store(db)
+    data = bytearray(db.read_bytes())
+    for offset in range(4096, len(data) // 2, 4096):
+        data[offset + 100 : offset + 400] = b"\xa5" * 300
+    db.write_bytes(bytes(data))
+    proc = await asyncio.to_thread(run_cli, "serve", "--config", str(write_config(tmp_path)))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the database is damaged" in proc.stderr and "Traceback" not in proc.stderr
 
 
 async def test_serve_refuses_a_damaged_store_with_a_message_and_exit_1(tmp_path: Path) -> None:
