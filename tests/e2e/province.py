@@ -504,6 +504,7 @@ def agent_document(
         },
         "inventory": {"enabled": True, "interval": "1h"},
         "antivirus": {"enabled": antivirus, "interval": "1h"},
+        "patches": {"enabled": False},  # apt-get -s per agent would only slow the province down
         "log": {"level": "info"},
     }
     if role == "site-probe":
@@ -711,7 +712,7 @@ def _antivirus_state(province: Province) -> str:
     config = _write_yaml(
         province.workdir / "av-check.yaml",
         {"site": province.sites[0].unit_id, "inventory": {"enabled": False},
-         "antivirus": {"enabled": True}},
+         "antivirus": {"enabled": True}, "patches": {"enabled": False}},
     )  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "agent", "check", "--config", str(config), "--json"],
