@@ -125,7 +125,7 @@ INVALID = [
         "invalid-targets-unknown-indicator.yaml",
         "invalid-targets-unknown-indicator.yaml: goals[1].indicator: unknown 'fiber' (one of"
         " lan, internet, wan, dedicated_network, computers_per_official, computers_connected,"
-        " antivirus_protected)",
+        " antivirus_protected, antivirus_managed, computers_patched, ipv6)",
     ),
     (
         "invalid-targets-unknown-key.yaml",
@@ -203,7 +203,7 @@ _GOAL = {"indicator": "lan", "level": "commune", "goal": 1, "deadline": 2015}
             {"goals": [{**_GOAL, "indicator": ["lan"]}]},
             "plan.yaml: goals[0].indicator: unknown a list (one of lan, internet, wan,"
             " dedicated_network, computers_per_official, computers_connected,"
-            " antivirus_protected)",
+            " antivirus_protected, antivirus_managed, computers_patched, ipv6)",
             id="indicator-list",
         ),
     ],
