@@ -32,6 +32,7 @@ Indicator = Literal[
     "antivirus_managed",
     "computers_patched",
     "ipv6",
+    "security_inspection",
 ]
 INDICATORS: Final[tuple[Indicator, ...]] = get_args(Indicator)  # docs/indicators.md: each one
 # A goal's level: one org level, or "all" for plan lines that cover every level.

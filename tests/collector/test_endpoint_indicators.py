@@ -176,3 +176,25 @@ def test_patch_state_rule(installed_days_ago: float | None, reboot: bool, state:
     installed = None if installed_days_ago is None else NOW - installed_days_ago * DAY
     status = PatchStatus(source="apt", last_installed_at=installed, reboot_pending=reboot)
     assert patch_state(status, NOW, IndicatorSettings().patch_max_age_seconds) == state
+
+
+def test_security_inspection_is_judged_from_declared_dates() -> None:
+    """Hà Nam's yearly inspection: an agency attains with a declared inspection within the
+    last 366 days; an old one does not; an agency that declared nothing is no data."""
+    from collector.indicators import build_snapshot, indicator_value
+    from tests.collector.test_indicators import DEMO
+    from tests.collector.test_security_indicators import declaration
+
+    now = dt.datetime(2026, 6, 1, 3, 0, tzinfo=dt.UTC)
+    declared = [
+        declaration("demo/so-tttt", "inspection_date", '"2025-11-20"', period="2026"),
+        declaration("demo/van-phong-ubnd", "inspection_date", '"2024-11-20"', period="2026"),
+    ]
+    snap = build_snapshot(DEMO, [], IndicatorSettings(), now, [], [], {}, [], declarations=declared)
+    value = next(
+        v for v in snap.indicators if (v.indicator, v.level) == ("security_inspection", "agency")
+    )
+    assert (value.numerator, value.denominator, value.units_no_data) == (1, 2, 0)
+    communes = [v for v in snap.sites if v.unit.level == "commune"]
+    none = indicator_value("security_inspection", "commune", communes, 0.95, now.date())
+    assert (none.ratio, none.units_no_data) == (0.0, len(communes))
