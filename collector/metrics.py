@@ -22,7 +22,7 @@ import ctypes.util
 import hashlib
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, cast
 
@@ -514,21 +514,19 @@ def emit(source: SnapshotSource, add: Add) -> None:
                     add("hatang_antivirus_unprotected_hosts", (site, over), longer)
                 if since:
                     add("hatang_antivirus_unprotected_since_timestamp_seconds", one, since[0])
-            if computers.firewall_states:
-                for fw_state in FIREWALL_STATES:
-                    count = computers.firewall_states.get(fw_state, 0)
-                    add("hatang_firewall_hosts", (site, fw_state), count)
+            # Computers by state, where their agents reported the section at all.
+            families: tuple[tuple[str, tuple[str, ...], Mapping[str, int]], ...] = (
+                ("hatang_firewall_hosts", FIREWALL_STATES, computers.firewall_states),
+                ("hatang_patch_hosts", PATCH_STATES, computers.patch_states),
+                ("hatang_antivirus_managed_hosts", MANAGED_STATES, computers.managed_states),
+                ("hatang_ipv6_hosts", IPV6_STATES, computers.ipv6_states),
+            )
+            for family, names, counts in families:
+                if counts:
+                    for name in names:
+                        add(family, (site, name), counts.get(name, 0))
             if computers.patch_states:
-                for patch in PATCH_STATES:
-                    add("hatang_patch_hosts", (site, patch), computers.patch_states.get(patch, 0))
                 add("hatang_patch_pending_security_hosts", one, computers.pending_security)
-            if computers.managed_states:
-                for managed in MANAGED_STATES:
-                    count = computers.managed_states.get(managed, 0)
-                    add("hatang_antivirus_managed_hosts", (site, managed), count)
-            if computers.ipv6_states:
-                for v6 in IPV6_STATES:
-                    add("hatang_ipv6_hosts", (site, v6), computers.ipv6_states.get(v6, 0))
         if view.officials_source is not None and view.officials is not None:
             add("hatang_site_officials", (site, view.officials_source), view.officials)
         add("hatang_site_declared_facts", one, len(view.declared.facts))
