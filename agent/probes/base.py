@@ -236,9 +236,7 @@ async def resolve(
     try:
         infos = await RESOLVE.run(
             (host, port, kind, family),
-            functools.partial(
-                socket.getaddrinfo, host, port, family=_FAMILIES[family], type=kind
-            ),
+            functools.partial(socket.getaddrinfo, host, port, family=_FAMILIES[family], type=kind),
             share=True,
         )
     except (socket.gaierror, UnicodeError) as exc:

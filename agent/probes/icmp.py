@@ -476,7 +476,8 @@ async def probe(options: Options) -> ProbeResult:
     if sys.platform == "win32":
         from agent.probes import icmp_windows
 
-        return await icmp_windows.burst(options, family, sockaddr, deadline)
+        result = await icmp_windows.burst(options, family, sockaddr, deadline)
+        return with_family(result, options, family)
     sock, method, refusals = _open_socket(family)
     if sock is None:
         return with_family(
