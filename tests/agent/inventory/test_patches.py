@@ -284,14 +284,14 @@ def test_broken_json_is_a_warning() -> None:
     assert status.reboot_pending is None and status.source == "hotfix"
 
 
-def test_powershell_is_run_without_a_console_window() -> None:
-    """The one subprocess helper passes CREATE_NO_WINDOW where Windows has it."""
+def test_patch_commands_go_through_the_one_windowless_runner() -> None:
+    """No console window flashes on office PCs: every command runs via run_command
+    (agent.subproc, CREATE_NO_WINDOW), never subprocess directly."""
     import inspect
 
-    from agent.inventory.antivirus import command
-
-    assert "CREATE_NO_WINDOW" in inspect.getsource(command.run_command)
-    assert windows.HISTORY_SCRIPT.count("ConvertTo-Json") == 1
+    for module in (linux, windows):
+        assert "import subprocess" not in inspect.getsource(module)
+    assert windows.detect.__defaults__ is not None and run_command in windows.detect.__defaults__
 
 
 def test_check_output_shows_the_patch_state_in_both_languages() -> None:
