@@ -73,7 +73,7 @@ async def _antivirus(config: AgentConfig) -> Any:
 async def _patches(config: AgentConfig) -> Any:
     from agent.inventory.patches import detect
 
-    return await asyncio.to_thread(detect, config.patches)
+    return await INVENTORY.run("patches", functools.partial(detect, config.patches))
 
 
 async def _lan_hosts(config: AgentConfig) -> Any:
