@@ -135,7 +135,7 @@ def network_rows(report: Report) -> list[list[str]]:
                 [
                     label if i == 0 else "",
                     result.target,
-                    result.kind,
+                    result.kind + (" (IPv6)" if result.family == "ipv6" else ""),
                     OK_TEXT if result.up else FAIL_TEXT,
                     _ms(result.rtt_seconds),
                     _percent(result.loss_ratio),

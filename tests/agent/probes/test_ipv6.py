@@ -8,6 +8,7 @@ seen to pick the IPv6 address of a name that has both.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,3 +107,24 @@ def test_name_without_aaaa_is_a_dns_error_over_ipv6(pair: Pair) -> None:
     assert result["up"] is False and result["error"] == "dns_error"
     assert result["family"] == "ipv6"
     assert "no ipv6 address" in result["detail"]
+
+
+def test_check_table_marks_checks_that_went_over_ipv6() -> None:
+    from agent.render import network_rows
+    from agent.report import NetworkStatus, ProbeResult, Report
+
+    report = Report(
+        id="r", agent_id="a", site="demo", role="host", seq=1,
+        observed_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), interval_seconds=60,
+        agent_version="t",
+    )  # fmt: skip
+    report.networks.internet = NetworkStatus(
+        configured=True,
+        up=True,
+        targets=[
+            ProbeResult(kind="tcp", target="v6", up=True, family="ipv6"),
+            ProbeResult(kind="tcp", target="v4", up=True, family="ipv4"),
+        ],
+    )
+    rows = [r for r in network_rows(report) if r[1] in ("v6", "v4")]
+    assert [r[2] for r in rows] == ["tcp (IPv6)", "tcp"]
