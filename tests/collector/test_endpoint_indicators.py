@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -198,3 +199,55 @@ def test_security_inspection_is_judged_from_declared_dates() -> None:
     communes = [v for v in snap.sites if v.unit.level == "commune"]
     none = indicator_value("security_inspection", "commune", communes, 0.95, now.date())
     assert (none.ratio, none.units_no_data) == (0.0, len(communes))
+
+
+@pytest.mark.netns
+async def test_ipv6_indicator_from_a_real_agent_check_in_a_namespace(
+    make_client: MakeClient, tmp_path: Path, topo: Any
+) -> None:
+    """A real ``hatang-agent check --json`` in a namespace with a documentation-prefix
+    (global) IPv6 address and an IPv6 tcp check to its peer; its report, posted through
+    the real ingest path, makes the unit attain ipv6 on /metrics."""
+    import asyncio
+    import sys
+
+    from agent.report import decode_report
+    from tests.conftest import REPO
+
+    pc, peer = topo.add("pc"), topo.add("peer")
+    pc_dev, peer_dev = topo.link(pc, peer, "10.27.0.1/24", "10.27.0.2/24")
+    pc.ip("addr", "add", "2001:db8:27::1/64", "dev", pc_dev, "nodad")
+    peer.ip("addr", "add", "2001:db8:27::2/64", "dev", peer_dev, "nodad")
+    serve = [sys.executable, "-m", "tests.agent.probes.servers"]
+    peer.popen([*serve, "tcp", "--bind", "2001:db8:27::2", "--port", "8443"], cwd=REPO)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"site: {AN_BINH}\n"
+        "networks:\n"
+        '  lan: {targets: [{kind: tcp, address: "10.27.0.2:9", timeout: 1s}]}\n'
+        '  internet: {targets: [{kind: tcp, address: "[2001:db8:27::2]:8443", family: ipv6,'
+        " timeout: 2s}]}\n"
+        "antivirus: {enabled: false}\npatches: {enabled: false}\n"
+        f"spool: {{path: {tmp_path / 'spool.db'}}}\n",
+        encoding="utf-8",
+    )
+
+    def check() -> Report:
+        for _ in range(50):  # until the peer listens
+            proc = pc.exec(sys.executable, "-m", "agent", "check", "--config", str(config),
+                           "--json", check=False)  # fmt: skip
+            report = decode_report(proc.stdout.encode())
+            if report.networks.internet.up:
+                return report
+        raise AssertionError(proc.stdout[-2000:])
+
+    report = await asyncio.to_thread(check)
+    [result] = report.networks.internet.targets
+    assert result.family == "ipv6" and result.up
+    client = await make_client(load_config(write_config(tmp_path)))
+    token = await new_token(client, AN_BINH)
+    reply = await client.post("/api/v1/reports", data=batch_body(report), headers=auth(token))
+    assert reply.status == 200, await reply.text()
+    text = await scrape(client)
+    assert sample(text, f'hatang_ipv6_hosts{{site="{AN_BINH}",state="working"}}') == 1
+    assert sample(text, 'hatang_indicator_ratio{indicator="ipv6",level="commune"}') == 1 / 3
