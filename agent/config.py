@@ -237,7 +237,9 @@ class PatchesConfig(_Section, frozen=True):
 
     enabled: bool = True
     interval: Duration = Duration(6 * 3600.0)
-    command_timeout: Duration = Duration(120.0)  # per command (apt-get -s, dnf, PowerShell)
+    # Per command (apt-get -s, dnf, PowerShell): apt-get took 2 s here, and 3 min once while
+    # another apt run had just changed the package cache; every 6 h, so be generous.
+    command_timeout: Duration = Duration(300.0)
 
     def __post_init__(self) -> None:
         if self.interval < 600:
