@@ -18,6 +18,7 @@ CENTRAL_KEYS: Final = (
     "networks",
     "inventory",
     "antivirus",
+    "patches",
     "discovery",
     "snmp",
     "throughput",  # the province points every site probe at its payload in one place

@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from agent.addresses import has_global_ipv6
 from agent.report import (
     NETWORK_CLASSES,
     AntivirusStatus,
@@ -22,6 +23,7 @@ from agent.report import (
     LanHosts,
     NetworkClass,
     NetworkStatus,
+    PatchStatus,
     ProbeResult,
     Report,
     SnmpDevice,
@@ -134,7 +136,7 @@ def network_rows(report: Report) -> list[list[str]]:
                 [
                     label if i == 0 else "",
                     result.target,
-                    result.kind,
+                    result.kind + (" (IPv6)" if result.family == "ipv6" else ""),
                     OK_TEXT if result.up else FAIL_TEXT,
                     _ms(result.rtt_seconds),
                     _percent(result.loss_ratio),
@@ -207,6 +209,12 @@ def host_lines(host: HostInventory | None) -> list[str]:
         speed = f", {nic.speed_mbps} Mb/s" if nic.speed_mbps else ""
         parts = [nic.name, nic.mac or "", *nic.ipv4, f"({state}{speed})"]
         nics.append(" ".join(p for p in parts if p))
+    v6 = [a for nic in host.interfaces for a in nic.ipv6]
+    ipv6 = (
+        "có địa chỉ toàn cầu / global address"
+        if has_global_ipv6(v6)
+        else "không có địa chỉ toàn cầu / no global address"
+    )
     pairs = [
         ("Tên máy / Hostname", host.hostname),
         ("Hệ điều hành / OS", os_text),
@@ -214,6 +222,7 @@ def host_lines(host: HostInventory | None) -> list[str]:
         ("Bộ nhớ / Memory", _bytes(host.memory_bytes)),
         ("Ổ đĩa / Disks", disks or _DASH),
         ("Card mạng / Interfaces", "; ".join(nics) or _DASH),
+        ("IPv6", ipv6),
         ("Khởi động / Booted", _when(host.boot_time)),
         ("Phiên bản / Agent", f"hatang-agent {host.agent_version}, Python {host.python_version}"),
     ]
@@ -247,6 +256,18 @@ def security_lines(antivirus: AntivirusStatus | None, firewall: FirewallStatus |
             lines.append(f"    - {product.name} ({product.source}): {', '.join(facts)}")
         if antivirus.error:
             lines.append(f"    Lỗi / Error: {antivirus.error}")
+        managed = {True: "có / yes", False: "không / no", None: "không rõ / unknown"}
+        agents = ", ".join(
+            dict.fromkeys(p.management_agent for p in antivirus.products if p.management_agent)
+        )
+        contact = antivirus.last_console_contact_at
+        facts = [
+            f for f in (agents, f"liên lạc / contact {_when(contact)}" if contact else "") if f
+        ]
+        suffix = f" ({'; '.join(facts)})" if facts else ""
+        lines.append(
+            f"  Quản lý tập trung / Centrally managed: {managed[antivirus.managed]}{suffix}"
+        )
     if firewall is None:
         lines.append(f"  Tường lửa / Firewall: {NOT_COLLECTED}")
     else:
@@ -319,6 +340,28 @@ def throughput_lines(results: Sequence[ThroughputResult] | None, cost: str) -> l
     return lines
 
 
+def patch_lines(patches: PatchStatus | None) -> list[str]:
+    """Patch currency: last update installed, pending updates, pending reboot."""
+    lines = ["Cập nhật bản vá / Patches"]
+    if patches is None:
+        return [*lines, f"  {NOT_COLLECTED}"]
+    unknown = "không rõ / unknown"
+    reboot = {True: "có / yes", False: "không / no", None: "không rõ / unknown"}
+    pending = unknown if patches.pending_updates is None else str(patches.pending_updates)
+    security = patches.pending_security_updates
+    security_text = unknown if security is None else str(security)
+    pairs = [
+        ("Cài lần cuối / Last installed", f"{_when(patches.last_installed_at)} ({patches.source})"),
+        ("Chờ cài / Pending", f"{pending} (bảo mật / security: {security_text})"),
+        ("Chờ khởi động lại / Reboot pending", reboot[patches.reboot_pending]),
+    ]
+    if patches.recent:
+        pairs.append(("Gần đây / Recent", ", ".join(patches.recent[:5])))
+    if patches.error:
+        pairs.append(("Lỗi / Error", patches.error))
+    return lines + _fields(pairs)
+
+
 def render_report(
     report: Report, *, networks_ran: bool = True, throughput_cost: str | None = None
 ) -> str:
@@ -344,6 +387,8 @@ def render_report(
         *host_lines(report.host),
         "",
         *security_lines(report.antivirus, report.firewall),
+        "",
+        *patch_lines(report.patches),
     ]
     if report.role == "site-probe":
         lines += ["", *lan_lines(report.lan_hosts, report.snmp)]

@@ -52,6 +52,16 @@ AV_STATES: Final[tuple[AvState, ...]] = get_args(AvState)
 HostKind = Literal["computer", "printer", "network", "phone", "unknown"]
 HostSource = Literal["arp", "snmp", "agent"]  # in order of trust when sources disagree
 HOST_SOURCES: Final[tuple[HostSource, ...]] = get_args(HostSource)
+AddressFamily = Literal["ipv4", "ipv6"]  # the IP version a probe used (ProbeResult.family)
+ADDRESS_FAMILIES: Final[tuple[AddressFamily, ...]] = get_args(AddressFamily)
+PatchSource = Literal[
+    "windows-update",  # Windows Update Agent API history (Microsoft.Update.Session)
+    "hotfix",  # Win32_QuickFixEngineering (Get-HotFix): Server 2016 and when the API fails
+    "apt",  # dpkg/apt: apt-get -s upgrade, /var/log/dpkg.log
+    "dnf",  # dnf/yum and rpm: dnf check-update, rpm -qa --last
+    "unsupported",  # no package manager hatang knows on this system
+]
+PATCH_SOURCES: Final[tuple[PatchSource, ...]] = get_args(PatchSource)
 
 # Bounded building blocks. Bounds are generous for real data and small for abuse.
 # Id patterns are anchored with \A…\Z: msgspec matches with re.search, where ``$`` also
@@ -135,6 +145,9 @@ class ProbeResult(_Wire):
     tls_days_to_expiry: float | None = None
     bytes_read: Count | None = None
     throughput_bytes_per_second: Seconds | None = None
+    # The IP version the check went over, or was restricted to by the target's ``family``
+    # option when it failed before a packet (e.g. no AAAA record); None: neither known.
+    family: AddressFamily | None = None
 
 
 class NetworkStatus(_Wire):
@@ -307,6 +320,12 @@ class AntivirusProduct(_Wire):
     signature_updated_at: Timestamp | None = None  # newest signature build/update time
     running: bool | None = None  # a service or process of the product was seen running
     detail: Text | None = None  # why the state is what it is, e.g. "Security Center: snoozed"
+    # Central management (agent/inventory/antivirus/management.yaml): the product's
+    # management agent is present and, where the product says when, reached its console
+    # within antivirus.max_console_age. None: this product's management is not observable.
+    managed: bool | None = None
+    management_agent: Name | None = None  # e.g. "Kaspersky Network Agent"
+    last_console_contact_at: Timestamp | None = None
 
 
 class AntivirusStatus(_Wire):
@@ -318,6 +337,24 @@ class AntivirusStatus(_Wire):
     error: Text | None = None
     sources: Annotated[list[Name], msgspec.Meta(max_length=16)] = []  # sources that answered
     warnings: Annotated[list[Text], msgspec.Meta(max_length=16)] = []  # sources that failed
+    # Centrally managed: true when some product is managed, false when none is (no product
+    # at all included), None when no product's management could be observed.
+    managed: bool | None = None
+    last_console_contact_at: Timestamp | None = None  # newest contact of a managed product
+
+
+class PatchStatus(_Wire):
+    """Patch currency of this computer: when updates were last installed, what is pending."""
+
+    source: PatchSource
+    last_installed_at: Timestamp | None = None  # newest update or package installation
+    pending_updates: Count | None = None  # None: not known from this source (Windows)
+    pending_security_updates: Count | None = None
+    reboot_pending: bool | None = None
+    # Windows: the installed updates seen (newest first), e.g. "KB5044281"; bounded.
+    recent: Annotated[list[Name], msgspec.Meta(max_length=16)] = []
+    error: Text | None = None  # set when part of it could not be read
+    warnings: Annotated[list[Text], msgspec.Meta(max_length=16)] = []
 
 
 class FirewallProfile(_Wire):
@@ -376,6 +413,7 @@ class Report(_Wire, kw_only=True):
     antivirus: AntivirusStatus | None = None
     firewall: FirewallStatus | None = None
     throughput: Annotated[list[ThroughputResult], msgspec.Meta(max_length=8)] | None = None
+    patches: PatchStatus | None = None
     # Reports this agent lost (cumulative): dropped when the spool was full, never queued
     # because its disk was full, or damaged on disk; their seq numbers are gaps.
     spool_dropped: Count = 0

@@ -26,7 +26,7 @@ from agent.report import Report, new_report_id
 
 log = logging.getLogger(__name__)
 
-SectionName = Literal["networks", "host", "antivirus", "lan_hosts", "snmp", "throughput"]
+SectionName = Literal["networks", "host", "antivirus", "patches", "lan_hosts", "snmp", "throughput"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,12 @@ async def _antivirus(config: AgentConfig) -> Any:
     return antivirus, firewall
 
 
+async def _patches(config: AgentConfig) -> Any:
+    from agent.inventory.patches import detect
+
+    return await INVENTORY.run("patches", functools.partial(detect, config.patches))
+
+
 async def _lan_hosts(config: AgentConfig) -> Any:
     from agent.discovery import discover
 
@@ -108,6 +114,8 @@ SECTIONS: Final[tuple[Section, ...]] = (
     Section("networks", lambda c: True, lambda c: c.interval, _networks),
     Section("host", lambda c: c.inventory.enabled, lambda c: c.inventory.interval, _host),
     Section("antivirus", lambda c: c.antivirus.enabled, lambda c: c.antivirus.interval, _antivirus),
+    # Package managers take seconds to minutes: hours apart, each command under a timeout.
+    Section("patches", lambda c: c.patches.enabled, lambda c: c.patches.interval, _patches),
     Section(
         "lan_hosts",
         lambda c: _site_probe(c) and c.discovery.enabled,

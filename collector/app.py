@@ -144,6 +144,7 @@ def indicator_settings(config: CollectorConfig) -> IndicatorSettings:
         clock_skew_tolerance_seconds=config.clock_skew.max_future,
         bucket_seconds=config.window.bucket,
         fresh_observations_only=config.remote_write is not None,
+        patch_max_age_seconds=config.posture.patch_max_age,
     )
 
 

@@ -115,6 +115,21 @@ class WindowConfig(_Section, frozen=True):
             )
 
 
+class PostureConfig(_Section, frozen=True):
+    """How endpoint facts are judged (docs/indicators.md: computers_patched).
+
+    Here rather than in a targets file: ``hatang_indicator_ratio`` is one number per
+    level that every plan's goal is compared against, so the rule must be one per
+    province; the metric ``hatang_patch_max_age_seconds`` shows which was applied.
+    """
+
+    patch_max_age: Duration = Duration(30 * 86400.0)
+
+    def __post_init__(self) -> None:
+        if not 86400 <= self.patch_max_age <= 366 * 86400:
+            raise ValueError("patch_max_age: must be between 1d and 366d (e.g. 30d)")
+
+
 class LimitsConfig(_Section, frozen=True):
     """Bounds that keep hostile or broken agents from exhausting the collector."""
 
@@ -329,6 +344,7 @@ class CollectorConfig(_Section, frozen=True):
     store: StoreConfig = StoreConfig()
     targets: Annotated[list[str], msgspec.Meta(max_length=256)] = []
     window: WindowConfig = WindowConfig()
+    posture: PostureConfig = PostureConfig()
     site_up_after_intervals: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 3
     limits: LimitsConfig = LimitsConfig()
     clock_skew: ClockSkewConfig = ClockSkewConfig()

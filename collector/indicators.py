@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, get_args
 
+from agent.addresses import has_global_ipv6
 from agent.log import log_exception_limited
 from agent.report import (
     NETWORK_CLASSES,
@@ -29,6 +30,7 @@ from agent.report import (
     HostInventory,
     LanHosts,
     NetworkClass,
+    PatchStatus,
     Report,
 )
 from collector.declarations import Value, in_force
@@ -71,6 +73,22 @@ FirewallState = Literal["enabled", "disabled", "unknown"]  # hatang_firewall_hos
 FIREWALL_STATES: Final[tuple[FirewallState, ...]] = get_args(FirewallState)
 # The classes whose use is measured (a LAN has no uplink to count).
 USE_NETWORKS: Final[tuple[NetworkClass, ...]] = ("wan", "dedicated", "internet")
+# hatang_patch_hosts{state}: see patch_state.
+PatchState = Literal["current", "outdated", "reboot_pending", "unknown"]
+PATCH_STATES: Final[tuple[PatchState, ...]] = get_args(PatchState)
+ManagedState = Literal["managed", "unmanaged", "unknown"]  # hatang_antivirus_managed_hosts
+MANAGED_STATES: Final[tuple[ManagedState, ...]] = get_args(ManagedState)
+# hatang_ipv6_hosts{state}: working = a global IPv6 address and an IPv6 check up in its
+# newest report (within the window); address_only = the address, no IPv6 check up;
+# no_address = no global IPv6 address (link-local and ULA do not count).
+Ipv6State = Literal["working", "address_only", "no_address"]
+IPV6_STATES: Final[tuple[Ipv6State, ...]] = get_args(Ipv6State)
+# Indicators over units (attaining / not attaining / no data), besides the network ones.
+UNIT_LEVEL: Final[frozenset[Indicator]] = frozenset(
+    {*UNIT_INDICATORS, "ipv6", "security_inspection"}
+)
+# security_inspection: a declared inspection date at most this old (the plans: "every year").
+INSPECTION_MAX_AGE: Final = dt.timedelta(days=366)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +108,16 @@ class IndicatorSettings:
     # push's (collector.late, docs/late-data.md). Off: the latest observation, however old.
     fresh_observations_only: bool = False
     rollup_offset_seconds: float = 7 * 3600.0  # the store's roll-up day: UTC+7 (Việt Nam)
+    # computers_patched: updates installed within this long (posture.patch_max_age).
+    patch_max_age_seconds: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
         if not self.window_seconds > 0:
             raise ValueError(f"window must be positive, got {self.window_seconds}")
         if not 0.0 < self.up_ratio <= 1.0:
             raise ValueError(f"up_ratio must be in (0, 1], got {self.up_ratio}")
+        if not self.patch_max_age_seconds > 0:
+            raise ValueError(f"patch_max_age must be positive, got {self.patch_max_age_seconds}")
         if not self.site_up_after_intervals >= 1:
             raise ValueError(
                 f"site_up_after_intervals must be at least 1, got {self.site_up_after_intervals}"
@@ -218,6 +240,10 @@ class Computers:
     firewall_states: Mapping[str, int] = field(default_factory=dict)  # with a firewall report
     # Per unprotected computer: since when (unix seconds; day precision, see the store).
     unprotected_since: tuple[float, ...] = ()
+    patch_states: Mapping[str, int] = field(default_factory=dict)  # with a patches report
+    pending_security: int = 0  # computers with a pending security update
+    managed_states: Mapping[str, int] = field(default_factory=dict)  # with antivirus report
+    ipv6_states: Mapping[str, int] = field(default_factory=dict)  # with a host inventory
 
     @property
     def protected(self) -> int:
@@ -253,6 +279,14 @@ class Declared:
     def officials_basis(self) -> str | None:
         value = self.facts.get("officials_basis")
         return value if isinstance(value, str) else None
+
+    @property
+    def inspection_date(self) -> dt.date | None:
+        value = self.facts.get("inspection_date")
+        try:
+            return dt.date.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +457,9 @@ def count_computers(
     agents: Sequence[AgentState],
     agent_up: Mapping[str, bool],
     protected_until: Mapping[tuple[str, str], float] | None = None,
+    *,
+    now: dt.datetime | None = None,
+    settings: IndicatorSettings | None = None,
 ) -> Computers | None:
     """Reconcile one site's agents and discovered hosts by MAC into computers.
 
@@ -466,8 +503,14 @@ def count_computers(
     connected = 0
     av_states: Counter[str] = Counter()
     firewall_states: Counter[str] = Counter()
+    patch_states: Counter[str] = Counter()
+    managed_states: Counter[str] = Counter()
+    ipv6_states: Counter[str] = Counter()
+    pending_security = 0
     unprotected: list[float] = []
     until = protected_until or {}
+    settings = settings or IndicatorSettings()
+    now = now or dt.datetime.now(dt.UTC)
     for members in by_root.values():
         newest = max(members, key=lambda a: a.last_received_at)
         connected += agent_up.get(newest.agent_id, False)
@@ -477,9 +520,16 @@ def count_computers(
             if antivirus.state in AV_UNPROTECTED:
                 since = until.get((newest.site, newest.agent_id), newest.first_seen.timestamp())
                 unprotected.append(since)
+            managed_states[managed_state(antivirus)] += 1
         firewall = newest.firewall
         if isinstance(firewall, FirewallStatus):
             firewall_states[firewall_state(firewall)] += 1
+        patches = newest.patches
+        if isinstance(patches, PatchStatus):
+            patch_states[patch_state(patches, now, settings.patch_max_age_seconds)] += 1
+            pending_security += bool(patches.pending_security_updates)
+        if isinstance(newest.host, HostInventory):
+            ipv6_states[ipv6_state(newest, now, settings.window_seconds)] += 1
     return Computers(
         total=len(by_root) + len(discovered_roots),
         with_agent=len(by_root),
@@ -489,6 +539,10 @@ def count_computers(
         discovered=bool(probes),
         firewall_states=dict(firewall_states),
         unprotected_since=tuple(sorted(unprotected)),
+        patch_states=dict(patch_states),
+        pending_security=pending_security,
+        managed_states=dict(managed_states),
+        ipv6_states=dict(ipv6_states),
     )
 
 
@@ -497,6 +551,45 @@ def firewall_state(status: FirewallStatus) -> FirewallState:
     if status.enabled is None:
         return "unknown"
     return "enabled" if status.enabled else "disabled"
+
+
+def patch_state(status: PatchStatus, now: dt.datetime, max_age_seconds: float) -> PatchState:
+    """``unknown`` without an installation date; ``outdated`` when the newest update is
+    older than ``max_age_seconds``; else ``reboot_pending`` when the computer still needs a
+    restart for it to take effect; else ``current``."""
+    installed = status.last_installed_at
+    if installed is None:
+        return "unknown"
+    if (now - installed).total_seconds() > max_age_seconds:
+        return "outdated"
+    return "reboot_pending" if status.reboot_pending else "current"
+
+
+def managed_state(status: AntivirusStatus) -> ManagedState:
+    """Whether the computer's antivirus is centrally managed, as its agent observed."""
+    if status.managed is None:
+        return "unknown"
+    return "managed" if status.managed else "unmanaged"
+
+
+def ipv6_state(agent: AgentState, now: dt.datetime, window_seconds: float) -> Ipv6State:
+    """One computer's IPv6: a global address, and an IPv6 check up in its newest report
+    when that report is within the window."""
+    host = agent.host
+    addresses = (
+        [a for i in host.interfaces for a in i.ipv6] if isinstance(host, HostInventory) else []
+    )
+    if not has_global_ipv6(addresses):
+        return "no_address"
+    fresh = (now - agent.last_received_at).total_seconds() <= window_seconds
+    checks = (
+        result
+        for network in NETWORK_CLASSES
+        for result in agent.latest.networks.get(network).targets
+    )
+    if fresh and any(r.family == "ipv6" and r.up for r in checks):
+        return "working"
+    return "address_only"
 
 
 def latest_agent(agents: Sequence[AgentState], now: dt.datetime) -> AgentState | None:
@@ -586,7 +679,7 @@ def site_view(
     if latest is not None:
         networks, targets = observe_targets(latest.latest)
     lan_hosts: dict[str, int] = {}
-    computers = count_computers(agents, agent_up, protected_until)
+    computers = count_computers(agents, agent_up, protected_until, now=now, settings=settings)
     probes = [a for a in agents if isinstance(a.lan_hosts, LanHosts)]
     if probes:
         newest = max(probes, key=lambda a: a.last_received_at)
@@ -689,6 +782,7 @@ def indicator_value(
     up_ratio: float,
     rule: GoalRule | None = None,
     now: dt.datetime | None = None,
+    today: dt.date | None = None,
 ) -> IndicatorValue:
     """One indicator over a selection of units (see docs/indicators.md).
 
@@ -734,12 +828,47 @@ def indicator_value(
             else:
                 numerator += computers.connected
                 denominator += computers.total
-        else:  # antivirus_protected
+        elif indicator == "ipv6":
+            denominator += 1
+            reported = sum(computers.ipv6_states.values()) if computers is not None else 0
+            if computers is None or reported == 0:
+                no_data += 1
+            elif computers.ipv6_states.get("working", 0) > 0:
+                attaining += 1
+                numerator += 1
+        elif indicator == "security_inspection":
+            denominator += 1
+            inspected = view.declared.inspection_date
+            if not view.declared.facts:
+                no_data += 1
+            elif (
+                inspected is not None
+                and today is not None
+                and (today - INSPECTION_MAX_AGE <= inspected <= today)
+            ):
+                attaining += 1
+                numerator += 1
+        elif indicator == "computers_patched":
+            reported = sum(computers.patch_states.values()) if computers is not None else 0
+            if computers is None or reported == 0:
+                no_data += 1
+            else:
+                numerator += computers.patch_states.get("current", 0)
+                denominator += reported
+        elif indicator == "antivirus_managed":
+            if computers is None or computers.av_reported == 0:
+                no_data += 1
+            else:
+                numerator += computers.managed_states.get("managed", 0)
+                denominator += computers.av_reported
+        elif indicator == "antivirus_protected":
             if computers is None or computers.av_reported == 0:
                 no_data += 1
             else:
                 numerator += computers.protected
                 denominator += computers.av_reported
+        else:  # a new Indicator without its rule here: tests/collector/test_targets.py fails
+            raise ValueError(f"no rule computes indicator {indicator!r}")
     return IndicatorValue(
         indicator=indicator,
         level=level,
@@ -748,7 +877,7 @@ def indicator_value(
         units=len(selection),
         units_attaining=attaining,
         units_no_data=no_data,
-        has_data=indicator in UNIT_INDICATORS or no_data < len(selection),
+        has_data=indicator in UNIT_LEVEL or no_data < len(selection),
         units_not_judged=not_judged,
     )
 
@@ -840,6 +969,8 @@ def build_snapshot(
     )
     for day in use_days:
         site_use[day.site][day.network].append(day)
+    # Inspection dates are calendar days of the province (UTC+7), not of the collector host.
+    today = now.astimezone(dt.timezone(dt.timedelta(hours=7))).date()
     views_list: list[SiteView] = []
     for unit in org.units:
         site_agents = by_site.get(unit.id, [])
@@ -879,7 +1010,9 @@ def build_snapshot(
     levels: list[GoalLevel] = [lvl for lvl in LEVELS if any(u.level == lvl for u in org.units)]
     levels.append("all")
     values = tuple(
-        indicator_value(indicator, level, select_units(views, level), settings.up_ratio)
+        indicator_value(
+            indicator, level, select_units(views, level), settings.up_ratio, today=today
+        )
         for indicator in INDICATORS
         for level in levels
     )
@@ -904,6 +1037,7 @@ def build_snapshot(
                 settings.up_ratio,
                 rule,
                 now,
+                today,
             ),
         )
         for plan in plans

@@ -22,7 +22,7 @@ import ctypes.util
 import hashlib
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, cast
 
@@ -36,8 +36,12 @@ from prometheus_client.utils import floatToGoString
 from agent.report import AV_STATES
 from collector.indicators import (
     FIREWALL_STATES,
+    IPV6_STATES,
+    MANAGED_STATES,
+    PATCH_STATES,
     SITE_STATES,
     UNIT_INDICATORS,
+    UNIT_LEVEL,
     UNPROTECTED_OVER,
     USE_NETWORKS,
     Snapshot,
@@ -154,6 +158,41 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "gauge",
         "Computers with agent at the site by firewall state (enabled, disabled, unknown), "
         "counted where the agent reported its firewall.",
+        ("site", "state"),
+    ),
+    MetricSpec(
+        "hatang_patch_hosts",
+        "gauge",
+        "Computers with agent at the site by patch state: current (updates installed within "
+        "patch_max_age), outdated (longer ago), reboot_pending (installed, restart needed), "
+        "unknown (no installation date); counted where the agent reported its patches.",
+        ("site", "state"),
+    ),
+    MetricSpec(
+        "hatang_patch_pending_security_hosts",
+        "gauge",
+        "Computers at the site whose package manager has a security update waiting "
+        "(Linux; as of the computer's last package list refresh).",
+        ("site",),
+    ),
+    MetricSpec(
+        "hatang_patch_max_age_seconds",
+        "gauge",
+        "How recent the last installed update must be for a computer to count as patched.",
+        (),
+    ),
+    MetricSpec(
+        "hatang_antivirus_managed_hosts",
+        "gauge",
+        "Computers with agent at the site by central management of their antivirus: "
+        "managed (management agent present and in contact), unmanaged, unknown.",
+        ("site", "state"),
+    ),
+    MetricSpec(
+        "hatang_ipv6_hosts",
+        "gauge",
+        "Computers with agent at the site by IPv6: working (global address and an IPv6 "
+        "check up in the window), address_only, no_address.",
         ("site", "state"),
     ),
     MetricSpec(
@@ -504,6 +543,7 @@ def emit(source: SnapshotSource, add: Add) -> None:
     settings = snapshot.settings
     add("hatang_indicator_window_seconds", (), settings.window_seconds)
     add("hatang_indicator_up_threshold_ratio", (), settings.up_ratio)
+    add("hatang_patch_max_age_seconds", (), settings.patch_max_age_seconds)
     add("hatang_unknown_site_agents", (), snapshot.unknown_site_agents)
     add("hatang_snapshot_timestamp_seconds", (), snapshot.generated_at)
     duration = source.last_duration_seconds
@@ -562,10 +602,19 @@ def emit(source: SnapshotSource, add: Add) -> None:
                     add("hatang_antivirus_unprotected_hosts", (site, over), longer)
                 if since:
                     add("hatang_antivirus_unprotected_since_timestamp_seconds", one, since[0])
-            if computers.firewall_states:
-                for fw_state in FIREWALL_STATES:
-                    count = computers.firewall_states.get(fw_state, 0)
-                    add("hatang_firewall_hosts", (site, fw_state), count)
+            # Computers by state, where their agents reported the section at all.
+            families: tuple[tuple[str, tuple[str, ...], Mapping[str, int]], ...] = (
+                ("hatang_firewall_hosts", FIREWALL_STATES, computers.firewall_states),
+                ("hatang_patch_hosts", PATCH_STATES, computers.patch_states),
+                ("hatang_antivirus_managed_hosts", MANAGED_STATES, computers.managed_states),
+                ("hatang_ipv6_hosts", IPV6_STATES, computers.ipv6_states),
+            )
+            for family, names, counts in families:
+                if counts:
+                    for name in names:
+                        add(family, (site, name), counts.get(name, 0))
+            if computers.patch_states:
+                add("hatang_patch_pending_security_hosts", one, computers.pending_security)
         if view.officials_source is not None and view.officials is not None:
             add("hatang_site_officials", (site, view.officials_source), view.officials)
         add("hatang_site_declared_facts", one, len(view.declared.facts))
@@ -593,7 +642,7 @@ def emit(source: SnapshotSource, add: Add) -> None:
             add("hatang_indicator_ratio", labels, ratio)
         add("hatang_indicator_numerator", labels, value.numerator)
         add("hatang_indicator_denominator", labels, value.denominator)
-        if value.indicator in UNIT_INDICATORS:
+        if value.indicator in UNIT_LEVEL:
             states = {
                 "attaining": value.units_attaining,
                 "not_attaining": value.units_not_attaining,

@@ -30,6 +30,10 @@ Indicator = Literal[
     "computers_per_official",
     "computers_connected",
     "antivirus_protected",
+    "antivirus_managed",
+    "computers_patched",
+    "ipv6",
+    "security_inspection",
 ]
 INDICATORS: Final[tuple[Indicator, ...]] = get_args(Indicator)  # docs/indicators.md: each one
 # A goal's level: one org level, or "all" for plan lines that cover every level.

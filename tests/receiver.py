@@ -314,6 +314,7 @@ def agent_config(
         "spool": {"path": str(tmp_path / "spool" / "spool.db"), **(spool or {})},
         "inventory": {"enabled": False},
         "antivirus": {"enabled": False},
+        "patches": {"enabled": False},
         "log": {"level": "debug"},
     }
     if tcp_port is not None:

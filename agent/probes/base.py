@@ -10,11 +10,11 @@ import os
 import socket
 import ssl
 import time
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Final, Literal, Protocol, TypeVar
 
 import msgspec
 
-from agent.report import ErrorReason, ProbeResult
+from agent.report import AddressFamily, ErrorReason, ProbeResult
 from agent.units import Duration
 
 PortNumber = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -31,6 +31,10 @@ class TargetOptions(
     address: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     timeout: Duration = Duration(5.0)
     name: Annotated[str, msgspec.Meta(max_length=128)] | None = None  # label shown to people
+    # Which IP version to check over. "any": IPv4 first when the name has both (offices'
+    # IPv6 is often configured but not routed); "ipv6" checks the target's IPv6 path only,
+    # which is what the ipv6 indicator counts (docs/indicators.md).
+    family: Literal["any", "ipv4", "ipv6"] = "any"
 
     @property
     def kind(self) -> str:
@@ -184,8 +188,33 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+_FAMILIES: Final[dict[str, socket.AddressFamily]] = {
+    "any": socket.AF_UNSPEC,
+    "ipv4": socket.AF_INET,
+    "ipv6": socket.AF_INET6,
+}
+
+
+def family_name(family: int) -> AddressFamily:
+    """``ipv4`` or ``ipv6`` for a socket address family (ProbeResult.family)."""
+    return "ipv6" if family == socket.AF_INET6 else "ipv4"
+
+
+def with_family(result: ProbeResult, options: TargetOptions, family: int | None) -> ProbeResult:
+    """Set ``result.family``: the family used, else the one the target was limited to."""
+    if family is not None:
+        result.family = family_name(family)
+    elif options.family != "any":
+        result.family = "ipv6" if options.family == "ipv6" else "ipv4"
+    return result
+
+
 async def resolve(
-    host: str, port: int = 0, *, kind: socket.SocketKind = socket.SOCK_STREAM
+    host: str,
+    port: int = 0,
+    *,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+    family: str = "any",
 ) -> list[tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]]:
     """Resolve a host with the OS resolver; raise ProbeFailed(dns_error) when it fails.
 
@@ -195,29 +224,37 @@ async def resolve(
     a resolver hanging in an internet outage cannot starve other kinds of checks.
     IPv4 answers come first unless the name has only IPv6 ones, because offices' IPv6 is
     often configured but not routed.
+    ``family`` (a target's ``family`` option) keeps only the answers of one IP version.
     """
     literal = _literal(host, port)
     if literal is not None:
+        if family != "any" and family_name(literal[0]) != family:
+            raise ProbeFailed("dns_error", f"resolve {host}: not an {family} address")
         return [literal]
     from agent.probes.blocking import RESOLVE
 
     try:
         infos = await RESOLVE.run(
-            (host, port, kind),
-            functools.partial(socket.getaddrinfo, host, port, type=kind),
+            (host, port, kind, family),
+            functools.partial(socket.getaddrinfo, host, port, family=_FAMILIES[family], type=kind),
             share=True,
         )
     except (socket.gaierror, UnicodeError) as exc:
+        if family != "any" and isinstance(exc, socket.gaierror):
+            raise ProbeFailed(
+                "dns_error", f"resolve {host}: no {family} address ({describe(exc)})"
+            ) from None
         raise ProbeFailed("dns_error", f"resolve {host}: {describe(exc)}") from None
     seen: set[tuple[object, ...]] = set()
     found: list[tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]] = []
-    for family, _, _, _, sockaddr in sorted(infos, key=lambda i: i[0] != socket.AF_INET):
-        if family not in (socket.AF_INET, socket.AF_INET6) or sockaddr in seen:
+    for af, _, _, _, sockaddr in sorted(infos, key=lambda i: i[0] != socket.AF_INET):
+        if af not in (socket.AF_INET, socket.AF_INET6) or sockaddr in seen:
             continue
         seen.add(sockaddr)
-        found.append((family, sockaddr))  # type: ignore[arg-type]
+        found.append((af, sockaddr))  # type: ignore[arg-type]
     if not found:
-        raise ProbeFailed("dns_error", f"resolve {host}: no IPv4 or IPv6 address")
+        wanted = "IPv4 or IPv6" if family == "any" else family
+        raise ProbeFailed("dns_error", f"resolve {host}: no {wanted} address")
     return found
 
 

@@ -126,4 +126,4 @@ class Lane:
 # enough that hung calls cannot make the agent a thread farm.
 RESOLVE: Final = Lane("resolve", 8)
 HTTP: Final = Lane("http", 16)
-INVENTORY: Final = Lane("inventory", 4)  # inventory, antivirus, firewall (see agent.sections)
+INVENTORY: Final = Lane("inventory", 4)  # inventory, antivirus, firewall, patches (agent.sections)

@@ -25,6 +25,7 @@ from agent.probes.base import (
     reason_for,
     resolve,
     split_host_port,
+    with_family,
 )
 from agent.report import ProbeResult
 
@@ -46,6 +47,20 @@ class Options(TargetOptions, frozen=True, tag="dns"):
 
 async def probe(options: Options) -> ProbeResult:
     """Ask the resolver at ``address`` for ``query`` and judge the answer."""
+    host, port = split_host_port(options.address, default_port=53)
+    deadline = Deadline(options.timeout)
+    try:
+        family, sockaddr = (
+            await resolve(host, port, kind=socket.SOCK_DGRAM, family=options.family)
+        )[0]
+    except ProbeFailed as exc:
+        return with_family(failure(options, exc.error, exc.detail), options, None)
+    server = sockaddr[0]
+    return with_family(await _query(options, server, port, deadline), options, family)
+
+
+async def _query(options: Options, server: str, port: int, deadline: Deadline) -> ProbeResult:
+    """Send the query to one resolver address and judge the answer."""
     import dns.asyncbackend
     import dns.asyncquery
     import dns.exception
@@ -53,12 +68,6 @@ async def probe(options: Options) -> ProbeResult:
     import dns.rcode
     import dns.rdatatype
 
-    host, port = split_host_port(options.address, default_port=53)
-    deadline = Deadline(options.timeout)
-    try:
-        server = (await resolve(host, port, kind=socket.SOCK_DGRAM))[0][1][0]
-    except ProbeFailed as exc:
-        return failure(options, exc.error, exc.detail)
     where = format_host_port(server, port)
     request = dns.message.make_query(options.query, options.record_type)
     start = time.monotonic()

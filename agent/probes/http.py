@@ -36,6 +36,7 @@ from agent.probes.base import (
     failure,
     reason_for,
     resolve,
+    with_family,
 )
 from agent.probes.blocking import HTTP, StillRunning
 from agent.report import ProbeResult
@@ -240,12 +241,13 @@ async def probe(options: Options) -> ProbeResult:
     parts = urlsplit(options.address)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = await resolve(parts.hostname or "", port)
+        addresses = await resolve(parts.hostname or "", port, family=options.family)
     except ProbeFailed as exc:
-        return failure(options, exc.error, exc.detail)
-    exchange = _Exchange(options, addresses[0][1][0])
+        return with_family(failure(options, exc.error, exc.detail), options, None)
+    family, sockaddr = addresses[0]
+    exchange = _Exchange(options, sockaddr[0])
     try:
-        return await HTTP.run(id(options), exchange.run)
+        return with_family(await HTTP.run(id(options), exchange.run), options, family)
     except StillRunning:
         return failure(
             options,

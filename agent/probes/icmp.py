@@ -41,6 +41,7 @@ from agent.probes.base import (
     failure,
     reason_for,
     resolve,
+    with_family,
 )
 from agent.report import ErrorReason, ProbeResult
 from agent.units import Duration
@@ -466,18 +467,22 @@ async def probe(options: Options) -> ProbeResult:
     """Send a burst of echoes to ``address`` and summarise the replies."""
     deadline = Deadline(options.timeout)
     try:
-        addresses = await resolve(options.address, kind=socket.SOCK_DGRAM)
+        addresses = await resolve(options.address, kind=socket.SOCK_DGRAM, family=options.family)
     except ProbeFailed as exc:
-        return failure(options, exc.error, exc.detail)
+        return with_family(failure(options, exc.error, exc.detail), options, None)
     family, sockaddr = addresses[0]
     # The port field of the address is ignored by ICMP sockets but must be 0 for raw ones.
     sockaddr = (sockaddr[0], 0, *sockaddr[2:])
     if sys.platform == "win32":
         from agent.probes import icmp_windows
 
-        return await icmp_windows.burst(options, family, sockaddr, deadline)
+        result = await icmp_windows.burst(options, family, sockaddr, deadline)
+        return with_family(result, options, family)
     sock, method, refusals = _open_socket(family)
     if sock is None:
-        return await _tcp_fallback(options, sockaddr[0], refusals, deadline)
+        return with_family(
+            await _tcp_fallback(options, sockaddr[0], refusals, deadline), options, family
+        )
     with sock:
-        return await _burst(options, sock, method, family, sockaddr, deadline)
+        result = await _burst(options, sock, method, family, sockaddr, deadline)
+    return with_family(result, options, family)

@@ -23,6 +23,7 @@ from agent.probes.base import (
     reason_for,
     resolve,
     split_host_port,
+    with_family,
 )
 from agent.report import ProbeResult
 
@@ -54,13 +55,15 @@ async def probe(options: Options) -> ProbeResult:
     host, port = split_host_port(options.address)
     deadline = Deadline(options.timeout)
     try:
-        addresses = await resolve(host, port)
+        addresses = await resolve(host, port, family=options.family)
     except ProbeFailed as exc:
-        return failure(options, exc.error, exc.detail)
+        return with_family(failure(options, exc.error, exc.detail), options, None)
     last: BaseException | None = None
     tried = ""
-    for _, sockaddr in addresses:
+    used: int | None = None
+    for family, sockaddr in addresses:
         ip = sockaddr[0]
+        used = family
         tried = format_host_port(ip, port)
         remaining = deadline.remaining()
         if remaining <= 0:
@@ -73,9 +76,12 @@ async def probe(options: Options) -> ProbeResult:
             if isinstance(exc, ConnectionRefusedError):
                 break
             continue
-        return ProbeResult(
+        up = ProbeResult(
             kind="tcp", target=options.label, up=True, rtt_seconds=rtt, method=f"tcp:{port}"
         )
+        return with_family(up, options, family)
     if last is None:
-        return failure(options, "timeout", f"connect to {tried}: timed out")
-    return failure(options, reason_for(last), f"connect to {tried}: {describe(last)}")
+        down = failure(options, "timeout", f"connect to {tried}: timed out")
+    else:
+        down = failure(options, reason_for(last), f"connect to {tried}: {describe(last)}")
+    return with_family(down, options, used)

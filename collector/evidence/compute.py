@@ -561,12 +561,15 @@ def measure(plan: str, goal: Goal, sites: Sequence[SiteResult], up_ratio: float)
                     for c in site.computers
                     if all(x[0] and x[1] / x[0] >= up_ratio for x in (c.lan, c.internet))
                 )
-        else:  # antivirus_protected
+        elif indicator == "antivirus_protected":
             reporting = [c for c in site.computers if c.av_state is not None]
             if reporting:
                 with_data += 1
                 den += len(reporting)
                 num += sum(1 for c in reporting if c.av_state == "protected")
+        # antivirus_managed, computers_patched, ipv6 and security_inspection have no
+        # period rule yet: over a period they are "no data", never another indicator's
+        # number (docs/indicators.md); the live snapshot computes them.
     measured = num / den if with_data and den > 0 else None
     return GoalResult(plan, goal, measured, attaining, with_data, units, num, den)
 

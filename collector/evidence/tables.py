@@ -43,6 +43,10 @@ INDICATOR_VI: Final = {
     "computers_per_official": "Máy tính trên cán bộ / computers per official",
     "computers_connected": "Máy tính có kết nối / computers connected",
     "antivirus_protected": "Máy có phòng chống mã độc / antivirus protected",
+    "antivirus_managed": "Phòng chống mã độc quản lý tập trung / antivirus centrally managed",
+    "computers_patched": "Máy được cập nhật bản vá / computers patched",
+    "ipv6": "Đơn vị có IPv6 hoạt động / units with working IPv6",
+    "security_inspection": "Kiểm tra an toàn thông tin hằng năm / yearly security inspection",
 }
 
 

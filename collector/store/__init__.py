@@ -323,6 +323,7 @@ class AgentState:
     lan_hosts: object | None  # agent.report.LanHosts
     snmp: object | None  # list[agent.report.SnmpDevice]
     last_effective_at: dt.datetime | None = None  # the same on the collector's clock
+    patches: object | None = None  # agent.report.PatchStatus
 
 
 class AgentStates(list[AgentState]):
@@ -392,6 +393,7 @@ def assemble_agent_states(
                 firewall=parts.get("firewall"),
                 lan_hosts=parts.get("lan_hosts"),
                 snmp=parts.get("snmp"),
+                patches=parts.get("patches"),
                 last_effective_at=from_unix(effective),
             )
         except (msgspec.DecodeError, ValueError, TypeError, OverflowError, OSError) as exc:

@@ -24,6 +24,7 @@ from agent.report import (
     FirewallStatus,
     HostInventory,
     LanHosts,
+    PatchStatus,
     Report,
     SnmpDevice,
 )
@@ -34,6 +35,7 @@ SECTIONS: Final[dict[str, Any]] = {
     "host": HostInventory,
     "antivirus": AntivirusStatus,
     "firewall": FirewallStatus,
+    "patches": PatchStatus,
     "lan_hosts": LanHosts,
     "snmp": list[SnmpDevice],
 }

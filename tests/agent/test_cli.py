@@ -72,7 +72,7 @@ def host_config(tmp_path: Path, lan_port: int, wan_port: int | None = None) -> P
         "networks:\n"
         f'  lan: {{targets: [{{kind: tcp, address: "127.0.0.1:{lan_port}", timeout: 3s}}]}}\n'
         f"{wan}"
-        "antivirus: {enabled: false}\n",
+        "antivirus: {enabled: false}\npatches: {enabled: false}\n",
     )
 
 
@@ -366,7 +366,7 @@ def test_check_names_the_same_agent_as_the_daemon(tmp_path: Path) -> None:
     config.write_text(
         "site: bac-kan/cho-don/bang-lung\n"
         f"spool: {{path: {spool_path}}}\n"
-        "inventory: {enabled: false}\nantivirus: {enabled: false}\n"
+        "inventory: {enabled: false}\nantivirus: {enabled: false}\npatches: {enabled: false}\n"
         "networks:\n  lan: {targets: [{kind: tcp, address: '127.0.0.1:9', timeout: 1s}]}\n",
         encoding="utf-8",
     )

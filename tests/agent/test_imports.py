@@ -148,7 +148,7 @@ def test_site_probe_loads_scapy_only_when_discovery_runs(
     config.write_text(
         "site: bac-kan/cho-don/bang-lung\nrole: site-probe\n"
         "networks: {lan: {targets: [{kind: icmp, address: 10.33.0.3, count: 2}]}}\n"
-        "inventory: {enabled: false}\nantivirus: {enabled: false}\n"
+        "inventory: {enabled: false}\nantivirus: {enabled: false}\npatches: {enabled: false}\n"
         "discovery: {interface: eth0, subnets: [10.33.0.0/28], retries: 0}\n",
         encoding="utf-8",
     )

@@ -92,6 +92,7 @@ class Office:
             "agent_id": "topology-test",
             "inventory": {"enabled": False},
             "antivirus": {"enabled": False},
+            "patches": {"enabled": False},
             "spool": {"path": str(self.tmp / "spool.db")},
             "networks": networks,
         }

@@ -125,7 +125,7 @@ INVALID = [
         "invalid-targets-unknown-indicator.yaml",
         "invalid-targets-unknown-indicator.yaml: goals[1].indicator: unknown 'fiber' (one of"
         " lan, internet, wan, dedicated_network, computers_per_official, computers_connected,"
-        " antivirus_protected)",
+        " antivirus_protected, antivirus_managed, computers_patched, ipv6, security_inspection)",
     ),
     (
         "invalid-targets-unknown-key.yaml",
@@ -260,7 +260,8 @@ _GOAL = {"indicator": "lan", "level": "commune", "goal": 1, "deadline": 2015}
             {"goals": [{**_GOAL, "indicator": ["lan"]}]},
             "plan.yaml: goals[0].indicator: unknown a list (one of lan, internet, wan,"
             " dedicated_network, computers_per_official, computers_connected,"
-            " antivirus_protected)",
+            " antivirus_protected, antivirus_managed, computers_patched, ipv6,"
+            " security_inspection)",
             id="indicator-list",
         ),
     ],
@@ -275,3 +276,67 @@ def test_untracked_scalars_keep_the_plans_wording() -> None:
     untracked = [{"text": "Báo cáo", "reason": "r", "goal": "hằng quý", "deadline": 2015}]
     plan = parse_plan({**_PLAN, "untracked": untracked})
     assert (plan.untracked[0].goal, plan.untracked[0].deadline) == ("hằng quý", "2015")
+
+
+# Each plan line of /work/shared/PLANS.md that hatang can observe (fully, through a
+# declaration, or as a duty it supports), as the target file must carry it: a goal
+# (indicator, level) or an untracked item whose text contains the words given.
+PLAN_LINES: dict[str, list[tuple[str, str] | str]] = {
+    "bac-kan-2012": [
+        ("lan", "agency"), ("lan", "district"), ("internet", "agency"), ("internet", "district"),
+        ("dedicated_network", "agency"), ("dedicated_network", "district"), ("wan", "agency"),
+        ("wan", "district"), ("dedicated_network", "commune"), ("computers_connected", "commune"),
+        ("computers_per_official", "all"), "Báo cáo tiến độ",
+    ],
+    "long-an-2010": [
+        ("lan", "agency"), ("lan", "district"), ("wan", "agency"), ("wan", "district"),
+        ("internet", "commune"), ("wan", "commune"), "giải pháp an toàn thông tin",
+        "hệ thống thông tin trọng yếu",
+    ],
+    "ha-nam-2017": [
+        ("computers_per_official", "all"), ("antivirus_protected", "all"), ("wan", "commune"),
+        ("dedicated_network", "commune"), ("security_inspection", "agency"), "Báo cáo UBND tỉnh",
+    ],
+    "ca-mau-2013": [
+        ("internet", "commune"), ("dedicated_network", "commune"), ("wan", "agency"),
+        ("wan", "district"),
+    ],
+}  # fmt: skip
+
+
+def test_every_target_file_is_loaded_and_every_goal_is_computed() -> None:
+    """Every file in configs/targets/ loads; every goal's indicator has a rule that the
+    snapshot computes (at every level, with and without data); every line hatang cannot
+    measure is kept as untracked text with a reason."""
+    import datetime as dt
+
+    from collector.indicators import IndicatorSettings, build_snapshot
+    from tests.collector.test_indicators import DEMO, make_agent
+
+    files = sorted(TARGETS.glob("*.yaml"))
+    plans = load_targets(files)
+    assert [Path(p.file).name for p in plans] == [f.name for f in files]
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    agents = [make_agent("demo/xa-an-binh", "pc1", av="protected")]
+    for data in ([], agents):
+        snapshot = build_snapshot(DEMO, plans, IndicatorSettings(), now, data, [], {}, [])
+        goals = {(g.plan, g.indicator, g.level): g for g in snapshot.goals}
+        for plan in plans:
+            for goal in plan.goals:
+                view = goals[(plan.plan, goal.indicator, goal.level)]
+                assert view.measured.indicator == goal.indicator
+    for plan in plans:
+        for item in plan.untracked:
+            assert item.text.strip() and len(item.reason.strip()) > 10, (plan.plan, item)
+
+
+@pytest.mark.parametrize("plan_id", sorted(PLAN_LINES))
+def test_each_observable_plan_line_is_in_its_target_file(plan_id: str) -> None:
+    plan = next(p for p in load_targets(sorted(TARGETS.glob("*.yaml"))) if p.plan == plan_id)
+    goals = {(g.indicator, g.level) for g in plan.goals}
+    texts = [u.text for u in plan.untracked]
+    for line in PLAN_LINES[plan_id]:
+        if isinstance(line, tuple):
+            assert line in goals, f"{plan_id}: goal {line} missing"
+        else:
+            assert any(line in text for text in texts), f"{plan_id}: untracked {line!r} missing"

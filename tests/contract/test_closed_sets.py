@@ -62,7 +62,7 @@ def test_docs_describe_exactly_the_indicators() -> None:
     network = re.search(r"^## Network indicators: (.+)$", text, re.MULTILINE)
     assert network is not None
     network_ids = re.findall(r"`([a-z_]+)`", network.group(1))
-    computer_ids = re.findall(r"^### `([a-z_]+)`$", text, re.MULTILINE)
+    computer_ids = re.findall(r"^### `([a-z0-9_]+)`$", text, re.MULTILINE)
     assert network_ids == list(UNIT_INDICATORS)
     assert sorted(network_ids + computer_ids) == sorted(INDICATORS)
 

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from aiohttp import ClientSession, ClientTimeout, web
 
-from agent.report import Batch, encode
+from agent.report import Batch, PatchStatus, encode
 from collector import api
 from collector.app import SERVER_KWARGS, create_app
 from collector.period import parse_period
@@ -151,7 +151,11 @@ async def test_rules_and_dashboards_on_a_real_prometheus(
     server = await aiohttp_server(app, **SERVER_KWARGS)
     store = app[api.STORE]
     quiet = msgspec.structs.replace(
-        agent_report(SITE, agent_id="pc-quiet", antivirus="outdated"), interval_seconds=1.0
+        agent_report(SITE, agent_id="pc-quiet", antivirus="outdated"),
+        interval_seconds=1.0,
+        patches=PatchStatus(
+            source="hotfix", last_installed_at=dt.datetime.now(dt.UTC), reboot_pending=True
+        ),
     )
     steady = msgspec.structs.replace(
         agent_report(OTHER_SITE, agent_id="pc-steady", antivirus="protected"),
@@ -237,6 +241,10 @@ async def test_rules_and_dashboards_on_a_real_prometheus(
                     '{state=~"outdated|disabled|missing"}))',
                 ),
                 ("since", f'hatang_antivirus_unprotected_since_timestamp_seconds{{site="{SITE}"}}'),
+                (
+                    "reboot",
+                    'sum(max by (site, state) (hatang_patch_hosts{state="reboot_pending"}))',
+                ),
             ):
                 result = (await _api(session, url, "/api/v1/query", query=expr))["result"]
                 if not result:
@@ -247,6 +255,7 @@ async def test_rules_and_dashboards_on_a_real_prometheus(
         shown = await _poll(security, "the security dashboard's numbers", deadline, prometheus)
         assert shown["declared"] == 1 and shown["unprotected"] == 1
         assert shown["since"] <= time.time()
+        assert shown["reboot"] == 1  # the patch panel's number, through a real Prometheus
 
         gap = await _api(
             session,

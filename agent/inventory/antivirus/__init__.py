@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from agent.config import AntivirusConfig
 from agent.log import event
 from agent.report import AntivirusStatus
+
+if TYPE_CHECKING:
+    from agent.inventory.antivirus.vendors import Platform
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ def detect(config: AntivirusConfig) -> AntivirusStatus:
             max_signature_age_seconds=float(config.max_signature_age),
             error=f"antivirus detection is not supported on {platform}",
         )
+    status = _management(status, config, "windows" if platform == "win32" else "linux")
     event(
         log,
         logging.INFO if not status.warnings else logging.WARNING,
@@ -41,5 +46,30 @@ def detect(config: AntivirusConfig) -> AntivirusStatus:
         state=status.state,
         products=",".join(f"{p.name}={p.state}" for p in status.products) or "none",
         warnings="; ".join(status.warnings)[:500] or "none",
+        managed=status.managed,
     )
     return status
+
+
+def _management(
+    status: AntivirusStatus, config: AntivirusConfig, platform: Platform
+) -> AntivirusStatus:
+    """Fill in central management (``management.py``); a failure leaves it unknown."""
+    from agent.inventory.antivirus import management
+    from agent.inventory.antivirus.command import run_command
+    from agent.inventory.antivirus.vendors import list_processes, list_windows_services
+
+    try:
+        return management.annotate(
+            status,
+            platform,
+            max_age=float(config.max_console_age),
+            clamav_managed=config.clamav_managed,
+            runner=run_command,
+            timeout=float(config.command_timeout),
+            services=list_windows_services() if platform == "windows" else [],
+            processes=list_processes(),
+        )
+    except Exception as exc:  # psutil and the data file may fail; posture must still report
+        event(log, logging.WARNING, "antivirus.management_failed", error=repr(exc)[:300])
+        return status

@@ -193,7 +193,7 @@ def base_name(path_or_name: str) -> str:
     return name[:-4] if name.lower().endswith(".exe") else name
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
+def matches_any(name: str, patterns: Iterable[str]) -> bool:
     lowered = name.lower()
     return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)
 
@@ -210,8 +210,8 @@ def match_vendors(
             continue
         match = VendorMatch(
             vendor,
-            [s for s in services if _matches(s.name, vendor.services)],
-            [p for p in processes if _matches(p.name, vendor.processes)],
+            [s for s in services if matches_any(s.name, vendor.services)],
+            [p for p in processes if matches_any(p.name, vendor.processes)],
         )
         if match.services or match.processes:
             found.append(match)
