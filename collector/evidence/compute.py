@@ -180,6 +180,11 @@ class Computer:
     # firewall
     firewall: bool | None = None
     firewall_source: str = ""
+    # patches (the newest report of the period that had the section)
+    patched_at: float | None = None  # newest update installed, unix seconds
+    pending_security: int | None = None
+    reboot_pending: bool | None = None
+    patch_source: str = ""
     # own connectivity (computers_connected)
     lan: list[int] = field(default_factory=lambda: [0, 0])
     internet: list[int] = field(default_factory=lambda: [0, 0])
@@ -439,6 +444,13 @@ class SiteFold:
         fw = report.firewall
         if fw is not None and fw.enabled is not None:
             pc.firewall, pc.firewall_source = fw.enabled, fw.source or ""
+        patches = report.patches
+        if patches is not None:
+            installed = patches.last_installed_at
+            pc.patched_at = installed.timestamp() if installed is not None else None
+            pc.pending_security = patches.pending_security_updates
+            pc.reboot_pending = patches.reboot_pending
+            pc.patch_source = patches.source
         if isinstance(report.lan_hosts, LanHosts):
             self._lan(report.lan_hosts, ts)
 

@@ -75,6 +75,10 @@ def _on(value: bool | None) -> str:
     return "" if value is None else ("bật / on" if value else "tắt / off")
 
 
+def _yes(value: bool | None) -> str:
+    return "" if value is None else ("có / yes" if value else "không / no")
+
+
 def _days(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / DAY, 2)
 
@@ -283,7 +287,10 @@ def firewall_table(sites: Sequence[SiteResult]) -> Table:
             HOSTNAME,
             Column("Tường lửa (lần cuối)", "Firewall (last)"),
             Column("Nguồn", "Source"),
-            Column("Bản vá", "Patches"),
+            Column("Bản vá cài lần cuối", "Last update installed", "time"),
+            Column("Bản vá bảo mật chờ cài", "Security updates pending", "int"),
+            Column("Chờ khởi động lại", "Reboot pending"),
+            Column("Nguồn bản vá", "Patch source"),
         ],
     )
     for s in sites:
@@ -295,7 +302,10 @@ def firewall_table(sites: Sequence[SiteResult]) -> Table:
                     c.hostname,
                     _on(c.firewall) or NO_DATA,
                     c.firewall_source,
-                    NO_DATA,  # agents do not report patch state yet
+                    c.patched_at,  # None: not reported (the cell says so)
+                    c.pending_security,
+                    _yes(c.reboot_pending) or NO_DATA,
+                    c.patch_source or NO_DATA,
                 ]
             )
     return t

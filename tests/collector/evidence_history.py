@@ -17,6 +17,7 @@ from agent.report import (
     Interface,
     Networks,
     NetworkStatus,
+    PatchStatus,
     Report,
     encode,
     new_report_id,
@@ -81,6 +82,13 @@ def pc_report(site: str, at: dt.datetime, av_state: str, firewall: bool) -> Repo
             ],
         ),
         firewall=FirewallStatus(enabled=firewall, source="netsh"),
+        # updates installed three days before each observation, one security update waiting
+        patches=PatchStatus(
+            source="windows-update",
+            last_installed_at=(at - dt.timedelta(days=3)).astimezone(dt.UTC),
+            pending_security_updates=1,
+            reboot_pending=False,
+        ),
     )
 
 

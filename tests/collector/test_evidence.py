@@ -228,6 +228,20 @@ def test_goals_are_measured_with_coverage_and_never_count_no_data(workbook: Any)
 # -- the files open where auditors open them -----------------------------------------------
 
 
+def test_patch_state_of_each_computer_is_its_last_in_the_period(
+    members: dict[str, bytes],
+) -> None:
+    import csv
+
+    text = members["csv/firewall_patch.csv"].decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    (pc,) = [r for r in rows if "pc-a1" in r.values() and "demo/xa-an-binh" in r.values()]
+    installed = next(v for k, v in pc.items() if k.endswith("Last update installed"))
+    pending = next(v for k, v in pc.items() if k.endswith("Security updates pending"))
+    source = next(v for k, v in pc.items() if k.endswith("Patch source"))
+    assert installed.startswith("2025-12-") and pending == "1" and source == "windows-update"
+
+
 def test_computers_per_official_is_a_count_not_a_share(members: dict[str, bytes]) -> None:
     goals = members["csv/goals.csv"].decode("utf-8-sig").splitlines()
     (row,) = [line for line in goals if "computers per official" in line]
