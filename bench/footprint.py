@@ -530,6 +530,13 @@ def main() -> None:
     notes = [
         f"Window {window:g} s (hatang rounds in it: {hatang_rounds}); "
         "hatang icmp sends 5 echoes per probe, blackbox 1.",
+        "CPU seconds over the window, threads' schedstat followed every second / "
+        "/proc/<pid>/stat ticks (exited threads included): "
+        + ", ".join(
+            f"{n} {sampler.cpu_threads[n]:.3f} / {sampler.cpu_ticks[n]:.2f}"
+            for n in ("hatang", "blackbox", "zabbix")
+        )
+        + " (the larger is used).",
         "zabbix items answered: "
         + ", ".join(f"{k}={v[:30]!r}" for k, v in z_check.items())
         + " (no ICMP item in zabbix_agent2).",
