@@ -296,17 +296,22 @@ async def discover(config: AgentConfig) -> LanHosts:
         duration_seconds=round(time.monotonic() - started, 3),
         truncated=len(hosts) > MAX_HOSTS,
     )
+    _log_done(result)
+    return result
+
+
+def _log_done(result: LanHosts, **fields: object) -> None:
     event(
         log,
-        logging.INFO if not errors else logging.WARNING,
+        logging.INFO if not result.error else logging.WARNING,
         "discovery.done",
         total=result.counts.total,
         arp=result.counts.arp,
         snmp=result.counts.snmp,
         computers=result.counts.computers,
         error=result.error,
+        **fields,
     )
-    return result
 
 
 @functools.lru_cache(maxsize=8192)
@@ -419,17 +424,7 @@ async def discover_in_child(config: AgentConfig) -> LanHosts:
     for host in result.hosts:
         host.first_seen, host.last_seen = _history.observe(host.mac, now)
     result.duration_seconds = round(time.monotonic() - started, 3)
-    event(
-        log,
-        logging.INFO if not result.error else logging.WARNING,
-        "discovery.done",
-        total=result.counts.total,
-        arp=result.counts.arp,
-        snmp=result.counts.snmp,
-        computers=result.counts.computers,
-        error=result.error,
-        child=True,
-    )
+    _log_done(result, child=True)
     return result
 
 
