@@ -10,7 +10,9 @@ No network at all. Two parts:
   first report is spooled: VmRSS, anonymous vs file-backed pages, threads, modules,
   and the largest mappings of /proc/self/smaps.
 
-Run as root (icmp): ``python3 bench/rss_breakdown.py``; median of ``--runs`` (5).
+Run as root (icmp): ``python3 bench/rss_breakdown.py``; median of ``--runs`` (5);
+``--no-release`` turns agent/memory.py's arena cap, ``malloc_trim`` and ``gc.freeze``
+off, to see what they save.
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ def report():
                       'maps': maps.most_common(8)}), file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 threading.Thread(target=report, daemon=True).start()
+if sys.argv[3] == "no-release":  # what agent.memory's arena cap, trim and freeze save
+    import agent.memory
+    agent.memory.limit_arenas = agent.memory.trim = agent.memory.settle = lambda: None
 from agent.cli import main
 main(args)
 """
@@ -85,7 +90,7 @@ def marginal(module: str) -> float:
     return (int(out[1]) - int(out[0])) / 1024
 
 
-def host_role(tmp: Path) -> dict[str, Any]:
+def host_role(tmp: Path, release: bool = True) -> dict[str, Any]:
     spool = tmp / "spool.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{spool}{suffix}").unlink(missing_ok=True)
@@ -104,7 +109,11 @@ def host_role(tmp: Path) -> dict[str, Any]:
     )
     args = json.dumps(["run", "--config", str(config)])
     proc = subprocess.run(
-        [PY, "-c", DRIVER, args, str(spool)], capture_output=True, text=True, cwd=REPO, timeout=120
+        [PY, "-c", DRIVER, args, str(spool), "release" if release else "no-release"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     line = next(x for x in reversed(proc.stderr.splitlines()) if x.startswith("{"))
     result: dict[str, Any] = json.loads(line)
@@ -113,6 +122,7 @@ def host_role(tmp: Path) -> dict[str, Any]:
 
 def main() -> None:
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 5
+    release = "--no-release" not in sys.argv  # agent/memory.py made no-ops, to measure it
     print("| module imported into a bare interpreter | adds MiB (median) |\n|---|---|")
     bare = statistics.median(
         int(subprocess.run([PY, "-c", MARGINAL, "os"], capture_output=True, text=True,
@@ -123,7 +133,7 @@ def main() -> None:
     for module in MODULES:
         print(f"| `{module}` | {statistics.median(marginal(module) for _ in range(runs)):.2f} |")
     with tempfile.TemporaryDirectory(prefix="hatang-rss-") as tmp:
-        samples = [host_role(Path(tmp)) for _ in range(runs)]
+        samples = [host_role(Path(tmp), release) for _ in range(runs)]
     key = statistics.median(s["VmRSS"] for s in samples)
     chosen = min(samples, key=lambda s: abs(s["VmRSS"] - key))
     print(
