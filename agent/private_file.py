@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -24,6 +23,8 @@ class PrivateFileError(OSError):
 def write_private(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` readable by its owner (POSIX) or administrators (Windows)."""
     target = Path(path)
+    import tempfile  # only for a new credential or central config: with shutil 0.45 MiB
+
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # mode 0600
     try:

@@ -37,6 +37,9 @@ class Section:
     enabled: Callable[[AgentConfig], bool]
     interval: Callable[[AgentConfig], float]
     collect: Callable[[AgentConfig], Awaitable[Any]]
+    # How a one-shot ``check`` collects it, when that differs: the daemon sweeps in a
+    # child process to give scapy's memory back, a short-lived check needs no child.
+    collect_once: Callable[[AgentConfig], Awaitable[Any]] | None = None
 
 
 async def _networks(config: AgentConfig) -> Any:
@@ -77,6 +80,12 @@ async def _patches(config: AgentConfig) -> Any:
 
 
 async def _lan_hosts(config: AgentConfig) -> Any:
+    from agent.discovery import discover_in_child
+
+    return await discover_in_child(config)
+
+
+async def _lan_hosts_once(config: AgentConfig) -> Any:
     from agent.discovery import discover
 
     return await discover(config)
@@ -121,6 +130,7 @@ SECTIONS: Final[tuple[Section, ...]] = (
         lambda c: _site_probe(c) and c.discovery.enabled,
         lambda c: c.discovery.interval,
         _lan_hosts,
+        _lan_hosts_once,
     ),
     Section(
         "snmp",
@@ -149,19 +159,21 @@ def report_fields(results: dict[SectionName, Any]) -> dict[str, Any]:
     return fields
 
 
-async def collect(config: AgentConfig, section: Section) -> Any | None:
-    """Run one section; a failure is logged and yields None, never an exception."""
+async def collect(config: AgentConfig, section: Section, *, once: bool = False) -> Any | None:
+    """Run one section (``once``: for a one-shot ``check``); a failure is logged and
+    yields None, never an exception."""
+    how = section.collect_once if once and section.collect_once else section.collect
     try:
-        return await section.collect(config)
+        return await how(config)
     except Exception as exc:
         log_exception_limited(log, "section.failed", exc, section=section.name)
         return None
 
 
 async def collect_all(config: AgentConfig) -> dict[SectionName, Any]:
-    """Run every enabled section once, concurrently (``check`` and the first cycle)."""
+    """Run every enabled section once, concurrently (``check``)."""
     sections = enabled_sections(config)
-    values = await asyncio.gather(*(collect(config, s) for s in sections))
+    values = await asyncio.gather(*(collect(config, s, once=True) for s in sections))
     return {s.name: v for s, v in zip(sections, values, strict=True) if v is not None}
 
 

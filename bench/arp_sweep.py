@@ -3,8 +3,10 @@
 Builds a bridge namespace with 60 host namespaces and a probe (10.55.0.0/24, all
 inside namespaces this script creates and deletes), then times, in the probe
 namespace, each tool's whole process: hatang's sweep with its default settings
-(500 pps, 2 retries, 500 ms), ``arp-scan --localnet`` (defaults: 2 retries, 500 ms)
-and ``nmap -sn -n`` (ARP ping on a local subnet, no DNS). Median of 5 runs each.
+(500 pps, 2 retries, 500 ms), the child process the daemon starts for each discovery
+(``python -m agent.discovery``: sweep, vendor lookup, merge), ``arp-scan --localnet``
+(defaults: 2 retries, 500 ms) and ``nmap -sn -n`` (ARP ping on a local subnet, no DNS).
+Median of 5 runs each.
 
 Run as root: ``python3 bench/arp_sweep.py`` (needs arp-scan and nmap installed).
 """
@@ -40,6 +42,17 @@ for ip in sorted(result.replies):
 print(f"sweep_seconds={result.duration_seconds:.3f}")
 """
 
+# The daemon's child: the request it writes on the child's stdin, default discovery.
+CHILD = """
+import subprocess, sys
+from agent.config import parse_config
+from agent.discovery import child_request
+from agent.subproc import module_env
+config = parse_config({"site": "bac-kan/cho-don/bang-lung", "role": "site-probe"})
+sys.exit(subprocess.run([sys.executable, "-m", "agent.discovery"],
+                        input=child_request(config), env=module_env()).returncode)
+"""
+
 
 def build(topo: netns.Topology) -> netns.Namespace:
     switch = topo.add("sw")
@@ -55,9 +68,9 @@ def build(topo: netns.Topology) -> netns.Namespace:
 
 
 def found_ips(text: str) -> set[str]:
-    own = f"{PREFIX}.2"
+    own, subnet = f"{PREFIX}.2", f"{PREFIX}.0"  # the child's JSON names its subnet too
     ips = set(re.findall(rf"\b{re.escape(PREFIX)}\.\d+\b", text))
-    return ips - {own}
+    return ips - {own, subnet}
 
 
 def measure(
@@ -90,14 +103,16 @@ def main() -> None:
     with netns.topology("-bench") as topo:
         probe = build(topo)
         hatang = [sys.executable, "-c", f"import sys; sys.path.insert(0, {repo!r})\n" + HATANG]
+        child = [sys.executable, "-c", f"import sys; sys.path.insert(0, {repo!r})\n" + CHILD]
         arp_scan = ["arp-scan", "--localnet", "-I", "eth0", "-q", "-x"]
         nmap = ["nmap", "-sn", "-n", "-oG", "-", f"{PREFIX}.0/24"]
         rows = [
             ("hatang", measure(probe, hatang)),
+            ("hatang daemon's child (python -m agent.discovery)", measure(probe, child)),
             ("arp-scan --localnet", measure(probe, arp_scan)),
             ("nmap -sn -n", measure(probe, nmap, "nmap")),
         ]
-    base = rows[1][1][0]
+    base = rows[2][1][0]
     print(f"/24 with {LIVE} live hosts, median of {RUNS} runs (whole process wall time)\n")
     print("| tool | process wall time (s) | time vs arp-scan | sweep only (s) | hosts found |")
     print("|---|---|---|---|---|")

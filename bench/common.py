@@ -199,37 +199,69 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process: the sum of its threads' scheduler run time (nanoseconds in
-    /proc/<pid>/task/*/schedstat), far finer than the 10 ms ticks of /proc/<pid>/stat."""
-    total = 0
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """Scheduler run time of each live thread (ns, /proc/<pid>/task/*/schedstat): far
+    finer than the 10 ms ticks of /proc/<pid>/stat."""
+    found: dict[str, int] = {}
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0.0
+        return found
     for tid in tasks:
         path = f"/proc/{pid}/task/{tid}/schedstat"
         with contextlib.suppress(OSError, ValueError, IndexError), open(path, "rb") as f:
-            total += int(f.read().split()[0])
-    return total / 1e9
+            found[tid] = int(f.read().split()[0])
+    return found
+
+
+def tick_cpu_seconds(pid: int) -> float:
+    """utime + stime of /proc/<pid>/stat: exited threads included, in 10 ms ticks."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Sampler:
-    """RSS samples and CPU seconds of named processes over one shared window."""
+    """RSS samples and CPU seconds of named processes over one shared window.
+
+    CPU: each thread's schedstat is followed at every sample, so a thread that exits
+    during the window (hatang's lane threads live for one call) still counts with
+    what it had used at the last sample; /proc/<pid>/stat ticks (exited threads
+    included, 10 ms steps) are the floor, so work of threads that lived between two
+    samples is not lost either. ``cpu`` is the larger of the two.
+    """
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.rss: dict[str, list[int]] = {name: [] for name in pids}
-        self.cpu_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self._first = {name: thread_cpu_ns(pid) for name, pid in pids.items()}
+        self._last = {name: dict(first) for name, first in self._first.items()}
+        self._ticks = {name: tick_cpu_seconds(pid) for name, pid in pids.items()}
         self.cpu: dict[str, float] = {}
+        self.cpu_threads: dict[str, float] = {}
+        self.cpu_ticks: dict[str, float] = {}
+
+    def _follow(self) -> None:
+        for name, pid in self.pids.items():
+            self._last[name].update(thread_cpu_ns(pid))
 
     def sample(self) -> None:
+        self._follow()
         for name, pid in self.pids.items():
             if value := rss_bytes(pid):
                 self.rss[name].append(value)
 
     def stop(self) -> None:
-        self.cpu = {n: cpu_seconds(p) - self.cpu_start[n] for n, p in self.pids.items()}
+        self._follow()
+        for name, pid in self.pids.items():
+            first, last = self._first[name], self._last[name]
+            threads = sum(ns - first.get(tid, 0) for tid, ns in last.items()) / 1e9
+            ticks = tick_cpu_seconds(pid) - self._ticks[name]
+            self.cpu_threads[name], self.cpu_ticks[name] = threads, ticks
+            self.cpu[name] = max(threads, ticks)
 
     def median_mib(self, name: str) -> float:
         samples = self.rss[name]

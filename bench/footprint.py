@@ -10,10 +10,13 @@ One shared window (default 5 min, ``--quick`` 60 s) at the default 60 s interval
   protocol for the equivalent items (no ICMP item exists in the agent: Zabbix pings
   from the server with fping) plus five system items;
 * two hatang site probes inside a namespace LAN (10.92.0.0/24, 30 hosts): one with
-  discovery (its ARP sweep runs at start), one without.
+  discovery (its ARP sweep runs at start, in the daemon's short-lived child process),
+  one without.
 
-RSS is sampled every second from /proc (median of the samples); CPU seconds are the
-/proc utime+stime delta over the window, divided by the probes done in it. Start-up
+RSS is sampled every second from /proc (median of the samples); CPU seconds over the
+window are each thread's schedstat, followed at every sample so that threads which
+exit during the window count too, with /proc/<pid>/stat ticks as the floor
+(``common.Sampler``), divided by the probes done in the window. Start-up
 time (process start to first result) and bytes per report (gzip) are measured apart,
 median of 5. Run as root: ``python3 bench/footprint.py [--quick]``.
 """
@@ -530,6 +533,13 @@ def main() -> None:
     notes = [
         f"Window {window:g} s (hatang rounds in it: {hatang_rounds}); "
         "hatang icmp sends 5 echoes per probe, blackbox 1.",
+        "CPU seconds over the window, threads' schedstat followed every second / "
+        "/proc/<pid>/stat ticks (exited threads included): "
+        + ", ".join(
+            f"{n} {sampler.cpu_threads[n]:.3f} / {sampler.cpu_ticks[n]:.2f}"
+            for n in ("hatang", "blackbox", "zabbix")
+        )
+        + " (the larger is used).",
         "zabbix items answered: "
         + ", ".join(f"{k}={v[:30]!r}" for k, v in z_check.items())
         + " (no ICMP item in zabbix_agent2).",

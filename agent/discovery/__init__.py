@@ -5,6 +5,13 @@ missing interface, no raw-socket privilege or a silent switch end up in
 ``LanHosts.error`` (Vietnamese first, then English), and whatever could be seen is
 still reported.
 
+The daemon runs each discovery in a short-lived child process (``discover_in_child``:
+``python -m agent.discovery``, the request on its standard input, the ``LanHosts`` back
+as JSON on its standard output, bounded in size and time): scapy's 20-30 MiB then
+leave with the child, and the site probe returns to the host role's memory between
+sweeps. ``check`` is short-lived itself and runs ``discover`` in its own process.
+First and last seen stay in the daemon (``_history``), applied to the child's result.
+
 SNMP data for discovery is read here, from the configured devices' ARP and bridge
 tables, rather than reused from the ``snmp`` section: the two sections run on their
 own intervals (and concurrently on the first cycle), so reuse would make the counts
@@ -18,12 +25,17 @@ import datetime as dt
 import functools
 import ipaddress
 import logging
+import math
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
-from agent.config import AgentConfig, DiscoveryConfig
+import msgspec
+
+from agent import subproc
+from agent.config import AgentConfig, ConfigError, DiscoveryConfig, parse_config
 from agent.discovery.arp import UNSPECIFIED
 from agent.discovery.reconcile import History, MergedHost, Sighting, count, merge, to_lan_hosts
 from agent.log import event, log_exception_limited
@@ -32,6 +44,10 @@ from agent.report import HostKind, LanHosts
 log = logging.getLogger(__name__)
 
 MAX_HOSTS = 4096  # the report's bound on LanHosts.hosts
+# A full LanHosts is about 1.5 MiB of JSON (4096 hosts of ~350 bytes): twice that is
+# a generous bound for what the child may write back.
+CHILD_OUTPUT_LIMIT = 4 << 20
+CHILD_START_SECONDS = 30.0  # interpreter, scapy and psutil imports on a slow office PC
 _history = History()  # first/last seen for the life of the daemon process
 
 
@@ -280,17 +296,22 @@ async def discover(config: AgentConfig) -> LanHosts:
         duration_seconds=round(time.monotonic() - started, 3),
         truncated=len(hosts) > MAX_HOSTS,
     )
+    _log_done(result)
+    return result
+
+
+def _log_done(result: LanHosts, **fields: object) -> None:
     event(
         log,
-        logging.INFO if not errors else logging.WARNING,
+        logging.INFO if not result.error else logging.WARNING,
         "discovery.done",
         total=result.counts.total,
         arp=result.counts.arp,
         snmp=result.counts.snmp,
         computers=result.counts.computers,
         error=result.error,
+        **fields,
     )
-    return result
 
 
 @functools.lru_cache(maxsize=8192)
@@ -317,3 +338,101 @@ def _classify(
         has_agent="agent" in host.sources,
     )
     return verdict.kind, verdict.reason
+
+
+# --- in a child process (the daemon) ----------------------------------------------------
+
+
+def child_request(config: AgentConfig) -> bytes:
+    """What the child needs of the config (discovery, snmp, who we are), as JSON."""
+    return msgspec.json.encode(
+        {
+            "site": config.site,
+            "role": "site-probe",
+            "agent_id": config.agent_id,
+            "discovery": config.discovery,
+            "snmp": config.snmp,
+            "inventory": {"enabled": False},
+            "antivirus": {"enabled": False},
+        },
+        enc_hook=float,  # Duration: seconds, as the config also accepts them
+    )
+
+
+def child_timeout(config: AgentConfig) -> float:
+    """A generous bound on one discovery: start-up, then twice the slowest plausible
+    sweep, SNMP walk and port check of the configured subnets and devices."""
+    settings = config.discovery
+    if settings.subnets:
+        addresses = sum(
+            ipaddress.IPv4Network(s, strict=False).num_addresses for s in settings.subnets
+        )
+    else:
+        addresses = 2 ** (32 - settings.max_prefix)
+    rounds = settings.retries + 1
+    work = addresses * rounds / settings.rate + rounds * settings.timeout
+    work += max((float(d.max_duration) for d in config.snmp.devices), default=0.0)
+    if settings.port_check:
+        from agent.discovery.classify import CHECK_PORTS
+
+        work += math.ceil(addresses * len(CHECK_PORTS) / 32) * settings.port_timeout
+    return CHILD_START_SECONDS + 2 * work
+
+
+def _child_failed(detail: str, started: float) -> LanHosts:
+    return LanHosts(
+        error=f"Quét mạng LAN không hoàn tất / discovery did not complete: {detail}"[:1000],
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _run_child(request: bytes, timeout: float) -> subprocess.CompletedProcess[bytes]:
+    return subproc.run(
+        [subproc.python_executable(), "-m", "agent.discovery"],
+        timeout=timeout,
+        env=subproc.module_env(),
+        input=request,
+        max_output=CHILD_OUTPUT_LIMIT,
+    )
+
+
+async def discover_in_child(config: AgentConfig) -> LanHosts:
+    """``discover`` in a short-lived ``python -m agent.discovery`` (the daemon's way)."""
+    from agent.probes.blocking import DISCOVERY
+
+    started = time.monotonic()
+    now = dt.datetime.now(dt.UTC)
+    timeout = child_timeout(config)
+    try:
+        proc = await DISCOVERY.run(
+            "discover", functools.partial(_run_child, child_request(config), timeout)
+        )
+    except subprocess.TimeoutExpired:
+        return _child_failed(f"no answer within {timeout:.0f}s (killed)", started)
+    except subproc.OutputTooLarge:
+        return _child_failed(f"answer larger than {CHILD_OUTPUT_LIMIT} bytes", started)
+    except OSError as exc:
+        return _child_failed(f"cannot start the sweep process: {exc.strerror or exc}", started)
+    said = proc.stderr.decode("utf-8", "replace").strip()
+    if said:
+        event(log, logging.WARNING, "discovery.child_said", text=said[-2000:])
+    try:
+        result = msgspec.json.decode(proc.stdout, type=LanHosts)
+    except msgspec.DecodeError as exc:
+        detail = f"exit {proc.returncode}, unreadable answer ({str(exc)[:200]})"
+        return _child_failed(detail, started)
+    for host in result.hosts:
+        host.first_seen, host.last_seen = _history.observe(host.mac, now)
+    result.duration_seconds = round(time.monotonic() - started, 3)
+    _log_done(result, child=True)
+    return result
+
+
+def child_main(stdin: bytes) -> tuple[int, bytes]:
+    """The child's work: the request in, (exit code, ``LanHosts`` JSON) out."""
+    try:
+        config = parse_config(msgspec.json.decode(stdin), "<discovery request>")
+    except (msgspec.DecodeError, ConfigError) as exc:
+        sys.stderr.write(f"discovery request refused: {exc}\n")
+        return 2, b""
+    return 0, msgspec.json.encode(asyncio.run(discover(config)))

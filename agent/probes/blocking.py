@@ -71,16 +71,20 @@ class Lane:
             raise
 
         def work() -> None:
+            result: Any = None
+            error: BaseException | None = None
             try:
                 result = fn()
             except BaseException as exc:
-                future.set_exception(exc)
+                error = exc
+            # Free the key before the caller wakes: it may call again at once.
+            with self._lock:
+                self._in_flight.pop(key, None)
+            self._give_slot()
+            if error is not None:
+                future.set_exception(error)
             else:
                 future.set_result(result)
-            finally:
-                with self._lock:
-                    self._in_flight.pop(key, None)
-                self._give_slot()
 
         threading.Thread(target=work, name=f"hatang-{self.name}", daemon=True).start()
         return await asyncio.wrap_future(future)
@@ -127,3 +131,4 @@ class Lane:
 RESOLVE: Final = Lane("resolve", 8)
 HTTP: Final = Lane("http", 16)
 INVENTORY: Final = Lane("inventory", 4)  # inventory, antivirus, firewall, patches (agent.sections)
+DISCOVERY: Final = Lane("discovery", 1)  # the daemon's sweep child (agent.discovery)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from agent import subproc
 
@@ -37,3 +40,29 @@ def test_no_module_spawns_a_process_but_the_helper() -> None:
             if direct or spawn or (base == "os" and node.attr in {"system", "popen"}):
                 offenders.append(f"{path.relative_to(AGENT.parent)}:{node.lineno}")
     assert offenders == []
+
+
+def test_bounded_run_passes_input_and_keeps_the_output() -> None:
+    code = "import sys; data = sys.stdin.buffer.read(); sys.stdout.buffer.write(data[::-1])"
+    proc = subproc.run(
+        [sys.executable, "-c", code], timeout=30, input=b"abc" * 50000, max_output=1 << 20
+    )
+    assert (proc.returncode, proc.stdout) == (0, b"cba" * 50000)
+
+
+def test_a_child_writing_too_much_is_killed() -> None:
+    code = "import sys\nwhile True: sys.stdout.write('x' * 65536)"
+    with pytest.raises(subproc.OutputTooLarge):
+        subproc.run([sys.executable, "-c", code], timeout=60, max_output=100_000)
+
+
+def test_a_child_that_hangs_is_killed_at_the_timeout() -> None:
+    code = "import sys, time; sys.stderr.write('stuck'); sys.stderr.flush(); time.sleep(600)"
+    with pytest.raises(subprocess.TimeoutExpired) as caught:
+        subproc.run([sys.executable, "-c", code], timeout=1, max_output=1000)
+    assert caught.value.stderr == b"stuck"
+
+
+def test_python_executable_runs_modules() -> None:
+    proc = subproc.run([subproc.python_executable(), "-m", "agent", "--help"], timeout=30)
+    assert proc.returncode == 0

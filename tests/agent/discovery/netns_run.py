@@ -33,6 +33,11 @@ async def _main(args: argparse.Namespace) -> object:
             except SnmpFailure as exc:
                 result.append({"error": str(exc)})
         return result
+    if args.what == "discover-child":
+        from agent.discovery import discover_in_child
+
+        runs = [await discover_in_child(config) for _ in range(args.runs)]
+        return {"runs": runs, "scapy_here": "scapy" in sys.modules}
     from agent.discovery import discover
 
     runs = [await discover(config) for _ in range(args.runs)]
@@ -41,7 +46,7 @@ async def _main(args: argparse.Namespace) -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["discover", "snmp", "neighbours"])
+    parser.add_argument("what", choices=["discover", "discover-child", "snmp", "neighbours"])
     parser.add_argument("config")
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()

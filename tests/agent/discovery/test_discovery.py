@@ -157,6 +157,33 @@ def test_reconciled_counts_with_router_arp_switch_fdb_and_agent(
         assert host["last_seen"] > before[mac]["last_seen"]
 
 
+def test_the_daemon_sweeps_in_a_child_process_and_keeps_first_seen(
+    lan: tuple[Lan, Path, str],
+) -> None:
+    """The daemon's way (``python -m agent.discovery``, the LanHosts back as JSON over a
+    pipe) sees what the sweep in the process sees, SNMP included; scapy never loads in
+    the daemon, and first seen lives in the daemon across child runs."""
+    net, workdir, community = lan
+    config = _with_snmp(_config(net), net, community)
+    [direct] = run_in_ns(net.probe, "discover", config, workdir)
+    outcome = run_in_ns(net.probe, "discover-child", config, workdir, runs=2)
+    assert outcome["scapy_here"] is False
+    first, second = outcome["runs"]
+    for result in (first, second):
+        assert result["error"] is None
+        assert result["counts"] == direct["counts"]
+        assert result["subnets"] == direct["subnets"]
+    hosts = _by_mac(second)
+    assert {m: (h.get("ip"), h["kind"], h["sources"]) for m, h in hosts.items()} == {
+        m: (h.get("ip"), h["kind"], h["sources"]) for m, h in _by_mac(direct).items()
+    }
+    assert hosts[MACS["h21"]]["vendor"].startswith("Brother")
+    before = _by_mac(first)
+    for mac, host in hosts.items():
+        assert host["first_seen"] == before[mac]["first_seen"]
+        assert host["last_seen"] > before[mac]["last_seen"]
+
+
 def test_port_check_tells_printers_computers_and_phones(lan: tuple[Lan, Path, str]) -> None:
     """A JetDirect port makes a printer, SMB a computer; a silent random MAC a phone."""
     net, workdir, _ = lan
