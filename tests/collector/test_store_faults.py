@@ -48,16 +48,27 @@ async def _damaged_store(db: Path) -> None:
     reports = [agent_report() for _ in range(300)]
     await store.ingest(SITE, [(r, encode(r)) for r in reports])
     await store.close()
-    await asyncio.to_thread(_overwrite_pages, db)
+    await asyncio.to_thread(_overwrite_pages, db, [r.id for r in reports])
 
 
-def _overwrite_pages(db: Path) -> None:
+def _overwrite_pages(db: Path, ids: list[str]) -> None:
+    """Overwrite every page that holds one of the reports' ids (their rows and index
+    entries), never the schema's pages, so that a store opened with start_check: off still
+    opens and meets the damage at run time."""
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     data = bytearray(db.read_bytes())
-    # Data pages only (the second half: the schema's pages come first), so that a store
-    # opened with start_check: off still opens and meets the damage at run time.
-    for offset in range(len(data) // 2 // 4096 * 4096, len(data) - 4096, 4096 * 2):
+    pages = set()
+    for report_id in ids:
+        at = data.find(report_id.encode())
+        while at != -1:
+            pages.add(at // page_size)
+            at = data.find(report_id.encode(), at + 1)
+    pages.discard(0)  # page 1: the file header and the schema's root
+    assert pages, "the reports were not found in the file"
+    for page in pages:
+        offset = page * page_size
         data[offset + 100 : offset + 400] = b"\xa5" * 300
     db.write_bytes(bytes(data))
 

@@ -2,7 +2,7 @@
 
 -- Every throughput test result, kept for the broadband window (the median of the window's
 -- results judges a site); filed under the report's effective time like the windows.
-CREATE TABLE throughput_results (
+CREATE TABLE IF NOT EXISTS throughput_results (
     report_id         TEXT NOT NULL,
     network           TEXT NOT NULL,
     target            TEXT NOT NULL,
@@ -16,12 +16,12 @@ CREATE TABLE throughput_results (
     error             TEXT,
     PRIMARY KEY (report_id, network, target)
 );
-CREATE INDEX throughput_results_time ON throughput_results (effective_at);
+CREATE INDEX IF NOT EXISTS throughput_results_time ON throughput_results (effective_at);
 
 -- Daily use of each network class per agent: bytes on the router port that carries it
 -- (SNMP uplinks; polls whose bytes are unknown are counted, never guessed) and successful
 -- application-level checks (http, dns) over it, the evidence where no counters exist.
-CREATE TABLE network_use_daily (
+CREATE TABLE IF NOT EXISTS network_use_daily (
     day            TEXT NOT NULL,  -- YYYY-MM-DD in the roll-up time zone
     site           TEXT NOT NULL,
     agent_id       TEXT NOT NULL,
