@@ -98,6 +98,10 @@ WRITER_CACHE_KIB: Final = 16384  # page cache of the writer connection (indexes 
 # (a WAL commit of a batch needs a few pages; SQLite fails it as "disk is full").
 MIN_FREE_BYTES: Final = 1024 * 1024
 TOKENS_MAX_AGE: Final = 60.0  # reload the token table at least this often (edits by hand)
+# How often a thread of the store reads the tokens-changed counter: a token created or
+# revoked by another process (``hatang-collector token revoke``) counts within this plus
+# one reload (documented as "within 1 s"); changes made through this process count at once.
+TOKENS_POLL_SECONDS: Final = 0.25
 StoreCheck = Check  # what ``verify_file`` answers (``where`` is the file's path)
 
 
@@ -199,16 +203,22 @@ class SQLiteStore(GroupCommitStore):
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
-        # Tokens, by SHA-256: checked on the event loop without a thread hop. The table is
-        # reloaded when the tokens-changed counter (``PRAGMA user_version``, bumped in the
-        # same transaction as every token change, by any process) differs from the one it
-        # was loaded at; reading the counter costs a few microseconds per request.
+        # Tokens, by SHA-256: checked on the event loop without a thread hop and without any
+        # I/O there (the loop never touches a connection). ``_tokens_signal`` counts token
+        # changes seen so far: bumped after this process's own token writes, and by the
+        # watcher thread when the tokens-changed counter (``PRAGMA user_version``, bumped in
+        # the same transaction as every token change, by any process) moves. The table is
+        # reloaded when the signal differs from the one it was loaded at.
         self._tokens: dict[str, TokenRecord] | None = None
-        self._tokens_version = -1
+        self._tokens_signal = 0
+        self._tokens_signal_lock = threading.Lock()
+        self._tokens_loaded_signal = -1
         self._tokens_loaded_at = 0.0
         self._tokens_load: asyncio.Future[None] | None = None
         self._tokens_load_seq = 0  # loads started so far
-        self._version_conn: sqlite3.Connection | None = None  # used on the loop thread only
+        self._version_conn: sqlite3.Connection | None = None  # the watcher thread's only
+        self._watcher: threading.Thread | None = None
+        self._watcher_stop = threading.Event()
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_exec: ThreadPoolExecutor | None = None
         self._checkpoint: asyncio.Future[None] | None = None
@@ -269,7 +279,6 @@ class SQLiteStore(GroupCommitStore):
             conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             self._migrate(conn)
             version = self._connect()
-            version.execute("PRAGMA busy_timeout = 0")  # on the loop: never wait for a lock
             version.execute("PRAGMA query_only = ON")
             checkpointer = self._connect()
         except BaseException:
@@ -367,7 +376,39 @@ class SQLiteStore(GroupCommitStore):
         except BaseException:
             self._shutdown_executors()
             raise
+        self._watcher_stop.clear()
+        self._watcher = threading.Thread(
+            target=self._watch_tokens, name="hatang-store-tokens", daemon=True
+        )
+        self._watcher.start()
         self._start_writer()
+
+    def _watch_tokens(self) -> None:
+        """Bump ``_tokens_signal`` when another process changes the tokens (off the loop)."""
+        conn = self._version_conn
+        if conn is None:
+            return
+        last: int | None = None
+        while not self._watcher_stop.wait(TOKENS_POLL_SECONDS if last is not None else 0):
+            try:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            except sqlite3.Error:
+                continue  # busy or failing: try again; the reload path reports real trouble
+            if last is not None and version != last:
+                self._bump_tokens_signal()
+            last = version
+
+    def _bump_tokens_signal(self) -> None:
+        with self._tokens_signal_lock:
+            self._tokens_signal += 1
+
+    async def _token_write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
+        """A write that changes tokens: the very next lookup reloads the table."""
+        try:
+            result: T = await self._write(apply)
+        finally:
+            self._bump_tokens_signal()
+        return result
 
     def _shutdown_executors(self) -> None:
         for executor in (self._writer_exec, self._reader_exec, self._checkpoint_exec):
@@ -381,6 +422,10 @@ class SQLiteStore(GroupCommitStore):
             return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown_executors)
+        self._watcher_stop.set()
+        if self._watcher is not None:
+            await loop.run_in_executor(None, self._watcher.join)
+            self._watcher = None
         with self._lock:
             for conn in [*self._readers, self._version_conn, self._checkpoint_conn, self._writer]:
                 if conn is not None:
@@ -810,14 +855,16 @@ class SQLiteStore(GroupCommitStore):
             _tokens_changed(conn)
             return token_id, token
 
-        created: tuple[str, str] = await self._write(apply)
+        created: tuple[str, str] = await self._token_write(apply)
         return created
 
     async def lookup_token(self, token: str) -> TokenRecord | None:
         """Find a token by its hash (revoked ones too: the caller tells 401 from 403).
 
-        Answered from memory, as of now: a token created or revoked a moment ago by any
-        process (``hatang-collector token revoke``) is seen by the very next lookup.
+        Answered from memory, without I/O on the loop: a token created or revoked through
+        this process is seen by the very next lookup; one created or revoked by another
+        process (``hatang-collector token revoke``) within TOKENS_POLL_SECONDS plus one
+        reload (under a second).
         """
         digest = hash_token(token)
         tokens = self._tokens
@@ -826,17 +873,12 @@ class SQLiteStore(GroupCommitStore):
         return (await self._load_tokens()).get(digest)
 
     def _tokens_current(self) -> bool:
-        """Whether the loaded table still matches the store (a few µs, on the loop)."""
-        conn = self._version_conn
-        if self._closed or conn is None:
+        """Whether the loaded table still matches the store (attribute reads only)."""
+        if self._closed or self._watcher is None:
             return False
         if time.monotonic() - self._tokens_loaded_at >= TOKENS_MAX_AGE:
             return False
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error:
-            return False  # busy or failing: a reader thread decides (and may answer 503)
-        return bool(version == self._tokens_version)
+        return self._tokens_signal == self._tokens_loaded_signal
 
     async def _load_tokens(self) -> dict[str, TokenRecord]:
         """Reload the table with a read that starts after this call (shared by callers)."""
@@ -852,15 +894,17 @@ class SQLiteStore(GroupCommitStore):
                 return self._tokens
 
     async def _read_tokens(self) -> None:
-        def read(conn: sqlite3.Connection) -> tuple[int, dict[str, TokenRecord]]:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        def read(conn: sqlite3.Connection) -> dict[str, TokenRecord]:
             rows = conn.execute(
                 "SELECT token_hash, token_id, site, created_at, revoked_at, last_used_at, note,"
                 " agent_id FROM tokens"
             ).fetchall()
-            return int(version), {row[0]: token_record(row[1:]) for row in rows}
+            return {row[0]: token_record(row[1:]) for row in rows}
 
-        self._tokens_version, self._tokens = await self._read(read)
+        # Taken before the read: a change signalled during it triggers one more reload.
+        signal = self._tokens_signal
+        self._tokens = await self._read(read)
+        self._tokens_loaded_signal = signal
         self._tokens_loaded_at = time.monotonic()
 
     async def revoke_token(self, token_id: str) -> bool:
@@ -876,7 +920,7 @@ class SQLiteStore(GroupCommitStore):
                 return True
             return False
 
-        found: bool = await self._write(apply)
+        found: bool = await self._token_write(apply)
         return found
 
     async def touch_tokens(self, last_used: dict[str, dt.datetime]) -> None:
@@ -975,7 +1019,7 @@ class SQLiteStore(GroupCommitStore):
             _tokens_changed(conn)
             return "ok", agent_id
 
-        result: tuple[RedeemOutcome, str] = await self._write(apply)
+        result: tuple[RedeemOutcome, str] = await self._token_write(apply)
         return result
 
     async def revoke_agent(self, agent_id: str) -> bool:
@@ -994,7 +1038,7 @@ class SQLiteStore(GroupCommitStore):
             _tokens_changed(conn)
             return True
 
-        found: bool = await self._write(apply)
+        found: bool = await self._token_write(apply)
         return found
 
     async def record_config_status(
