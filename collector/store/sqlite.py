@@ -80,7 +80,9 @@ from collector.store.ingest import (
     AgentRow,
     HostDay,
     Rollups,
+    RollupSum,
     agent_rows,
+    merge_host_day,
     rollups,
     section_rows,
     triage,
@@ -220,6 +222,7 @@ class SQLiteStore(GroupCommitStore):
         self._watcher: threading.Thread | None = None
         self._watcher_stop = threading.Event()
         self._checkpoint_conn: sqlite3.Connection | None = None
+        self._op_rollups: Rollups | None = None  # the writer thread's current operation's
         self._checkpoint_exec: ThreadPoolExecutor | None = None
         self._checkpoint: asyncio.Future[None] | None = None
         self._last_checkpoint = 0.0
@@ -537,11 +540,19 @@ class SQLiteStore(GroupCommitStore):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot start a write: {exc}") from exc
         results: list[Any] = []
+        group = RollupSum()
         try:
             for op in ops:
+                if op.apply == self._prune and group:  # the prune sees the buckets it trims
+                    self._update_rollups(conn, group.rows())
+                    group = RollupSum()
                 conn.execute("SAVEPOINT op")
+                self._op_rollups = None
                 try:
                     results.append(op.apply(conn))
+                    done = self._take_op_rollups()
+                    if done is not None:  # only an operation that succeeded
+                        group.add(done)
                 except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as exc:
                     # A bug in one operation: it fails alone, the group still commits.
                     conn.execute("ROLLBACK TO op")
@@ -552,6 +563,8 @@ class SQLiteStore(GroupCommitStore):
                     conn.execute("ROLLBACK TO op")
                     results.append(exc)
                 conn.execute("RELEASE op")
+            if group:
+                self._update_rollups(conn, group.rows())
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -562,6 +575,10 @@ class SQLiteStore(GroupCommitStore):
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    def _take_op_rollups(self) -> Rollups | None:
+        taken, self._op_rollups = self._op_rollups, None
+        return taken
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         cutoff = self.clock() - self.hourly_retention
@@ -597,7 +614,8 @@ class SQLiteStore(GroupCommitStore):
             )
             self._update_agents(conn, agent_rows(accepted, received_at))
             self._update_sections(conn, section_rows(accepted))
-            self._update_rollups(conn, rollups(accepted, self.bucket, self.rollup_offset))
+            # Added to the group's sum; written once per commit (see ``_write_group``).
+            self._op_rollups = rollups(accepted, self.bucket, self.rollup_offset)
             if self.late_rule is not None:
                 self._enqueue_late(conn, self.late_rule, accepted, received_at)
         skewed = sum(a.skewed for a in accepted)
@@ -823,8 +841,8 @@ class SQLiteStore(GroupCommitStore):
             " THEN 86400 ELSE network_daily.seconds_up + excluded.seconds_up END",
             add.network_daily,
         )
-        for key, host in add.host_daily:
-            _merge_host_day(conn, key, host)
+        for key, batch_host in add.host_daily:
+            host = _merge_host_day(conn, key, batch_host)
             conn.execute(
                 "INSERT INTO host_daily (day, site, agent_id, hostname, reports,"
                 " antivirus_state, antivirus_effective_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -1170,20 +1188,19 @@ def _count(conn: sqlite3.Connection, counts: dict[str, int]) -> None:
     )
 
 
-def _merge_host_day(conn: sqlite3.Connection, key: tuple[str, str, str], host: HostDay) -> None:
-    """Add the stored day to the batch's: counts add up, a known hostname stays when the
-    batch has none, the newer antivirus state wins (a tie goes to the batch)."""
+def _merge_host_day(conn: sqlite3.Connection, key: tuple[str, str, str], host: HostDay) -> HostDay:
+    """The stored day followed by the batch's (``ingest.merge_host_day``)."""
     stored = conn.execute(
         "SELECT hostname, reports, antivirus_state, antivirus_effective_at"
         " FROM host_daily WHERE day = ? AND site = ? AND agent_id = ?",
         key,
     ).fetchone()
-    if stored is not None:
-        hostname, reports, av_state, av_at = stored
-        host.reports += reports
-        host.hostname = host.hostname or hostname
-        if av_at is not None and (host.av_at is None or av_at > host.av_at):
-            host.av_state, host.av_at = av_state, av_at
+    if stored is None:
+        return host
+    hostname, reports, av_state, av_at = stored
+    older = HostDay(hostname, reports)
+    older.av_state, older.av_at = av_state, av_at
+    return merge_host_day(host, older)
 
 
 def _append_chain(
