@@ -11,12 +11,14 @@ computed (numerator, denominator, window, units without agents) is written up in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, get_args
 
@@ -779,6 +781,21 @@ def build_snapshot(
 # --------------------------------------------------------------------------- builder
 
 
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Hold the cyclic collector off while a snapshot is computed: the build allocates
+    hundreds of thousands of small objects that live on, so each generation-2 pass walks
+    the whole heap for nothing (about a third of a refresh at 20k agents). Reference
+    counting still frees everything; cycles made meanwhile wait for the next pass."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -852,19 +869,20 @@ class SnapshotBuilder:
             if isinstance(a.antivirus, AntivirusStatus) and a.antivirus.state in AV_UNPROTECTED
         ]
         protected_until = await self.store.protected_until(unprotected)
-        snapshot = build_snapshot(
-            self.org,
-            self.plans,
-            settings,
-            now,
-            agents,
-            windows,
-            received,
-            agent_windows,
-            skipped,
-            declarations=declarations,
-            protected_until=protected_until,
-        )
+        with _no_cyclic_gc():
+            snapshot = build_snapshot(
+                self.org,
+                self.plans,
+                settings,
+                now,
+                agents,
+                windows,
+                received,
+                agent_windows,
+                skipped,
+                declarations=declarations,
+                protected_until=protected_until,
+            )
         # Optional in the protocol: stores made for indicator tests do not keep it.
         config_errors = getattr(self.store, "config_error_counts", None)
         if config_errors is None:

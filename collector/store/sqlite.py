@@ -150,9 +150,10 @@ class SQLiteStore(GroupCommitStore):
     SQL: ClassVar = {
         "agent_states.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
         " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
-        " a.spool_dropped, r.body, a.last_effective_at"
-        " FROM agents a JOIN reports r ON r.id = a.latest_report_id"
+        " a.spool_dropped, a.last_effective_at, a.latest_report_id FROM agents a"
         " ORDER BY a.site, a.agent_id",
+        "agent_states.bodies": "SELECT id, body FROM reports"
+        " WHERE id IN (SELECT value FROM json_each(?))",
         "agent_states.sections": "SELECT site, agent_id, section, body FROM agent_sections",
         "network_windows": "SELECT site, network, SUM(checks), SUM(up_checks)"
         " FROM network_hourly WHERE hour >= ? GROUP BY site, network ORDER BY site, network",
