@@ -14,8 +14,14 @@ one token per site), its store filled in-process with one report per agent, then
   decode + ``Store.ingest`` group commits in-process, no HTTP;
 * the collector's RSS after start-up and its peak over the step.
 
-Run: ``python3 bench/scale.py [--quick] [--steps 1000,5000,20000,50000]`` (``--quick``:
-1k and 5k, fewer requests; a full run takes a few minutes).
+With ``--history-hours H`` every agent also gets H earlier hours of window buckets
+(60 checks per network class per hour, written straight into ``network_hourly`` and
+``agent_hourly``: what H hours of reports at 60 s leave there), so the window queries
+see what a collector running for a day sees (the indicator window is 24 h).
+
+Run: ``python3 bench/scale.py [--quick] [--steps 1000,5000,20000,50000]
+[--history-hours 24]`` (``--quick``: 1k and 5k, fewer requests; a full run takes a few
+minutes).
 """
 
 from __future__ import annotations
@@ -37,7 +43,33 @@ from province import make_report, serve, site_id, write_config
 from agent.report import Batch, encode
 
 PER_SITE = 4
+NETWORKS = ("lan", "wan", "dedicated", "internet")
 GOAL_REFRESH, GOAL_STARTUP, GOAL_RSS = 0.1, 3.0, 250 * 2**20  # at 20k agents
+
+
+def add_history(config: Path, sites: int, hours: int) -> None:
+    """``hours`` earlier window buckets per agent and class (bench fixture, SQLite only)."""
+    import sqlite3
+
+    from collector.app import make_store
+    from collector.config import load_config
+
+    path = getattr(make_store(load_config(config)), "path", None)
+    if path is None or hours <= 0:
+        return
+    top = int(time.time()) // 3600 * 3600
+    with sqlite3.connect(path) as conn:
+        for i in range(sites):
+            rows = [
+                (site_id(i), agent(i, k), top - h * 3600)
+                for k in range(PER_SITE)
+                for h in range(1, hours + 1)
+            ]
+            conn.executemany(
+                "INSERT INTO network_hourly VALUES (?, ?, ?, ?, 60, 59)",
+                [(s, a, net, hour) for s, a, hour in rows for net in NETWORKS],
+            )
+            conn.executemany("INSERT INTO agent_hourly VALUES (?, ?, ?, 60)", rows)
 
 
 def agent(site: int, k: int) -> str:
@@ -134,12 +166,13 @@ def wait_refresh_after(url: str, mark: float, timeout: float = 120) -> tuple[flo
     raise TimeoutError("no refresh after the new reports")
 
 
-def step(agents: int, quick: bool) -> list[Row]:
+def step(agents: int, quick: bool, history: int) -> list[Row]:
     sites = agents // PER_SITE
-    label = f"{agents:,} agents"
+    label = f"{agents:,} agents" + (f", {history} h of buckets" if history else "")
     with tempdir() as tmp:
         config, port = write_config(tmp, sites)
         tokens, ceil_single, ceil_batched, ceil_16 = asyncio.run(fill(config, sites))
+        add_history(config, sites, history)
         began = time.perf_counter()
         collector = serve(config, port, tokens)
         while scrape(collector.url)[1]["agents"] < agents:
@@ -199,11 +232,12 @@ async def send(url: str, tokens: dict[str, str], work: list[tuple[str, bytes]]) 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--steps", help="comma-separated fleet sizes (default 1k,5k,20k,50k)")
+    p.add_argument("--history-hours", type=int, default=0, help="earlier window buckets")
     args = p.parse_args()
     default = "1000,5000" if args.quick else "1000,5000,20000,50000"
     rows: list[Row] = []
     for agents in (int(x) for x in (args.steps or default).split(",")):
-        rows += step(agents, args.quick)
+        rows += step(agents, args.quick, args.history_hours)
         print(f"[{agents:,} agents done]", flush=True)
     notes = [
         "The load generator runs on the same machine (2 cores shared with the collector): "

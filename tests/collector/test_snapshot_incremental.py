@@ -1,6 +1,7 @@
 """The snapshot a long-running builder keeps current (reusing what it decoded at earlier
 refreshes) must equal a full rebuild from the store, whatever sequence of reports arrived:
-new agents, newer and older reports, re-sent duplicates, sections that come and go."""
+new agents, newer and older reports, re-sent duplicates, sections that come and go; and
+the site windows it sums from the agents' windows must be the store's site windows."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.report import Report, encode
-from collector.indicators import SnapshotBuilder
+from collector.indicators import SnapshotBuilder, site_windows
 from collector.store.sqlite import SQLiteStore
 from tests.collector.conftest import OTHER_SITE, SITE, agent_report
 from tests.collector.test_indicators import DEMO
@@ -69,6 +70,10 @@ async def compare(path: Path, batches: list[list[Report]]) -> None:
             finally:
                 await fresh_store.close()
             assert kept.snapshot == fresh.snapshot
+            # The builder sums its agents' windows instead of reading the site windows.
+            since = NOW - dt.timedelta(days=1)
+            summed = site_windows(await store.agent_network_windows(since))
+            assert summed == await store.network_windows(since)
     finally:
         await store.close()
 
