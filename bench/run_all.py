@@ -25,7 +25,7 @@ from common import REPO, Row, machine, need_root, parser, table
 BENCH = Path(__file__).resolve().parent
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-ORDER = ("footprint", "probes", "arp_sweep", "ingest", "scrape", "evidence")
+ORDER = ("footprint", "probes", "arp_sweep", "ingest", "scrape", "scale", "evidence")
 
 
 def run_script(name: str, quick: bool) -> tuple[list[Row], list[str], str]:

@@ -333,22 +333,35 @@ class AgentStates(list[AgentState]):
     skipped: int = 0
 
 
+DecodedReports = dict[tuple[str, str], tuple[Any, Report]]
+"""Per (site, agent id): the id of its newest report and that report decoded."""
+
+
 def assemble_agent_states(
     agents: Iterable[Sequence[Any]],
     sections: Iterable[Sequence[Any]],
     section_types: Mapping[str, Any],
+    decoded: DecodedReports | None = None,
 ) -> AgentStates:
     """Build ``AgentState``s from the rows every backend reads the same way.
 
     ``agents`` rows are (site, agent_id, role, interval_seconds, first_seen,
     last_observed_at, last_received_at, reports_received, spool_dropped, latest body,
-    last_effective_at);
+    last_effective_at, latest report id);
     ``sections`` rows are (site, agent_id, section, body); times are Unix seconds, bodies
     JSON text or bytes. A row that does not decode or validate (written by an older
     version, edited by hand, damaged) is logged and skipped: an undecodable section leaves
     its agent without that section, an undecodable agent row leaves the agent out.
+
+    ``decoded`` (kept by the caller between calls) spares decoding a newest report again:
+    a stored report never changes (ids are unique, a different body under the same id is
+    refused as a conflict), so the report decoded under that id is the same report. It is
+    replaced by the agents of this call.
     """
     states = AgentStates()
+    previous = dict(decoded) if decoded is not None else {}
+    if decoded is not None:
+        decoded.clear()
     by_agent: dict[tuple[str, str], dict[str, Any]] = {}
     for site, agent_id, name, body in sections:
         kind = section_types.get(name)
@@ -374,9 +387,15 @@ def assemble_agent_states(
             dropped,
             body,
             effective,
+            report_id,
         ) = row
         try:
             parts = by_agent.get((site, agent_id), {})
+            known = previous.get((site, agent_id))
+            if known is not None and known[0] == report_id:
+                latest = known[1]
+            else:
+                latest = msgspec.json.decode(body, type=Report)
             state = AgentState(
                 site=str(site),
                 agent_id=str(agent_id),
@@ -387,7 +406,7 @@ def assemble_agent_states(
                 last_received_at=from_unix(received),
                 reports_received=int(count),
                 spool_dropped=int(dropped),
-                latest=msgspec.json.decode(body, type=Report),
+                latest=latest,
                 host=parts.get("host"),
                 antivirus=parts.get("antivirus"),
                 firewall=parts.get("firewall"),
@@ -400,6 +419,8 @@ def assemble_agent_states(
             states.skipped += 1
             _bad_row("agents", site, agent_id, exc)
             continue
+        if decoded is not None:
+            decoded[(site, agent_id)] = (report_id, latest)
         states.append(state)
     return states
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from collector.store import (
     AgentStates,
     DailyHost,
     DailyNetwork,
+    DecodedReports,
     EnrollCode,
     EnrolledAgent,
     IngestResult,
@@ -57,7 +59,8 @@ PAGE_SIZE: Final = 500  # reports per read when exporting
 
 # The queries of the shared reads; each backend fills them in its dialect.
 READ_QUERIES: Final = (
-    "agent_states.agents",  # (site, agent_id, role, interval, first_seen, ..., latest body)
+    "agent_states.agents",  # (site, agent_id, ..., last_effective_at, latest_report_id)
+    "agent_states.bodies",  # report ids (``_id_list``) → (id, body)
     "agent_states.sections",  # (site, agent_id, section, body)
     "network_windows",  # since bucket → (site, network, checks, up_checks)
     "agent_network_windows",  # since bucket → (site, agent_id, network, checks, up)
@@ -240,6 +243,7 @@ class GroupCommitStore:
         self.clock = clock
         # Called on the event loop after each group commit with (seconds, reports).
         self.on_commit: Callable[[float, int], None] | None = None
+        self._decoded: DecodedReports = {}  # see assemble_agent_states
         # Set when remote write is configured: ingest queues late samples (collector.late).
         self.late_rule: LateRule | None = None
         self._queue: asyncio.Queue[Op | None] = asyncio.Queue()
@@ -397,11 +401,34 @@ class GroupCommitStore:
 
     async def agent_states(self) -> AgentStates:
         """The latest state of every agent, sections filled from their newest reports
-        (rows that do not decode are logged and skipped, see ``assemble_agent_states``)."""
+        (rows that do not decode are logged and skipped, see ``assemble_agent_states``).
+
+        Only the newest reports not decoded at the previous call are read and decoded
+        (most of a refresh's cost at scale); a stored report never changes, so reading
+        them in a second transaction gives what one would.
+        """
         agents, sections = await self._fetch(
             [(self.SQL["agent_states.agents"], ()), (self.SQL["agent_states.sections"], ())]
         )
-        return assemble_agent_states(agents, sections, SECTIONS)
+        known = self._decoded
+        wanted = [r[10] for r in agents if (k := known.get((r[0], r[1]))) is None or k[0] != r[10]]
+        bodies: dict[Any, Any] = {}
+        for i in range(0, len(wanted), PAGE_SIZE * 10):
+            (found,) = await self._fetch(
+                [
+                    (
+                        self.SQL["agent_states.bodies"],
+                        (self._id_list(wanted[i : i + PAGE_SIZE * 10]),),
+                    )
+                ]
+            )
+            bodies.update(found)
+        rows = [(*r[:9], bodies.get(r[10], b""), r[9], r[10]) for r in agents]
+        return assemble_agent_states(rows, sections, SECTIONS, known)
+
+    def _id_list(self, ids: list[Any]) -> Any:
+        """A list of ids as one query parameter (JSON text for SQLite's ``json_each``)."""
+        return json.dumps(ids)
 
     async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]:
         """Checks per (site, network) since ``since`` (bucket-aligned, see the Protocol)."""

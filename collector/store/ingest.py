@@ -259,6 +259,73 @@ def column_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+def merge_host_day(newer: HostDay, older: HostDay) -> HostDay:
+    """``older`` then ``newer`` as one day: counts add up, a known hostname stays when the
+    newer has none, the newer antivirus state wins unless the older one is strictly newer
+    (the rule the stores apply to a stored row; associative, so a group commit may merge
+    its batches first and the stored row last)."""
+    merged = HostDay(newer.hostname or older.hostname, newer.reports + older.reports)
+    merged.av_state, merged.av_at = newer.av_state, newer.av_at
+    if older.av_at is not None and (newer.av_at is None or older.av_at > newer.av_at):
+        merged.av_state, merged.av_at = older.av_state, older.av_at
+    return merged
+
+
+class RollupSum:
+    """The roll-ups of a group commit's batches, added up in memory, so that each bucket,
+    day and host row is written once per commit rather than once per batch (the upserts
+    cost as much as the commit's fsync). Sums, capped at the end, equal the capped sums
+    applied one batch after the other, because every addend is non-negative."""
+
+    def __init__(self) -> None:
+        self.hourly: dict[tuple[str, str, str, int], list[int]] = {}
+        self.reports: dict[tuple[str, str, int], int] = {}
+        self.daily: dict[tuple[str, str, str, str], list[float]] = {}
+        self.hosts: dict[tuple[str, str, str], HostDay] = {}
+        self.throughput: list[tuple[Any, ...]] = []  # one row per result: nothing to add up
+        self.use: dict[tuple[str, str, str, str], list[int]] = {}
+
+    def add(self, batch: Rollups) -> None:
+        for site, agent_id, network, hour, checks, up in batch.network_hourly:
+            counts = self.hourly.setdefault((site, agent_id, network, hour), [0, 0])
+            counts[0] += checks
+            counts[1] += up
+        for site, agent_id, hour, reports in batch.agent_hourly:
+            key_r = (site, agent_id, hour)
+            self.reports[key_r] = self.reports.get(key_r, 0) + reports
+        for day, site, agent_id, network, checks, up, seconds in batch.network_daily:
+            d = self.daily.setdefault((day, site, agent_id, network), [0, 0, 0.0])
+            d[0] += checks
+            d[1] += up
+            d[2] += seconds
+        for key, host in batch.host_daily:
+            before = self.hosts.get(key)
+            self.hosts[key] = host if before is None else merge_host_day(host, before)
+        self.throughput.extend(batch.throughput)
+        for day, site, agent_id, network, *counts in batch.network_use_daily:
+            total = self.use.setdefault((day, site, agent_id, network), [0, 0, 0, 0, 0])
+            for i, count in enumerate(counts):
+                total[i] += count
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.reports or self.hourly or self.daily or self.hosts or self.throughput or self.use
+        )
+
+    def rows(self) -> Rollups:
+        return Rollups(
+            network_hourly=[(*k, v[0], v[1]) for k, v in sorted(self.hourly.items())],
+            agent_hourly=[(*k, v) for k, v in sorted(self.reports.items())],
+            network_daily=[
+                (*k, int(v[0]), int(v[1]), min(float(v[2]), SECONDS_PER_DAY))
+                for k, v in sorted(self.daily.items())
+            ],
+            host_daily=sorted(self.hosts.items(), key=lambda item: item[0]),
+            throughput=list(self.throughput),
+            network_use_daily=[(*k, *v) for k, v in sorted(self.use.items())],  # type: ignore[misc]
+        )
+
+
 def bucket_start(ts: float, width: int) -> int:
     """Start of the window bucket of ``width`` seconds that holds ``ts``."""
     return int(ts // width * width)

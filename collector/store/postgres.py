@@ -159,9 +159,9 @@ class PostgresStore(GroupCommitStore):
     SQL: ClassVar = {
         "agent_states.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
         " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
-        " a.spool_dropped, r.body, a.last_effective_at"
-        " FROM agents a JOIN reports r ON r.id = a.latest_report_id"
+        " a.spool_dropped, a.last_effective_at, a.latest_report_id FROM agents a"
         ' ORDER BY a.site COLLATE "C", a.agent_id COLLATE "C"',
+        "agent_states.bodies": "SELECT id, body FROM reports WHERE id = ANY($1::text[])",
         "agent_states.sections": "SELECT site, agent_id, section, body FROM agent_sections",
         "network_windows": "SELECT site, network, SUM(checks), SUM(up_checks)"
         " FROM network_hourly WHERE hour >= $1 GROUP BY site, network"
@@ -343,6 +343,9 @@ class PostgresStore(GroupCommitStore):
             raise StoreUnavailable(f"store read failed: {exc}") from exc
         self.faults.succeeded("read")
         return result
+
+    def _id_list(self, ids: list[Any]) -> Any:
+        return ids  # a text[] parameter
 
     async def _fetch(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         async def read(conn: Connection) -> list[list[Any]]:

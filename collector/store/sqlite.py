@@ -81,7 +81,9 @@ from collector.store.ingest import (
     AgentRow,
     HostDay,
     Rollups,
+    RollupSum,
     agent_rows,
+    merge_host_day,
     rollups,
     section_rows,
     triage,
@@ -99,6 +101,10 @@ WRITER_CACHE_KIB: Final = 16384  # page cache of the writer connection (indexes 
 # (a WAL commit of a batch needs a few pages; SQLite fails it as "disk is full").
 MIN_FREE_BYTES: Final = 1024 * 1024
 TOKENS_MAX_AGE: Final = 60.0  # reload the token table at least this often (edits by hand)
+# How often a thread of the store reads the tokens-changed counter: a token created or
+# revoked by another process (``hatang-collector token revoke``) counts within this plus
+# one reload (documented as "within 1 s"); changes made through this process count at once.
+TOKENS_POLL_SECONDS: Final = 0.25
 StoreCheck = Check  # what ``verify_file`` answers (``where`` is the file's path)
 
 
@@ -155,9 +161,10 @@ class SQLiteStore(GroupCommitStore):
     SQL: ClassVar = {
         "agent_states.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
         " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
-        " a.spool_dropped, r.body, a.last_effective_at"
-        " FROM agents a JOIN reports r ON r.id = a.latest_report_id"
+        " a.spool_dropped, a.last_effective_at, a.latest_report_id FROM agents a"
         " ORDER BY a.site, a.agent_id",
+        "agent_states.bodies": "SELECT id, body FROM reports"
+        " WHERE id IN (SELECT value FROM json_each(?))",
         "agent_states.sections": "SELECT site, agent_id, section, body FROM agent_sections",
         "network_windows": "SELECT site, network, SUM(checks), SUM(up_checks)"
         " FROM network_hourly WHERE hour >= ? GROUP BY site, network ORDER BY site, network",
@@ -216,17 +223,24 @@ class SQLiteStore(GroupCommitStore):
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
-        # Tokens, by SHA-256: checked on the event loop without a thread hop. The table is
-        # reloaded when the tokens-changed counter (``PRAGMA user_version``, bumped in the
-        # same transaction as every token change, by any process) differs from the one it
-        # was loaded at; reading the counter costs a few microseconds per request.
+        # Tokens, by SHA-256: checked on the event loop without a thread hop and without any
+        # I/O there (the loop never touches a connection). ``_tokens_signal`` counts token
+        # changes seen so far: bumped after this process's own token writes, and by the
+        # watcher thread when the tokens-changed counter (``PRAGMA user_version``, bumped in
+        # the same transaction as every token change, by any process) moves. The table is
+        # reloaded when the signal differs from the one it was loaded at.
         self._tokens: dict[str, TokenRecord] | None = None
-        self._tokens_version = -1
+        self._tokens_signal = 0
+        self._tokens_signal_lock = threading.Lock()
+        self._tokens_loaded_signal = -1
         self._tokens_loaded_at = 0.0
         self._tokens_load: asyncio.Future[None] | None = None
         self._tokens_load_seq = 0  # loads started so far
-        self._version_conn: sqlite3.Connection | None = None  # used on the loop thread only
+        self._version_conn: sqlite3.Connection | None = None  # the watcher thread's only
+        self._watcher: threading.Thread | None = None
+        self._watcher_stop = threading.Event()
         self._checkpoint_conn: sqlite3.Connection | None = None
+        self._op_rollups: Rollups | None = None  # the writer thread's current operation's
         self._checkpoint_exec: ThreadPoolExecutor | None = None
         self._checkpoint: asyncio.Future[None] | None = None
         self._last_checkpoint = 0.0
@@ -291,7 +305,6 @@ class SQLiteStore(GroupCommitStore):
             conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             self._migrate(conn)
             version = self._connect()
-            version.execute("PRAGMA busy_timeout = 0")  # on the loop: never wait for a lock
             version.execute("PRAGMA query_only = ON")
             checkpointer = self._connect()
         except BaseException:
@@ -386,7 +399,39 @@ class SQLiteStore(GroupCommitStore):
         except BaseException:
             self._shutdown_executors()
             raise
+        self._watcher_stop.clear()
+        self._watcher = threading.Thread(
+            target=self._watch_tokens, name="hatang-store-tokens", daemon=True
+        )
+        self._watcher.start()
         self._start_writer()
+
+    def _watch_tokens(self) -> None:
+        """Bump ``_tokens_signal`` when another process changes the tokens (off the loop)."""
+        conn = self._version_conn
+        if conn is None:
+            return
+        last: int | None = None
+        while not self._watcher_stop.wait(TOKENS_POLL_SECONDS if last is not None else 0):
+            try:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            except sqlite3.Error:
+                continue  # busy or failing: try again; the reload path reports real trouble
+            if last is not None and version != last:
+                self._bump_tokens_signal()
+            last = version
+
+    def _bump_tokens_signal(self) -> None:
+        with self._tokens_signal_lock:
+            self._tokens_signal += 1
+
+    async def _token_write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
+        """A write that changes tokens: the very next lookup reloads the table."""
+        try:
+            result: T = await self._write(apply)
+        finally:
+            self._bump_tokens_signal()
+        return result
 
     def _shutdown_executors(self) -> None:
         for executor in (self._writer_exec, self._reader_exec, self._checkpoint_exec):
@@ -400,6 +445,10 @@ class SQLiteStore(GroupCommitStore):
             return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown_executors)
+        self._watcher_stop.set()
+        if self._watcher is not None:
+            await loop.run_in_executor(None, self._watcher.join)
+            self._watcher = None
         with self._lock:
             for conn in [*self._readers, self._version_conn, self._checkpoint_conn, self._writer]:
                 if conn is not None:
@@ -511,11 +560,19 @@ class SQLiteStore(GroupCommitStore):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot start a write: {exc}") from exc
         results: list[Any] = []
+        group = RollupSum()
         try:
             for op in ops:
+                if op.apply == self._prune and group:  # the prune sees the buckets it trims
+                    self._update_rollups(conn, group.rows())
+                    group = RollupSum()
                 conn.execute("SAVEPOINT op")
+                self._op_rollups = None
                 try:
                     results.append(op.apply(conn))
+                    done = self._take_op_rollups()
+                    if done is not None:  # only an operation that succeeded
+                        group.add(done)
                 except (sqlite3.IntegrityError, sqlite3.ProgrammingError) as exc:
                     # A bug in one operation: it fails alone, the group still commits.
                     conn.execute("ROLLBACK TO op")
@@ -526,6 +583,8 @@ class SQLiteStore(GroupCommitStore):
                     conn.execute("ROLLBACK TO op")
                     results.append(exc)
                 conn.execute("RELEASE op")
+            if group:
+                self._update_rollups(conn, group.rows())
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -536,6 +595,10 @@ class SQLiteStore(GroupCommitStore):
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    def _take_op_rollups(self) -> Rollups | None:
+        taken, self._op_rollups = self._op_rollups, None
+        return taken
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         cutoff = self.clock() - self.hourly_retention
@@ -571,7 +634,8 @@ class SQLiteStore(GroupCommitStore):
             )
             self._update_agents(conn, agent_rows(accepted, received_at))
             self._update_sections(conn, section_rows(accepted))
-            self._update_rollups(conn, rollups(accepted, self.bucket, self.rollup_offset))
+            # Added to the group's sum; written once per commit (see ``_write_group``).
+            self._op_rollups = rollups(accepted, self.bucket, self.rollup_offset)
             if self.late_rule is not None:
                 self._enqueue_late(conn, self.late_rule, accepted, received_at)
         skewed = sum(a.skewed for a in accepted)
@@ -809,8 +873,8 @@ class SQLiteStore(GroupCommitStore):
             + NETWORK_USE_MERGE,
             add.network_use_daily,
         )
-        for key, host in add.host_daily:
-            _merge_host_day(conn, key, host)
+        for key, batch_host in add.host_daily:
+            host = _merge_host_day(conn, key, batch_host)
             conn.execute(
                 "INSERT INTO host_daily (day, site, agent_id, hostname, reports,"
                 " antivirus_state, antivirus_effective_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -841,14 +905,16 @@ class SQLiteStore(GroupCommitStore):
             _tokens_changed(conn)
             return token_id, token
 
-        created: tuple[str, str] = await self._write(apply)
+        created: tuple[str, str] = await self._token_write(apply)
         return created
 
     async def lookup_token(self, token: str) -> TokenRecord | None:
         """Find a token by its hash (revoked ones too: the caller tells 401 from 403).
 
-        Answered from memory, as of now: a token created or revoked a moment ago by any
-        process (``hatang-collector token revoke``) is seen by the very next lookup.
+        Answered from memory, without I/O on the loop: a token created or revoked through
+        this process is seen by the very next lookup; one created or revoked by another
+        process (``hatang-collector token revoke``) within TOKENS_POLL_SECONDS plus one
+        reload (under a second).
         """
         digest = hash_token(token)
         tokens = self._tokens
@@ -857,17 +923,12 @@ class SQLiteStore(GroupCommitStore):
         return (await self._load_tokens()).get(digest)
 
     def _tokens_current(self) -> bool:
-        """Whether the loaded table still matches the store (a few µs, on the loop)."""
-        conn = self._version_conn
-        if self._closed or conn is None:
+        """Whether the loaded table still matches the store (attribute reads only)."""
+        if self._closed or self._watcher is None:
             return False
         if time.monotonic() - self._tokens_loaded_at >= TOKENS_MAX_AGE:
             return False
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error:
-            return False  # busy or failing: a reader thread decides (and may answer 503)
-        return bool(version == self._tokens_version)
+        return self._tokens_signal == self._tokens_loaded_signal
 
     async def _load_tokens(self) -> dict[str, TokenRecord]:
         """Reload the table with a read that starts after this call (shared by callers)."""
@@ -883,15 +944,17 @@ class SQLiteStore(GroupCommitStore):
                 return self._tokens
 
     async def _read_tokens(self) -> None:
-        def read(conn: sqlite3.Connection) -> tuple[int, dict[str, TokenRecord]]:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        def read(conn: sqlite3.Connection) -> dict[str, TokenRecord]:
             rows = conn.execute(
                 "SELECT token_hash, token_id, site, created_at, revoked_at, last_used_at, note,"
                 " agent_id FROM tokens"
             ).fetchall()
-            return int(version), {row[0]: token_record(row[1:]) for row in rows}
+            return {row[0]: token_record(row[1:]) for row in rows}
 
-        self._tokens_version, self._tokens = await self._read(read)
+        # Taken before the read: a change signalled during it triggers one more reload.
+        signal = self._tokens_signal
+        self._tokens = await self._read(read)
+        self._tokens_loaded_signal = signal
         self._tokens_loaded_at = time.monotonic()
 
     async def revoke_token(self, token_id: str) -> bool:
@@ -907,7 +970,7 @@ class SQLiteStore(GroupCommitStore):
                 return True
             return False
 
-        found: bool = await self._write(apply)
+        found: bool = await self._token_write(apply)
         return found
 
     async def touch_tokens(self, last_used: dict[str, dt.datetime]) -> None:
@@ -1006,7 +1069,7 @@ class SQLiteStore(GroupCommitStore):
             _tokens_changed(conn)
             return "ok", agent_id
 
-        result: tuple[RedeemOutcome, str] = await self._write(apply)
+        result: tuple[RedeemOutcome, str] = await self._token_write(apply)
         return result
 
     async def revoke_agent(self, agent_id: str) -> bool:
@@ -1025,7 +1088,7 @@ class SQLiteStore(GroupCommitStore):
             _tokens_changed(conn)
             return True
 
-        found: bool = await self._write(apply)
+        found: bool = await self._token_write(apply)
         return found
 
     async def record_config_status(
@@ -1157,20 +1220,19 @@ def _count(conn: sqlite3.Connection, counts: dict[str, int]) -> None:
     )
 
 
-def _merge_host_day(conn: sqlite3.Connection, key: tuple[str, str, str], host: HostDay) -> None:
-    """Add the stored day to the batch's: counts add up, a known hostname stays when the
-    batch has none, the newer antivirus state wins (a tie goes to the batch)."""
+def _merge_host_day(conn: sqlite3.Connection, key: tuple[str, str, str], host: HostDay) -> HostDay:
+    """The stored day followed by the batch's (``ingest.merge_host_day``)."""
     stored = conn.execute(
         "SELECT hostname, reports, antivirus_state, antivirus_effective_at"
         " FROM host_daily WHERE day = ? AND site = ? AND agent_id = ?",
         key,
     ).fetchone()
-    if stored is not None:
-        hostname, reports, av_state, av_at = stored
-        host.reports += reports
-        host.hostname = host.hostname or hostname
-        if av_at is not None and (host.av_at is None or av_at > host.av_at):
-            host.av_state, host.av_at = av_state, av_at
+    if stored is None:
+        return host
+    hostname, reports, av_state, av_at = stored
+    older = HostDay(hostname, reports)
+    older.av_state, older.av_at = av_state, av_at
+    return merge_host_day(host, older)
 
 
 def _append_chain(

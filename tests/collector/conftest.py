@@ -379,5 +379,18 @@ async def promtool_check_metrics(promtool: str, text: str) -> None:
     assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
 
 
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], within: float = 10.0
+) -> Any:
+    """Await ``probe()`` until ``done`` says yes (a token change made by another process
+    counts within a documented delay, ``store.sqlite.TOKENS_POLL_SECONDS``); its last value."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await probe()
+        if done(value) or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
 def now_minus(seconds: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)

@@ -1,5 +1,6 @@
 """Tokens end to end: created and revoked with the CLI while a real collector process
-serves; revocation takes effect on the very next request."""
+serves; revocation takes effect within a second (``TOKENS_POLL_SECONDS``), and changes
+made through the serving process on its very next request."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import pytest
 from agent.report import Batch, encode
 from collector.auth import Authenticator, AuthFailure, bearer_token
 from collector.store.sqlite import SQLiteStore
-from tests.collector.conftest import OTHER_SITE, SITE, CollectorProcess, agent_report, run_cli
+from tests.collector.conftest import (
+    OTHER_SITE,
+    SITE,
+    CollectorProcess,
+    agent_report,
+    eventually,
+    run_cli,
+)
+from tests.netns import wait_for
 
 
 def post(url: str, token: str, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -51,7 +60,7 @@ def test_bearer_header_parsing(header: str | None, expected: object) -> None:
     assert bearer_token(header) == expected
 
 
-def test_cli_tokens_work_at_once_and_revocation_is_immediate(
+def test_cli_tokens_work_and_revocation_counts_within_a_second(
     collector_process: Callable[..., CollectorProcess],
 ) -> None:
     server = collector_process()
@@ -61,7 +70,10 @@ def test_cli_tokens_work_at_once_and_revocation_is_immediate(
     token = created.stdout.splitlines()[-1]
     token_id = token.split("_")[1]
 
-    status, body = post(server.url, token, encode(Batch(reports=[agent_report()])))
+    def send() -> tuple[int, dict[str, Any]]:
+        return post(server.url, token, encode(Batch(reports=[agent_report()])))
+
+    status, body = wait_for(lambda: (r := send())[0] != 401 and r, timeout=10)
     assert (status, body["accepted"]) == (200, 1)
 
     # The token belongs to one site: reporting for a neighbour is refused.
@@ -70,7 +82,7 @@ def test_cli_tokens_work_at_once_and_revocation_is_immediate(
 
     revoked = run_cli("token", "revoke", "--config", config, token_id)
     assert revoked.returncode == 0, revoked.stderr
-    status, body = post(server.url, token, encode(Batch(reports=[agent_report()])))
+    status, body = wait_for(lambda: (r := send())[0] != 200 and r, timeout=10)
     assert (status, body["error"]) == (403, "token_revoked")
     assert token_id in body["message"]
 
@@ -82,12 +94,14 @@ def test_cli_tokens_work_at_once_and_revocation_is_immediate(
     assert token not in listing.stdout
 
 
-async def test_token_changes_by_another_connection_are_seen_by_the_next_check(
+async def test_token_changes_by_another_connection_count_within_the_poll_delay(
     tmp_path: Path,
 ) -> None:
-    """The serving store answers token checks from memory, yet a token created or revoked
-    through another connection to the same file (what ``hatang-collector token`` in another
-    process does) counts on the very next check; last-use bookkeeping needs no reload."""
+    """The serving store answers token checks from memory without I/O on the loop, yet a
+    token created or revoked through another connection to the same file (what
+    ``hatang-collector token`` in another process does) counts within the documented delay,
+    and one revoked through the serving store on its very next check; last-use bookkeeping
+    needs no reload."""
     serving, admin = SQLiteStore(tmp_path / "c.db"), SQLiteStore(tmp_path / "c.db")
     await serving.open()
     await admin.open()
@@ -95,18 +109,28 @@ async def test_token_changes_by_another_connection_are_seen_by_the_next_check(
         auth = Authenticator(serving)
         assert await auth.authenticate("Bearer hat_nope_x") == AuthFailure("unknown")
         token_id, token = await admin.create_token(SITE, "new")
-        record = await auth.authenticate(f"Bearer {token}")
+        record = await eventually(
+            lambda: auth.authenticate(f"Bearer {token}"),
+            lambda r: not isinstance(r, AuthFailure),
+        )
         assert not isinstance(record, AuthFailure) and record.site == SITE
         for _ in range(3):  # served from memory while nothing changes
             assert not isinstance(await auth.authenticate(f"Bearer {token}"), AuthFailure)
         assert await admin.revoke_token(token_id)
-        assert await auth.authenticate(f"Bearer {token}") == AuthFailure("revoked", token_id)
+        refused = await eventually(
+            lambda: auth.authenticate(f"Bearer {token}"), lambda r: isinstance(r, AuthFailure)
+        )
+        assert refused == AuthFailure("revoked", token_id)
         used = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
         await serving.touch_tokens({token_id: used})
         found = await serving.lookup_token(token)
         assert found is not None and found.last_used_at == used
         [listed] = await admin.list_tokens()
         assert listed.last_used_at == used and listed.revoked_at is not None
+        other_id, other = await serving.create_token(SITE, "made here")
+        assert not isinstance(await auth.authenticate(f"Bearer {other}"), AuthFailure)
+        assert await serving.revoke_token(other_id)  # through the serving store: at once
+        assert await auth.authenticate(f"Bearer {other}") == AuthFailure("revoked", other_id)
     finally:
         await admin.close()
         await serving.close()

@@ -36,6 +36,7 @@ from tests.collector.conftest import (
     MakeClient,
     agent_report,
     collector_config,
+    eventually,
     run_cli,
     store_of,
     write_config,
@@ -268,7 +269,10 @@ async def test_revoking_one_agent_leaves_the_others_of_its_site_reporting(
     )
     done = run_cli("agents", "revoke", "--config", str(path), "pc-a")
     assert done.returncode == 0, done.stderr
-    status, error = await send(client, a["token"], "pc-a")
+    # Another process's revocation counts within TOKENS_POLL_SECONDS (plus one reload).
+    status, error = await eventually(
+        lambda: send(client, a["token"], "pc-a"), lambda r: r[0] != 200
+    )
     assert (status, error["error"]) == (403, "token_revoked")
     assert (await send(client, b["token"], "pc-b"))[0] == 200
     assert (await send(client, site_token, "any-pc"))[0] == 200  # site tokens keep working
