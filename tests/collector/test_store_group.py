@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -77,3 +78,44 @@ def test_a_group_commit_stores_what_one_commit_per_batch_stores(
         grouped, group_commits = asyncio.run(stored(Path(tmp) / "b.db", reports, grouped=True))
     assert commits == len(reports) and group_commits < commits  # the groups did form
     assert grouped == one_by_one
+
+
+def test_a_group_commit_keeps_throughput_results_and_network_use() -> None:
+    """Line-speed results and uplink bytes ride in the roll-ups too: a group commit must
+    neither drop them nor count them twice."""
+    from agent.report import ThroughputResult, UplinkUsage
+    from tests.collector.test_store_broadband import DAY_START, _report
+
+    def result(n: int) -> ThroughputResult:
+        return ThroughputResult(
+            network="internet", target=f"payload-{n}", up=True, observed_at=DAY_START,
+            bytes_per_second=1_000_000.0 + n, bytes_read=4_000_000,
+        )  # fmt: skip
+
+    plan = [
+        [
+            _report(
+                n,
+                uplink=UplinkUsage(network="dedicated", in_bytes=1_000 * n, out_bytes=7_000 * n),
+                throughput=[result(n)],
+            )
+        ]
+        for n in range(1, 7)
+    ]
+    # (Compared table by table: these reports are older than the hourly retention, which
+    # the store's clock prunes at its own moments; the daily and result tables stay.)
+    tables = ("throughput_results", "network_use_daily", "network_daily", "host_daily")
+    with tempfile.TemporaryDirectory() as tmp:
+        seen = {}
+        for name, grouped in (("a", False), ("b", True)):
+            _, commits = asyncio.run(stored(Path(tmp) / f"{name}.db", plan, grouped=grouped))
+            with sqlite3.connect(Path(tmp) / f"{name}.db") as conn:
+                seen[name] = {
+                    t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4").fetchall()
+                    for t in tables
+                }
+    assert commits < len(plan)  # the last run was grouped
+    assert seen["a"] == seen["b"]
+    assert len(seen["b"]["throughput_results"]) == 6
+    ((*_, in_bytes, out_bytes, _counted, _unknown, _app),) = seen["b"]["network_use_daily"]
+    assert out_bytes == 7_000 * sum(range(1, 7)) and in_bytes == 1_000 * sum(range(1, 7))
