@@ -27,11 +27,12 @@ from agent.log import RateLimitedLog, event, log_exception_limited
 from collector import api, central, enroll, throughput
 from collector.auth import Authenticator
 from collector.config import CollectorConfig
-from collector.indicators import IndicatorSettings, SnapshotBuilder
+from collector.indicators import IndicatorSettings
 from collector.late import LateRule
 from collector.metrics import Exposition, ReservedNames, StoreFaultsCollector
 from collector.org import Org, load_org
 from collector.remote_write import RemoteWriteCollector, Sender
+from collector.snapshot import SnapshotBuilder
 from collector.store import Store, StoreError, StoreFaults, open_store
 from collector.targets import Plan, load_targets
 

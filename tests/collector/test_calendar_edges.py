@@ -22,9 +22,9 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.report import TIMESTAMP_MAX, TIMESTAMP_MIN, Batch, encode
-from collector.indicators import SnapshotBuilder
 from collector.metrics import HatangCollector
 from collector.org import load_org
+from collector.snapshot import SnapshotBuilder
 from collector.store import Store, from_unix
 from collector.store.ingest import rollup_day
 from tests.collector.conftest import DEMO_ORG, SITE, agent_report, new_token, store_of

@@ -31,12 +31,12 @@ from collector.indicators import (
     IndicatorSettings,
     IndicatorValue,
     Snapshot,
-    SnapshotBuilder,
     build_snapshot,
     normalize_mac,
     window_start,
 )
 from collector.org import Org, load_org
+from collector.snapshot import SnapshotBuilder
 from collector.store import AgentNetworkWindow, AgentState, NetworkWindow
 from collector.targets import Plan, load_plan
 from tests.conftest import REPO

@@ -382,7 +382,7 @@ async def test_metrics_endpoint_gzip_plain_and_head(aiohttp_client: Any, tmp_pat
 async def test_a_bad_store_row_is_skipped_and_counted(tmp_path: Path) -> None:
     """A report with an invalid agent_id written straight into the database (and a damaged
     section) used to fail every refresh; now they are left out and counted."""
-    from collector.indicators import SnapshotBuilder
+    from collector.snapshot import SnapshotBuilder
     from collector.store.sqlite import SQLiteStore
 
     path = tmp_path / "collector.db"

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.report import Report, encode
-from collector.indicators import SnapshotBuilder, site_windows
+from collector.indicators import site_windows
+from collector.snapshot import SnapshotBuilder
 from collector.store.sqlite import SQLiteStore
 from tests.collector.conftest import OTHER_SITE, SITE, agent_report
 from tests.collector.test_indicators import DEMO
