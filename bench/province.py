@@ -90,13 +90,18 @@ class Collector:
     tokens: dict[str, str]
 
 
-def write_config(directory: Path, sites: int) -> tuple[Path, int]:
+def write_config(
+    directory: Path, sites: int, store: str = "sqlite:collector.db", name: str = "collector.yaml"
+) -> tuple[Path, int]:
+    """The org file (once) and one collector config on a free port: ``name`` differs per
+    replica, ``store`` is shared by all of them."""
     org = directory / "org.yaml"
-    write_org(org, sites)
+    if not org.exists():
+        write_org(org, sites)
     port = free_port()
-    config = directory / "collector.yaml"
+    config = directory / name
     config.write_text(
-        f"org: {org}\nstore: {{url: 'sqlite:collector.db'}}\n"
+        f"org: {org}\nstore: {{url: '{store}'}}\n"
         f"listen: {{host: 127.0.0.1, port: {port}}}\n"
         "limits: {max_inflight: 1000}\nlog: {level: warning}\n",
         encoding="utf-8",

@@ -445,6 +445,13 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "Snapshot refreshes that failed (the previous snapshot kept serving).",
         (),
     ),
+    MetricSpec(
+        "hatang_snapshot_refreshes",
+        "counter",
+        "Snapshot refreshes that succeeded since start (how often the snapshot is rebuilt "
+        "under load: at least metrics.min_refresh_interval apart).",
+        (),
+    ),
     # --- remote write of late reports (collector/remote_write.py, docs/late-data.md)
     MetricSpec(
         "hatang_remote_write_pending_samples",
@@ -514,6 +521,8 @@ class SnapshotSource(Protocol):
     @property
     def failures(self) -> int: ...
     @property
+    def refreshes(self) -> int: ...
+    @property
     def last_duration_seconds(self) -> float | None: ...
 
 
@@ -551,6 +560,7 @@ def emit(source: SnapshotSource, add: Add) -> None:
         add("hatang_snapshot_refresh_duration_seconds", (), duration)
     add("hatang_snapshot_skipped_rows", (), snapshot.skipped_rows)
     add("hatang_snapshot_refresh_failures", (), source.failures)
+    add("hatang_snapshot_refreshes", (), source.refreshes)
 
     for view in snapshot.sites:
         unit = view.unit

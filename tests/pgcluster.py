@@ -15,6 +15,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,10 @@ class Cluster:
             log = self.log.read_text(errors="replace") if self.log.exists() else ""
             raise RuntimeError(f"{args[0]} failed: {proc.stdout}{proc.stderr}{log}")
 
-    def start(self) -> None:
+    def start(self, overrides: Mapping[str, str] | None = None) -> None:
+        """initdb and start; ``overrides`` replace the test settings below (bench/scale.py
+        turns fsync back on, so PostgreSQL is as durable as the SQLite store it is set
+        against)."""
         reap_orphans()
         (self.dir / "owner.pid").write_text(str(os.getpid()), encoding="utf-8")
         self._run(
@@ -105,6 +109,7 @@ class Cluster:
             "max_connections": "200",
             "shared_buffers": "32MB",
             "log_min_messages": "warning",
+            **(overrides or {}),
         }
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())

@@ -86,6 +86,23 @@ async def test_round_trip_stores_reports_and_metrics_show_them(client: Client) -
     assert await metric_value(client, "hatang_network_up", site=SITE, network="lan") == 1
 
 
+async def test_snapshot_refreshes_are_counted_on_metrics(client: Client) -> None:
+    """An operator (and bench/scale.py) sees how often the snapshot is rebuilt under load."""
+    at_start = await metric_value(client, "hatang_snapshot_refreshes_total")
+    assert at_start is not None and at_start >= 1  # the refresh at start-up
+    token = await new_token(client)
+    resp = await client.post(
+        "/api/v1/reports", data=batch_body(agent_report()), headers=auth(token)
+    )
+    assert resp.status == 200, await resp.text()
+    for _ in range(200):
+        if (await metric_value(client, "hatang_snapshot_refreshes_total") or 0) > at_start:
+            break
+        await asyncio.sleep(0.05)
+    assert (await metric_value(client, "hatang_snapshot_refreshes_total") or 0) > at_start
+    assert await metric_value(client, "hatang_site_up", site=SITE) == 1
+
+
 async def test_gzip_body_is_accepted(client: Client) -> None:
     token = await new_token(client)
     body = gzip.compress(batch_body(agent_report()))

@@ -50,6 +50,7 @@ from tests.conftest import REPO
 class StaticSource:
     snapshot: Snapshot
     failures: int = 0
+    refreshes: int = 1
     last_duration_seconds: float | None = 0.25
 
 
