@@ -15,7 +15,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.log import log_exception_limited
 from agent.report import AntivirusStatus
@@ -24,7 +24,6 @@ from collector.indicators import (
     IndicatorSettings,
     Snapshot,
     build_snapshot,
-    site_windows,
     throughput_window,
     window_days,
 )
@@ -32,12 +31,14 @@ from collector.org import Org
 from collector.store import (
     AgentNetworkWindow,
     AgentState,
-    AgentStates,
+    DecodedReports,
     NetworkUseDay,
     NetworkWindow,
+    RefreshReads,
     StoredDeclaration,
     ThroughputRecord,
 )
+from collector.store.base import MAX_PROTECTED_LOOKUPS
 from collector.targets import Plan
 
 log = logging.getLogger(__name__)
@@ -46,18 +47,238 @@ log = logging.getLogger(__name__)
 class SnapshotStore(Protocol):
     """The part of ``collector.store.Store`` the builder reads."""
 
-    async def agent_states(self) -> list[AgentState]: ...
-    async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]: ...
-    async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]: ...
-    async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]: ...
+    async def refresh_reads(
+        self,
+        after: Any | None,
+        since: dt.datetime,
+        previous_start: int | None,
+        throughput_since: dt.datetime,
+        days: Sequence[dt.date],
+        all_days: bool,
+        decoded: DecodedReports,
+    ) -> RefreshReads: ...
     async def declarations(
         self, since: float, until: float, units: Collection[str] | None = None
     ) -> list[StoredDeclaration]: ...
     async def protected_until(
         self, agents: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], float]: ...
-    async def throughput_results(self, since: dt.datetime) -> list[ThroughputRecord]: ...
-    async def network_use_days(self, start: dt.date, end: dt.date) -> list[NetworkUseDay]: ...
+
+
+Key = tuple[str, str]  # (site, agent_id)
+
+
+def _unprotected(state: AgentState) -> bool:
+    av = state.antivirus
+    return isinstance(av, AntivirusStatus) and av.state in AV_UNPROTECTED
+
+
+class _Kept:
+    """The inputs of ``build_snapshot`` kept between refreshes, changed in place by each
+    refresh's ``RefreshReads`` (what the store says changed), so a refresh costs what
+    changed, not the province.
+
+    Per agent: its state, the store rows of it that did not decode, its window sums per
+    class and received count with the number of buckets behind each (a sum whose buckets
+    all left the window is dropped, as the store's GROUP BY would not return it), whether
+    its antivirus was last protected (looked up once per change). Per site: the summed
+    windows, throughput results and network-use days. Every list handed to
+    ``build_snapshot`` is in the order the store's full reads give it, so the snapshot
+    is the one a full rebuild computes (tests/collector/test_snapshot_incremental.py).
+    """
+
+    def __init__(self, reads: RefreshReads) -> None:
+        self.cursor: Any = reads.cursor
+        self.start = reads.start
+        self.days: tuple[dt.date, ...] = ()
+        self.states: dict[Key, AgentState] = {}
+        self.order: list[Key] = []  # sorted keys of ``states``
+        self.skipped_by: dict[Key, int] = {}
+        self.skipped = 0
+        self.sums: dict[Key, dict[str, list[int]]] = {}  # class → [checks, up, buckets]
+        self.agent_windows: dict[Key, list[AgentNetworkWindow]] = {}
+        self.window_order: list[Key] = []  # sorted keys of ``agent_windows``
+        self.site_sums: dict[str, dict[str, list[int]]] = {}  # class → [checks, up, agents]
+        self.site_windows: dict[str, list[NetworkWindow]] = {}
+        self.received: dict[Key, list[int]] = {}  # [reports, buckets]
+        self.throughput: dict[str, list[ThroughputRecord]] = {}
+        self.throughput_oldest: dict[str, float] = {}
+        self.use_days: dict[str, list[NetworkUseDay]] = {}
+        self.unprotected: set[Key] = set()
+        self.protected: dict[Key, float | None] = {}  # looked up: end of the last protected day
+        self.declarations: list[StoredDeclaration] | None = None
+        # What build_snapshot is given, rebuilt only when a part changed.
+        self.out_agents: list[AgentState] = []
+        self.out_agent_windows: list[AgentNetworkWindow] = []
+        self.out_windows: list[NetworkWindow] = []
+        self.out_received: dict[Key, int] = {}
+        self.out_throughput: list[ThroughputRecord] = []
+        self.out_use_days: list[NetworkUseDay] = []
+
+    def apply(self, reads: RefreshReads, days: tuple[dt.date, ...], since: float) -> set[str]:
+        """Take in one refresh's reads; the sites whose inputs changed."""
+        self.cursor, self.start = reads.cursor, reads.start
+        keys = reads.keys
+        changed = set(keys)
+        read_sites = {site for site, _ in keys}  # their throughput and use rows were read
+        self._agents(reads, changed)
+        touched = self._windows(reads, changed)
+        touched |= self._received(reads, changed)
+        sites = read_sites | {site for site, _ in touched}
+        sites |= self._throughput(reads, read_sites, since)
+        if days != self.days:  # the store read every site's use days
+            self.use_days.clear()
+            sites |= {day.site for day in reads.use_days}
+        for site in read_sites:
+            self.use_days.pop(site, None)
+        for day in reads.use_days:
+            self.use_days.setdefault(day.site, []).append(day)
+        if read_sites or days != self.days:
+            self.out_use_days = [d for s in sorted(self.use_days) for d in self.use_days[s]]
+        self.days = days
+        return sites
+
+    def _agents(self, reads: RefreshReads, changed: set[Key]) -> None:
+        states = self.states
+        before = len(states)
+        reshaped = False
+        for key in changed:
+            had = states.pop(key, None) is not None
+            self.skipped -= self.skipped_by.pop(key, 0)
+            self.protected.pop(key, None)
+            self.unprotected.discard(key)
+            reshaped = reshaped or not had
+        for state in reads.agents:
+            key = (state.site, state.agent_id)
+            states[key] = state
+            if _unprotected(state):
+                self.unprotected.add(key)
+        for key, count in reads.agents.skipped_by.items():
+            self.skipped_by[key] = count
+            self.skipped += count
+        if reshaped or len(states) != before:
+            self.order = sorted(states)
+        if changed:
+            self.out_agents = [states[k] for k in self.order]
+
+    def _windows(self, reads: RefreshReads, changed: set[Key]) -> set[Key]:
+        sums = self.sums
+        touched = set(changed)
+        for site, agent_id, network, checks, up, buckets in reads.left_windows:
+            key = (site, agent_id)
+            if key in changed or (held := sums.get(key, {}).get(network)) is None:
+                continue
+            held[0] -= checks
+            held[1] -= up
+            held[2] -= buckets
+            touched.add(key)
+        for key in changed:
+            sums.pop(key, None)
+        for site, agent_id, network, checks, up, buckets in reads.windows:
+            sums.setdefault((site, agent_id), {})[network] = [checks, up, buckets]
+        if not touched:
+            return touched
+        reshaped = False
+        sites: set[str] = set()
+        for key in touched:
+            site = key[0]
+            old = self.agent_windows.pop(key, None)
+            if old is not None:
+                self._site_add(site, old, -1)
+            nets = {n: w for n, w in sums.get(key, {}).items() if w[2] > 0}
+            if nets:
+                sums[key] = nets
+                new = [
+                    AgentNetworkWindow(site, key[1], n, w[0], w[1])  # type: ignore[arg-type]
+                    for n, w in sorted(nets.items())
+                ]
+                self.agent_windows[key] = new
+                self._site_add(site, new, 1)
+            else:
+                sums.pop(key, None)
+            reshaped = reshaped or (old is None) != (not nets)
+            sites.add(site)
+        if reshaped:
+            self.window_order = sorted(self.agent_windows)
+        for site in sites:
+            held_site = self.site_sums.get(site, {})
+            windows = [
+                NetworkWindow(site, n, c, u)  # type: ignore[arg-type]
+                for n, (c, u, agents) in sorted(held_site.items())
+                if agents > 0
+            ]
+            if windows:
+                self.site_windows[site] = windows
+            else:
+                self.site_windows.pop(site, None)
+                self.site_sums.pop(site, None)
+        self.out_agent_windows = [w for key in self.window_order for w in self.agent_windows[key]]
+        self.out_windows = [w for s in sorted(self.site_windows) for w in self.site_windows[s]]
+        return touched
+
+    def _site_add(self, site: str, windows: list[AgentNetworkWindow], sign: int) -> None:
+        held = self.site_sums.setdefault(site, {})
+        for w in windows:
+            total = held.setdefault(w.network, [0, 0, 0])
+            total[0] += sign * w.checks
+            total[1] += sign * w.up_checks
+            total[2] += sign
+        for network in [n for n, t in held.items() if t[2] <= 0]:
+            del held[network]
+
+    def _received(self, reads: RefreshReads, changed: set[Key]) -> set[Key]:
+        received = self.received
+        touched = set(changed)
+        for site, agent_id, reports, buckets in reads.left_received:
+            key = (site, agent_id)
+            if key in changed or (held := received.get(key)) is None:
+                continue
+            held[0] -= reports
+            held[1] -= buckets
+            touched.add(key)
+        for key in changed:
+            received.pop(key, None)
+        for site, agent_id, reports, buckets in reads.received:
+            received[(site, agent_id)] = [reports, buckets]
+        out = self.out_received
+        for key in touched:
+            held = received.get(key)
+            if held is None or held[1] <= 0:
+                received.pop(key, None)
+                out.pop(key, None)
+            else:
+                out[key] = held[0]
+        return touched
+
+    def _throughput(self, reads: RefreshReads, sites: set[str], since: float) -> set[str]:
+        """Replace the re-read sites' results; drop results that left the window."""
+        kept, oldest = self.throughput, self.throughput_oldest
+        changed = set(sites)
+        for site in sites:
+            kept.pop(site, None)
+            oldest.pop(site, None)
+        for record in reads.throughput:
+            kept.setdefault(record.site, []).append(record)
+            at = oldest.get(record.site)
+            if at is None or record.effective_at < at:
+                oldest[record.site] = record.effective_at
+        for site in [s for s, at in oldest.items() if at < since]:
+            left = [r for r in kept[site] if r.effective_at >= since]
+            changed.add(site)
+            if left:
+                kept[site] = left
+                oldest[site] = min(r.effective_at for r in left)
+            else:
+                del kept[site], oldest[site]
+        if changed:
+            self.out_throughput = [r for site in sorted(kept) for r in kept[site]]
+        return changed
+
+    def protected_wanted(self) -> list[Key]:
+        """The unprotected agents looked up, as the store's ``protected_until`` caps them."""
+        if len(self.unprotected) <= MAX_PROTECTED_LOOKUPS:
+            return list(self.unprotected)
+        return sorted(self.unprotected)[:MAX_PROTECTED_LOOKUPS]
 
 
 # --------------------------------------------------------------------------- builder
@@ -108,6 +329,9 @@ class SnapshotBuilder:
         self.last_duration_seconds: float | None = None
         self._lock = asyncio.Lock()
         self._last_start = float("-inf")
+        self._kept: _Kept | None = None  # the inputs of the last build (see _Kept)
+        self._decoded: DecodedReports = {}  # newest reports decoded, by agent
+        self._changed_sites: frozenset[str] | None = None
 
     async def refresh(self) -> bool:
         """Rebuild the snapshot; False (old snapshot kept, failure logged) if the store failed.
@@ -138,41 +362,63 @@ class SnapshotBuilder:
         now = self.clock()
         settings = self.settings
         since = now - dt.timedelta(seconds=settings.window_seconds)
-        with _no_cyclic_gc():  # assembling builds an AgentState per agent: the same pattern
-            agents = await self.store.agent_states()
-        skipped = agents.skipped if isinstance(agents, AgentStates) else 0
-        received = await self.store.received_counts(since)
-        agent_windows = await self.store.agent_network_windows(since)
-        windows = site_windows(agent_windows)
+        throughput_since = now - dt.timedelta(seconds=throughput_window(self.plans))
+        first_day, today = window_days(now, settings)
+        days = tuple(first_day + dt.timedelta(days=i) for i in range((today - first_day).days + 1))
+        kept = self._kept
+        reads = await self.store.refresh_reads(
+            None if kept is None else kept.cursor,
+            since,
+            None if kept is None else kept.start,
+            throughput_since,
+            days,
+            kept is None or days != kept.days,
+            self._decoded,
+        )
+        self._kept = None  # until applied whole: a failure midway reads everything next time
+        with _no_cyclic_gc():  # each AgentState read is many small objects that live on
+            if kept is None or reads.full:
+                kept = _Kept(reads)
+                changed_sites: set[str] | None = None
+            else:
+                changed_sites = set()
+            sites = kept.apply(reads, days, throughput_since.timestamp())
+            if changed_sites is not None:
+                changed_sites |= sites
         at = now.timestamp()
         # Periods start and end at local midnight: a millisecond is "now" for the overlap.
         declarations = await self.store.declarations(at, at + 0.001)
-        unprotected = [
-            (a.site, a.agent_id)
-            for a in agents
-            if isinstance(a.antivirus, AntivirusStatus) and a.antivirus.state in AV_UNPROTECTED
-        ]
-        protected_until = await self.store.protected_until(unprotected)
-        throughput = await self.store.throughput_results(
-            now - dt.timedelta(seconds=throughput_window(self.plans))
-        )
-        first_day, today = window_days(now, settings)
-        use_days = await self.store.network_use_days(first_day, today + dt.timedelta(days=1))
+        if declarations != kept.declarations:
+            changed_sites = None  # a unit's declarations may be any site's
+            kept.declarations = declarations
+        wanted = kept.protected_wanted()
+        missing = [key for key in wanted if key not in kept.protected]
+        if missing:
+            found = await self.store.protected_until(missing)
+            for key in missing:
+                kept.protected[key] = found.get(key)
+            if changed_sites is not None:
+                changed_sites |= {site for site, _ in missing}
+        protected_until = {k: v for k in wanted if (v := kept.protected.get(k)) is not None}
+        self._kept = kept
+        # Sites whose inputs may differ from the previous build (None: any), for an
+        # incremental build_snapshot; the rest of the inputs are the full ones, kept.
+        self._changed_sites = None if changed_sites is None else frozenset(changed_sites)
         with _no_cyclic_gc():
             snapshot = build_snapshot(
                 self.org,
                 self.plans,
                 settings,
                 now,
-                agents,
-                windows,
-                received,
-                agent_windows,
-                skipped,
+                kept.out_agents,
+                kept.out_windows,
+                dict(kept.out_received),
+                kept.out_agent_windows,
+                kept.skipped,
                 declarations=declarations,
                 protected_until=protected_until,
-                throughput=throughput,
-                use_days=use_days,
+                throughput=kept.out_throughput,
+                use_days=kept.out_use_days,
             )
         # Optional in the protocol: stores made for indicator tests do not keep it.
         config_errors = getattr(self.store, "config_error_counts", None)

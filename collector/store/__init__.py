@@ -328,9 +328,20 @@ class AgentState:
 
 class AgentStates(list[AgentState]):
     """What ``agent_states()`` answers: the agents that could be read, and how many stored
-    rows could not (each logged as ``store.bad_row``). One bad row must not hide the rest."""
+    rows could not (each logged as ``store.bad_row``). One bad row must not hide the rest.
+    ``skipped_by`` holds the same count per (site, agent id): a refresh that re-reads only
+    some agents replaces just their share."""
 
     skipped: int = 0
+
+    def __init__(self, states: Iterable[AgentState] = ()) -> None:
+        super().__init__(states)
+        self.skipped_by: dict[tuple[str, str], int] = {}
+
+    def skip(self, site: Any, agent_id: Any) -> None:
+        self.skipped += 1
+        key = (str(site), str(agent_id))
+        self.skipped_by[key] = self.skipped_by.get(key, 0) + 1
 
 
 DecodedReports = dict[tuple[str, str], tuple[Any, Report]]
@@ -370,7 +381,7 @@ def assemble_agent_states(
         try:
             value = msgspec.json.decode(body, type=kind)
         except (msgspec.DecodeError, ValueError, TypeError) as exc:
-            states.skipped += 1
+            states.skip(site, agent_id)
             _bad_row("agent_sections", site, agent_id, exc, section=name)
             continue
         by_agent.setdefault((site, agent_id), {})[name] = value
@@ -416,7 +427,7 @@ def assemble_agent_states(
                 last_effective_at=from_unix(effective),
             )
         except (msgspec.DecodeError, ValueError, TypeError, OverflowError, OSError) as exc:
-            states.skipped += 1
+            states.skip(site, agent_id)
             _bad_row("agents", site, agent_id, exc)
             continue
         if decoded is not None:
@@ -443,6 +454,41 @@ def _bad_row(table: str, site: Any, agent_id: Any, exc: Exception, **extra: str)
         error=f"{type(exc).__name__}: {str(exc)[:300]}",
         **extra,
     )
+
+
+WindowRow = tuple[str, str, str, int, int, int]
+"""(site, agent_id, network, checks, up_checks, buckets): one agent's sums over buckets."""
+ReceivedRow = tuple[str, str, int, int]
+"""(site, agent_id, reports, buckets): one agent's report count over buckets."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshReads:
+    """What one snapshot refresh reads (``Store.refresh_reads``), in ONE read transaction.
+
+    ``full``: every agent was read (the first refresh, or the window moved in a way the
+    kept sums cannot follow); otherwise only the agents written since the previous call's
+    ``cursor``. Per agent read (``keys``, its states in ``agents``, rows that did not
+    decode in ``agents.skipped_by``): its window sums and received count from ``start``
+    on (``windows``, ``received``; buckets counts included so an emptied sum is told from
+    a zero one). ``left_windows`` / ``left_received``: every agent's sums over the buckets
+    that left the window since the previous call (``[previous start, start)``), which
+    the caller subtracts from the agents it did not re-read. ``throughput`` and
+    ``use_days``: complete for the sites of the agents read (for every site when
+    ``full``; ``use_days`` for every site too when ``all_days`` was asked).
+    """
+
+    cursor: Any
+    start: int
+    full: bool
+    keys: list[tuple[str, str]]
+    agents: AgentStates
+    windows: list[WindowRow]
+    received: list[ReceivedRow]
+    left_windows: list[WindowRow]
+    left_received: list[ReceivedRow]
+    throughput: list[ThroughputRecord]
+    use_days: list[NetworkUseDay]
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,6 +749,21 @@ class Store(Protocol):
         ...
 
     async def agent_states(self) -> list[AgentState]: ...
+    async def refresh_reads(
+        self,
+        after: Any | None,
+        since: dt.datetime,
+        previous_start: int | None,
+        throughput_since: dt.datetime,
+        days: Sequence[dt.date],
+        all_days: bool,
+        decoded: DecodedReports,
+    ) -> RefreshReads:
+        """What changed since ``after`` (a previous answer's cursor; None: everything),
+        see ``RefreshReads``; ``decoded`` (the caller's, kept between calls) spares
+        decoding a newest report again and is updated for the agents read."""
+        ...
+
     async def network_windows(self, since: dt.datetime) -> list[NetworkWindow]: ...
     async def agent_network_windows(self, since: dt.datetime) -> list[AgentNetworkWindow]: ...
     async def received_counts(self, since: dt.datetime) -> dict[tuple[str, str], int]:

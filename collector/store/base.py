@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from agent.log import event
-from agent.report import Report
+from agent.report import NETWORK_CLASSES, Report
 from collector.late import LateRule
 from collector.store import (
     CONFIG_ERRORS_QUERY,
@@ -36,6 +36,7 @@ from collector.store import (
     IngestResult,
     NetworkUseDay,
     NetworkWindow,
+    RefreshReads,
     StoredDeclaration,
     StoreError,
     StoreFaults,
@@ -78,6 +79,21 @@ READ_QUERIES: Final = (
     "network_use_days",  # start, end → (day, site, network, in, out, counted, unknown, app_up)
 )
 MAX_PROTECTED_LOOKUPS: Final = 5000  # unprotected computers looked up per refresh
+# The network classes whose buckets the refresh sums (ingest writes no others), as SQL.
+WINDOW_CLASSES: Final = ", ".join(f"'{c}'" for c in NETWORK_CLASSES)
+# The queries of ``refresh_reads``, in this order, all in one read transaction. ``after``
+# is the previous cursor (``FULL_CURSOR``: every agent); ``start``/``left`` bucket starts.
+REFRESH_QUERIES: Final = (
+    "refresh.cursor",  # → (cursor,) what the next call passes as ``after``
+    "refresh.agents",  # after → agents rows (agent_states.agents order) + the newest body
+    "refresh.sections",  # after → (site, agent_id, section, body) of those agents
+    "refresh.windows",  # after, start → WindowRow of those agents (the window's classes)
+    "refresh.received",  # after, start → ReceivedRow of those agents
+    "refresh.windows_left",  # left, start → WindowRow of every agent, buckets [left, start)
+    "refresh.received_left",  # left, start → ReceivedRow of every agent, buckets [left, start)
+    "refresh.throughput",  # after, since → throughput_results rows of those agents' sites
+    "refresh.use_days",  # days (``_id_list``), after → network_use_days rows of their sites
+)
 
 
 # The site's agents still counted (the snapshot's inventory horizon) and their antivirus
@@ -106,7 +122,14 @@ _DIGEST_TABLES: Final = (
         "id, site, agent_id, seq, observed_at, effective_at, received_at, content_hash",
         ("id",),
     ),
-    ("agents", "*", ("site", "agent_id")),
+    (
+        # Not ``changed``: bookkeeping of the refresh, and a different type per engine.
+        "agents",
+        "site, agent_id, role, interval_seconds, first_seen, last_effective_at,"
+        " last_observed_at, last_received_at, reports_received, spool_dropped,"
+        " latest_report_id",
+        ("site", "agent_id"),
+    ),
     ("agent_sections", "*", ("site", "agent_id", "section")),
     ("network_hourly", "*", ("site", "agent_id", "network", "hour")),
     ("agent_hourly", "*", ("site", "agent_id", "hour")),
@@ -425,6 +448,90 @@ class GroupCommitStore:
             bodies.update(found)
         rows = [(*r[:9], bodies.get(r[10], b""), r[9], r[10]) for r in agents]
         return assemble_agent_states(rows, sections, SECTIONS, known)
+
+    FULL_CURSOR: ClassVar[Any] = -1  # an ``after`` below every change marker
+
+    async def refresh_reads(
+        self,
+        after: Any | None,
+        since: dt.datetime,
+        previous_start: int | None,
+        throughput_since: dt.datetime,
+        days: Sequence[dt.date],
+        all_days: bool,
+        decoded: DecodedReports,
+    ) -> RefreshReads:
+        """What changed since ``after`` (see ``RefreshReads``), in one read transaction.
+
+        Everything is read again (``full``) without a cursor, when the window start moved
+        back, or when the buckets that left the window may already be pruned (a retention
+        shorter than the window) or are more than a window's worth (the sums are read
+        anew rather than a longer stretch subtracted).
+        """
+        start = self._bucket(to_unix(since))
+        now = self.clock()
+        full = (
+            after is None
+            or previous_start is None
+            or start < previous_start
+            or start - previous_start >= now - to_unix(since)  # a window's worth or more
+            or previous_start - self.bucket < now - self.hourly_retention  # maybe pruned
+        )
+        if full:
+            after, previous_start = self.FULL_CURSOR, start
+        assert previous_start is not None
+        everywhere = self.FULL_CURSOR if all_days else after
+        day_list = self._id_list([d.isoformat() for d in days])
+        sql = self.SQL
+        (
+            cursor,
+            agents,
+            sections,
+            windows,
+            received,
+            left_windows,
+            left_received,
+            throughput,
+            use_days,
+        ) = await self._fetch(
+            [
+                (sql["refresh.cursor"], ()),
+                (sql["refresh.agents"], (after,)),
+                (sql["refresh.sections"], (after,)),
+                (sql["refresh.windows"], (after, start)),
+                (sql["refresh.received"], (after, start)),
+                (sql["refresh.windows_left"], (previous_start, start)),
+                (sql["refresh.received_left"], (previous_start, start)),
+                (sql["refresh.throughput"], (after, to_unix(throughput_since))),
+                (sql["refresh.use_days"], (day_list, everywhere)),
+            ]
+        )
+        keys = [(str(r[0]), str(r[1])) for r in agents]
+        known = {k: decoded[k] for k in keys if k in decoded}
+        rows = [(*r[:9], b"" if r[11] is None else r[11], r[9], r[10]) for r in agents]
+        states = assemble_agent_states(rows, sections, SECTIONS, known)
+        for key in keys:
+            decoded.pop(key, None)
+        decoded.update(known)
+        return RefreshReads(
+            cursor=cursor[0][0],
+            start=start,
+            full=full,
+            keys=keys,
+            agents=states,
+            windows=[(s, a, n, int(c), int(u), int(b)) for s, a, n, c, u, b in windows],
+            received=[(s, a, int(n), int(b)) for s, a, n, b in received],
+            left_windows=[(s, a, n, int(c), int(u), int(b)) for s, a, n, c, u, b in left_windows],
+            left_received=[(s, a, int(n), int(b)) for s, a, n, b in left_received],
+            throughput=[
+                ThroughputRecord(s, n, t, float(at), bool(up), bool(skip), r, e)
+                for s, n, t, at, up, skip, r, e in throughput
+            ],
+            use_days=[
+                NetworkUseDay(dt.date.fromisoformat(d), s, n, *(int(v) for v in values))
+                for d, s, n, *values in use_days
+            ],
+        )
 
     def _id_list(self, ids: list[Any]) -> Any:
         """A list of ids as one query parameter (JSON text for SQLite's ``json_each``)."""

@@ -61,6 +61,7 @@ from collector.store.base import (
     AGENTS_OF_SITE,
     BODY_QUERY,
     PAGE_SIZE,
+    WINDOW_CLASSES,
     BodyCheck,
     Check,
     ContentDigest,
@@ -196,7 +197,42 @@ class PostgresStore(GroupCommitStore):
         " SUM(counted_polls), SUM(unknown_polls), SUM(app_checks_up) FROM network_use_daily"
         " WHERE day >= $1 AND day < $2 GROUP BY day, site, network"
         ' ORDER BY day COLLATE "C", site COLLATE "C", network COLLATE "C"',
+        # refresh_reads (``after`` is an xid8 as text, see 0009_agent_changes.sql)
+        "refresh.cursor": "SELECT pg_snapshot_xmin(pg_current_snapshot())::text",
+        "refresh.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
+        " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
+        " a.spool_dropped, a.last_effective_at, a.latest_report_id, r.body FROM agents a"
+        " LEFT JOIN reports r ON r.id = a.latest_report_id WHERE a.changed >= $1::text::xid8",
+        "refresh.sections": "SELECT s.site, s.agent_id, s.section, s.body FROM agents a"
+        " JOIN agent_sections s ON s.site = a.site AND s.agent_id = a.agent_id"
+        " WHERE a.changed >= $1::text::xid8",
+        "refresh.windows": "SELECT n.site, n.agent_id, n.network, SUM(n.checks),"  # noqa: S608
+        " SUM(n.up_checks), COUNT(*) FROM agents a JOIN network_hourly n"
+        " ON n.site = a.site AND n.agent_id = a.agent_id"
+        f" AND n.network IN ({WINDOW_CLASSES}) WHERE a.changed >= $1::text::xid8"
+        " AND n.hour >= $2 GROUP BY n.site, n.agent_id, n.network",
+        "refresh.received": "SELECT h.site, h.agent_id, SUM(h.reports), COUNT(*) FROM agents a"
+        " JOIN agent_hourly h ON h.site = a.site AND h.agent_id = a.agent_id"
+        " WHERE a.changed >= $1::text::xid8 AND h.hour >= $2 GROUP BY h.site, h.agent_id",
+        "refresh.windows_left": "SELECT site, agent_id, network, SUM(checks),"  # noqa: S608
+        " SUM(up_checks),"
+        " COUNT(*) FROM network_hourly WHERE hour >= $1 AND hour < $2"
+        f" AND network IN ({WINDOW_CLASSES}) GROUP BY site, agent_id, network",
+        "refresh.received_left": "SELECT site, agent_id, SUM(reports), COUNT(*)"
+        " FROM agent_hourly WHERE hour >= $1 AND hour < $2 GROUP BY site, agent_id",
+        "refresh.throughput": "SELECT site, network, target, effective_at, up, skipped,"
+        " bytes_per_second, error FROM throughput_results"
+        " WHERE site IN (SELECT site FROM agents WHERE changed >= $1::text::xid8)"
+        ' AND effective_at >= $2 ORDER BY site COLLATE "C", network COLLATE "C",'
+        ' effective_at, target COLLATE "C"',
+        "refresh.use_days": "SELECT day, site, network, SUM(in_bytes), SUM(out_bytes),"
+        " SUM(counted_polls), SUM(unknown_polls), SUM(app_checks_up) FROM network_use_daily"
+        " WHERE day = ANY($1::text[])"
+        " AND site IN (SELECT site FROM agents WHERE changed >= $2::text::xid8)"
+        " GROUP BY day, site, network"
+        ' ORDER BY day COLLATE "C", site COLLATE "C", network COLLATE "C"',
     }
+    FULL_CURSOR: ClassVar = "0"
 
     def __init__(
         self,
@@ -681,7 +717,9 @@ class PostgresStore(GroupCommitStore):
             " ON CONFLICT (site, agent_id) DO UPDATE SET"
             " reports_received = agents.reports_received + excluded.reports_received,"
             " last_received_at = GREATEST(agents.last_received_at, excluded.last_received_at),"
-            f" {latest}",
+            # What the snapshot refresh reads changed agents by (0009_agent_changes.sql);
+            # an inserted row gets it from the column's default.
+            f" changed = pg_current_xact_id(), {latest}",
             *_columns(rows, 11),
         )
 

@@ -58,6 +58,7 @@ from collector.store.base import (
     AGENTS_OF_SITE,
     BODY_QUERY,
     PAGE_SIZE,
+    WINDOW_CLASSES,
     BodyCheck,
     Check,
     ContentDigest,
@@ -142,6 +143,17 @@ def _statements(sql: str) -> Iterable[str]:
         yield buffer.strip()
 
 
+CHANGES_VERSION: Final = 9  # the migration that marks changed agents (0009_agent_changes.sql)
+
+
+def _add_changed_column(conn: sqlite3.Connection) -> None:
+    """Add ``agents.changed`` unless it is there (a migration applied again: SQLite has
+    no ADD COLUMN IF NOT EXISTS)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(agents)")}
+    if "changed" not in columns:
+        conn.execute("ALTER TABLE agents ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
+
+
 def _damaged(path: Path, what: str) -> str:
     """What to do about a damaged database file (one wording for every way it shows)."""
     return (
@@ -193,6 +205,40 @@ class SQLiteStore(GroupCommitStore):
         "network_use_days": "SELECT day, site, network, SUM(in_bytes), SUM(out_bytes),"
         " SUM(counted_polls), SUM(unknown_polls), SUM(app_checks_up) FROM network_use_daily"
         " WHERE day >= ? AND day < ? GROUP BY day, site, network ORDER BY day, site, network",
+        # refresh_reads: CROSS JOIN keeps the changed agents (agents_changed) the outer
+        # loop, so each agent's buckets are a primary-key range from the window start,
+        # never a scan of the whole retention.
+        "refresh.cursor": "SELECT COALESCE(MAX(changed), 0) FROM agents",
+        "refresh.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
+        " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
+        " a.spool_dropped, a.last_effective_at, a.latest_report_id, r.body FROM agents a"
+        " LEFT JOIN reports r ON r.id = a.latest_report_id WHERE a.changed > ?",
+        "refresh.sections": "SELECT s.site, s.agent_id, s.section, s.body FROM agents a"
+        " CROSS JOIN agent_sections s ON s.site = a.site AND s.agent_id = a.agent_id"
+        " WHERE a.changed > ?",
+        "refresh.windows": "SELECT n.site, n.agent_id, n.network, SUM(n.checks),"  # noqa: S608
+        " SUM(n.up_checks), COUNT(*) FROM agents a CROSS JOIN network_hourly n"
+        " ON n.site = a.site AND n.agent_id = a.agent_id"
+        f" AND n.network IN ({WINDOW_CLASSES}) WHERE a.changed > ? AND n.hour >= ?"
+        " GROUP BY n.site, n.agent_id, n.network",
+        "refresh.received": "SELECT h.site, h.agent_id, SUM(h.reports), COUNT(*) FROM agents a"
+        " CROSS JOIN agent_hourly h ON h.site = a.site AND h.agent_id = a.agent_id"
+        " WHERE a.changed > ? AND h.hour >= ? GROUP BY h.site, h.agent_id",
+        "refresh.windows_left": "SELECT site, agent_id, network, SUM(checks),"  # noqa: S608
+        " SUM(up_checks),"
+        " COUNT(*) FROM network_hourly WHERE hour >= ? AND hour < ?"
+        f" AND network IN ({WINDOW_CLASSES}) GROUP BY site, agent_id, network",
+        "refresh.received_left": "SELECT site, agent_id, SUM(reports), COUNT(*)"
+        " FROM agent_hourly WHERE hour >= ? AND hour < ? GROUP BY site, agent_id",
+        "refresh.throughput": "SELECT site, network, target, effective_at, up, skipped,"
+        " bytes_per_second, error FROM throughput_results"
+        " WHERE site IN (SELECT site FROM agents WHERE changed > ?) AND effective_at >= ?"
+        " ORDER BY site, network, effective_at, target",
+        "refresh.use_days": "SELECT day, site, network, SUM(in_bytes), SUM(out_bytes),"
+        " SUM(counted_polls), SUM(unknown_polls), SUM(app_checks_up) FROM network_use_daily"
+        " WHERE day IN (SELECT value FROM json_each(?))"
+        " AND site IN (SELECT site FROM agents WHERE changed > ?)"
+        " GROUP BY day, site, network ORDER BY day, site, network",
     }
 
     def __init__(
@@ -371,6 +417,8 @@ class SQLiteStore(GroupCommitStore):
             for version, name, sql in known:
                 if version <= current:
                     continue
+                if version == CHANGES_VERSION:
+                    _add_changed_column(conn)
                 for statement in _statements(sql):
                     conn.execute(statement)
                 if version == CHAIN_VERSION:
@@ -787,6 +835,9 @@ class SQLiteStore(GroupCommitStore):
 
     @staticmethod
     def _update_agents(conn: sqlite3.Connection, batch: list[AgentRow]) -> None:
+        # Above every number before it (the single writer commits in this order): what
+        # the snapshot refresh reads changed agents by (0009_agent_changes.sql).
+        (changed,) = conn.execute("SELECT COALESCE(MAX(changed), 0) + 1 FROM agents").fetchone()
         rows = []
         for row in batch:
             stored = conn.execute(
@@ -800,12 +851,14 @@ class SQLiteStore(GroupCommitStore):
                 if stored is None
                 else row.merged_into(AgentRow(row.site, row.agent_id, *stored))
             )
-            rows.append(merged.values())
+            rows.append((*merged.values(), changed))
         conn.executemany(
             "INSERT INTO agents (site, agent_id, role, interval_seconds, first_seen,"
             " last_effective_at, last_observed_at, last_received_at, reports_received,"
-            " spool_dropped, latest_report_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " spool_dropped, latest_report_id, changed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (site, agent_id) DO UPDATE SET role = excluded.role,"
+            " changed = excluded.changed,"
             " interval_seconds = excluded.interval_seconds,"
             " last_effective_at = excluded.last_effective_at,"
             " last_observed_at = excluded.last_observed_at,"

@@ -37,7 +37,7 @@ from collector.indicators import (
 )
 from collector.org import Org, load_org
 from collector.snapshot import SnapshotBuilder
-from collector.store import AgentNetworkWindow, AgentState, NetworkWindow
+from collector.store import AgentNetworkWindow, AgentState, NetworkWindow, RefreshReads
 from collector.targets import Plan, load_plan
 from tests.conftest import REPO
 
@@ -481,6 +481,9 @@ async def test_builder_over_the_real_sqlite_store(tmp_path: Path) -> None:
 
 
 class _BrokenStore:
+    async def refresh_reads(self, *args: object) -> RefreshReads:
+        raise OSError("disk I/O error")
+
     async def agent_states(self) -> list[AgentState]:
         raise OSError("disk I/O error")
 
