@@ -403,7 +403,10 @@ async def test_a_bad_store_row_is_skipped_and_counted(tmp_path: Path) -> None:
                 (bad.id, bad.site, "pc-3", now.timestamp(), now.timestamp(), now.timestamp(), body),
             )
             conn.execute(
-                "INSERT INTO agents VALUES (?, 'pc-3', 'host', 60, ?, ?, ?, ?, 1, 0, ?)",
+                "INSERT INTO agents (site, agent_id, role, interval_seconds, first_seen,"
+                " last_effective_at, last_observed_at, last_received_at, reports_received,"
+                " spool_dropped, latest_report_id)"
+                " VALUES (?, 'pc-3', 'host', 60, ?, ?, ?, ?, 1, 0, ?)",
                 (bad.site, *[now.timestamp()] * 4, bad.id),
             )
             conn.execute(

@@ -32,7 +32,7 @@ def later_migrations_undone() -> list[str]:
         if version <= 4:
             continue
         undo += [
-            f"DROP INDEX {name}"
+            f"DROP INDEX IF EXISTS {name}"  # an index on a table dropped before
             for name in re.findall(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+)", sql)
         ]
         undo += [
