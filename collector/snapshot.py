@@ -366,15 +366,16 @@ class SnapshotBuilder:
         first_day, today = window_days(now, settings)
         days = tuple(first_day + dt.timedelta(days=i) for i in range((today - first_day).days + 1))
         kept = self._kept
-        reads = await self.store.refresh_reads(
-            None if kept is None else kept.cursor,
-            since,
-            None if kept is None else kept.start,
-            throughput_since,
-            days,
-            kept is None or days != kept.days,
-            self._decoded,
-        )
+        with _no_cyclic_gc():  # assembling builds an AgentState per agent read
+            reads = await self.store.refresh_reads(
+                None if kept is None else kept.cursor,
+                since,
+                None if kept is None else kept.start,
+                throughput_since,
+                days,
+                kept is None or days != kept.days,
+                self._decoded,
+            )
         self._kept = None  # until applied whole: a failure midway reads everything next time
         with _no_cyclic_gc():  # each AgentState read is many small objects that live on
             if kept is None or reads.full:

@@ -89,6 +89,8 @@ REFRESH_QUERIES: Final = (
     "refresh.sections",  # after → (site, agent_id, section, body) of those agents
     "refresh.windows",  # after, start → WindowRow of those agents (the window's classes)
     "refresh.received",  # after, start → ReceivedRow of those agents
+    "refresh.windows_all",  # start → WindowRow of every agent (the first refresh)
+    "refresh.received_all",  # start → ReceivedRow of every agent
     "refresh.windows_left",  # left, start → WindowRow of every agent, buckets [left, start)
     "refresh.received_left",  # left, start → ReceivedRow of every agent, buckets [left, start)
     "refresh.throughput",  # after, since → throughput_results rows of those agents' sites
@@ -498,8 +500,12 @@ class GroupCommitStore:
                 (sql["refresh.cursor"], ()),
                 (sql["refresh.agents"], (after,)),
                 (sql["refresh.sections"], (after,)),
-                (sql["refresh.windows"], (after, start)),
-                (sql["refresh.received"], (after, start)),
+                (sql["refresh.windows_all"], (start,))
+                if full
+                else (sql["refresh.windows"], (after, start)),
+                (sql["refresh.received_all"], (start,))
+                if full
+                else (sql["refresh.received"], (after, start)),
                 (sql["refresh.windows_left"], (previous_start, start)),
                 (sql["refresh.received_left"], (previous_start, start)),
                 (sql["refresh.throughput"], (after, to_unix(throughput_since))),

@@ -214,6 +214,14 @@ class PostgresStore(GroupCommitStore):
         "refresh.received": "SELECT h.site, h.agent_id, SUM(h.reports), COUNT(*) FROM agents a"
         " JOIN agent_hourly h ON h.site = a.site AND h.agent_id = a.agent_id"
         " WHERE a.changed >= $1::text::xid8 AND h.hour >= $2 GROUP BY h.site, h.agent_id",
+        "refresh.windows_all": "SELECT n.site, n.agent_id, n.network, SUM(n.checks),"  # noqa: S608
+        " SUM(n.up_checks), COUNT(*) FROM agents a JOIN network_hourly n"
+        " ON n.site = a.site AND n.agent_id = a.agent_id"
+        f" AND n.network IN ({WINDOW_CLASSES}) WHERE n.hour >= $1"
+        " GROUP BY n.site, n.agent_id, n.network",
+        "refresh.received_all": "SELECT h.site, h.agent_id, SUM(h.reports), COUNT(*)"
+        " FROM agents a JOIN agent_hourly h ON h.site = a.site AND h.agent_id = a.agent_id"
+        " WHERE h.hour >= $1 GROUP BY h.site, h.agent_id",
         "refresh.windows_left": "SELECT site, agent_id, network, SUM(checks),"  # noqa: S608
         " SUM(up_checks),"
         " COUNT(*) FROM network_hourly WHERE hour >= $1 AND hour < $2"

@@ -224,6 +224,17 @@ class SQLiteStore(GroupCommitStore):
         "refresh.received": "SELECT h.site, h.agent_id, SUM(h.reports), COUNT(*) FROM agents a"
         " CROSS JOIN agent_hourly h ON h.site = a.site AND h.agent_id = a.agent_id"
         " WHERE a.changed > ? AND h.hour >= ? GROUP BY h.site, h.agent_id",
+        # Every agent: in the agents' key order, so each agent's buckets are read in turn
+        # and grouped without a sort (the first refresh, 20k agents: ≈ 1.2 s a day).
+        "refresh.windows_all": "SELECT n.site, n.agent_id, n.network, SUM(n.checks),"  # noqa: S608
+        " SUM(n.up_checks), COUNT(*) FROM agents a CROSS JOIN network_hourly n"
+        " ON n.site = a.site AND n.agent_id = a.agent_id"
+        f" AND n.network IN ({WINDOW_CLASSES}) WHERE n.hour >= ?"
+        " GROUP BY a.site, a.agent_id, n.network",
+        "refresh.received_all": "SELECT h.site, h.agent_id, SUM(h.reports), COUNT(*)"
+        " FROM agents a CROSS JOIN agent_hourly h"
+        " ON h.site = a.site AND h.agent_id = a.agent_id WHERE h.hour >= ?"
+        " GROUP BY a.site, a.agent_id",
         "refresh.windows_left": "SELECT site, agent_id, network, SUM(checks),"  # noqa: S608
         " SUM(up_checks),"
         " COUNT(*) FROM network_hourly WHERE hour >= ? AND hour < ?"
