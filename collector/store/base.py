@@ -85,7 +85,7 @@ WINDOW_CLASSES: Final = ", ".join(f"'{c}'" for c in NETWORK_CLASSES)
 # is the previous cursor (``FULL_CURSOR``: every agent); ``start``/``left`` bucket starts.
 REFRESH_QUERIES: Final = (
     "refresh.cursor",  # → (cursor,) what the next call passes as ``after``
-    "refresh.agents",  # after → agents rows (agent_states.agents order) + the newest body
+    "refresh.agents",  # after → agents rows as agent_states.agents gives them
     "refresh.sections",  # after → (site, agent_id, section, body) of those agents
     "refresh.windows",  # after, start → WindowRow of those agents (the window's classes)
     "refresh.received",  # after, start → ReceivedRow of those agents
@@ -513,12 +513,7 @@ class GroupCommitStore:
             ]
         )
         keys = [(str(r[0]), str(r[1])) for r in agents]
-        known = {k: decoded[k] for k in keys if k in decoded}
-        rows = [(*r[:9], b"" if r[11] is None else r[11], r[9], r[10]) for r in agents]
-        states = assemble_agent_states(rows, sections, SECTIONS, known)
-        for key in keys:
-            decoded.pop(key, None)
-        decoded.update(known)
+        states = await self._assemble(agents, keys, sections, decoded)
         return RefreshReads(
             cursor=cursor[0][0],
             start=start,
@@ -538,6 +533,50 @@ class GroupCommitStore:
                 for d, s, n, *values in use_days
             ],
         )
+
+    async def _assemble(
+        self,
+        agents: list[Any],
+        keys: list[tuple[str, str]],
+        sections: list[Any],
+        decoded: DecodedReports,
+    ) -> AgentStates:
+        """The states of ``agents`` rows (``refresh.agents``), a page at a time: only the
+        newest reports not in ``decoded`` are read (by id: a stored report never changes,
+        so a second transaction reads what the first would) and decoded, and no more
+        than a page of bodies is held at once (the first refresh reads every agent)."""
+        wanted = {
+            r[10] for r, key in zip(agents, keys, strict=True)
+            if (held := decoded.get(key)) is None or held[0] != r[10]
+        }  # fmt: skip
+        by_agent: dict[tuple[str, str], list[Any]] = {}
+        for row in sections:
+            by_agent.setdefault((str(row[0]), str(row[1])), []).append(row)
+        states = AgentStates()
+        page = PAGE_SIZE * 10
+        for i in range(0, len(agents), page):
+            rows, page_keys = agents[i : i + page], keys[i : i + page]
+            ids = [r[10] for r in rows if r[10] in wanted]
+            bodies: dict[Any, Any] = {}
+            if ids:
+                (found,) = await self._fetch(
+                    [(self.SQL["agent_states.bodies"], (self._id_list(ids),))]
+                )
+                bodies.update(found)
+            known = {k: decoded[k] for k in page_keys if k in decoded}
+            part = assemble_agent_states(
+                [(*r[:9], bodies.get(r[10], b""), r[9], r[10]) for r in rows],
+                [row for key in page_keys for row in by_agent.get(key, ())],
+                SECTIONS,
+                known,
+            )
+            for key in page_keys:
+                decoded.pop(key, None)
+            decoded.update(known)
+            states.extend(part)
+            states.skipped += part.skipped
+            states.skipped_by.update(part.skipped_by)
+        return states
 
     def _id_list(self, ids: list[Any]) -> Any:
         """A list of ids as one query parameter (JSON text for SQLite's ``json_each``)."""

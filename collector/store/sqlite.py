@@ -211,8 +211,8 @@ class SQLiteStore(GroupCommitStore):
         "refresh.cursor": "SELECT COALESCE(MAX(changed), 0) FROM agents",
         "refresh.agents": "SELECT a.site, a.agent_id, a.role, a.interval_seconds,"
         " a.first_seen, a.last_observed_at, a.last_received_at, a.reports_received,"
-        " a.spool_dropped, a.last_effective_at, a.latest_report_id, r.body FROM agents a"
-        " LEFT JOIN reports r ON r.id = a.latest_report_id WHERE a.changed > ?",
+        " a.spool_dropped, a.last_effective_at, a.latest_report_id FROM agents a"
+        " WHERE a.changed > ?",
         "refresh.sections": "SELECT s.site, s.agent_id, s.section, s.body FROM agents a"
         " CROSS JOIN agent_sections s ON s.site = a.site AND s.agent_id = a.agent_id"
         " WHERE a.changed > ?",
