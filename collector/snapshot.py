@@ -95,12 +95,12 @@ class _Kept:
         self.order: list[Key] = []  # sorted keys of ``states``
         self.skipped_by: dict[Key, int] = {}
         self.skipped = 0
-        self.sums: dict[Key, dict[str, list[int]]] = {}  # class → [checks, up, buckets]
-        self.agent_windows: dict[Key, list[AgentNetworkWindow]] = {}
+        self.agent_windows: dict[Key, list[AgentNetworkWindow]] = {}  # by class
+        self.buckets: dict[Key, tuple[int, ...]] = {}  # the buckets behind each of those
         self.window_order: list[Key] = []  # sorted keys of ``agent_windows``
         self.site_sums: dict[str, dict[str, list[int]]] = {}  # class → [checks, up, agents]
         self.site_windows: dict[str, list[NetworkWindow]] = {}
-        self.received: dict[Key, list[int]] = {}  # [reports, buckets]
+        self.received_buckets: dict[Key, int] = {}  # the buckets behind out_received
         self.throughput: dict[str, list[ThroughputRecord]] = {}
         self.throughput_oldest: dict[str, float] = {}
         self.use_days: dict[str, list[NetworkUseDay]] = {}
@@ -162,44 +162,51 @@ class _Kept:
             self.out_agents = [states[k] for k in self.order]
 
     def _windows(self, reads: RefreshReads, changed: set[Key]) -> set[Key]:
-        sums = self.sums
-        touched = set(changed)
-        for site, agent_id, network, checks, up, buckets in reads.left_windows:
-            key = (site, agent_id)
-            if key in changed or (held := sums.get(key, {}).get(network)) is None:
-                continue
-            held[0] -= checks
-            held[1] -= up
-            held[2] -= buckets
-            touched.add(key)
+        kept, buckets = self.agent_windows, self.buckets
+        # Per agent whose sums change: class → [checks, up, buckets] (only these, briefly).
+        sums: dict[Key, dict[str, list[int]]] = {}
+        for site, agent_id, network, checks, up, count in reads.windows:
+            sums.setdefault((site, agent_id), {})[network] = [checks, up, count]
         for key in changed:
-            sums.pop(key, None)
-        for site, agent_id, network, checks, up, buckets in reads.windows:
-            sums.setdefault((site, agent_id), {})[network] = [checks, up, buckets]
-        if not touched:
-            return touched
+            sums.setdefault(key, {})
+        for site, agent_id, network, checks, up, count in reads.left_windows:
+            key = (site, agent_id)
+            if key in changed or key not in kept:
+                continue
+            nets = sums.get(key)
+            if nets is None:
+                nets = sums[key] = {
+                    w.network: [w.checks, w.up_checks, b]
+                    for w, b in zip(kept[key], buckets[key], strict=True)
+                }
+            held = nets.get(network)
+            if held is not None:
+                held[0] -= checks
+                held[1] -= up
+                held[2] -= count
+        if not sums:
+            return set()
         reshaped = False
         sites: set[str] = set()
-        for key in touched:
+        for key, nets in sums.items():
             site = key[0]
-            old = self.agent_windows.pop(key, None)
+            old = kept.pop(key, None)
+            buckets.pop(key, None)
             if old is not None:
                 self._site_add(site, old, -1)
-            nets = {n: w for n, w in sums.get(key, {}).items() if w[2] > 0}
-            if nets:
-                sums[key] = nets
+            live = sorted((n, w) for n, w in nets.items() if w[2] > 0)
+            if live:
                 new = [
                     AgentNetworkWindow(site, key[1], n, w[0], w[1])  # type: ignore[arg-type]
-                    for n, w in sorted(nets.items())
+                    for n, w in live
                 ]
-                self.agent_windows[key] = new
+                kept[key] = new
+                buckets[key] = tuple(w[2] for _, w in live)
                 self._site_add(site, new, 1)
-            else:
-                sums.pop(key, None)
-            reshaped = reshaped or (old is None) != (not nets)
+            reshaped = reshaped or (old is None) != (not live)
             sites.add(site)
         if reshaped:
-            self.window_order = sorted(self.agent_windows)
+            self.window_order = sorted(kept)
         for site in sites:
             held_site = self.site_sums.get(site, {})
             windows = [
@@ -212,9 +219,9 @@ class _Kept:
             else:
                 self.site_windows.pop(site, None)
                 self.site_sums.pop(site, None)
-        self.out_agent_windows = [w for key in self.window_order for w in self.agent_windows[key]]
+        self.out_agent_windows = [w for key in self.window_order for w in kept[key]]
         self.out_windows = [w for s in sorted(self.site_windows) for w in self.site_windows[s]]
-        return touched
+        return set(sums)
 
     def _site_add(self, site: str, windows: list[AgentNetworkWindow], sign: int) -> None:
         held = self.site_sums.setdefault(site, {})
@@ -227,27 +234,25 @@ class _Kept:
             del held[network]
 
     def _received(self, reads: RefreshReads, changed: set[Key]) -> set[Key]:
-        received = self.received
+        out, buckets = self.out_received, self.received_buckets
         touched = set(changed)
-        for site, agent_id, reports, buckets in reads.left_received:
-            key = (site, agent_id)
-            if key in changed or (held := received.get(key)) is None:
-                continue
-            held[0] -= reports
-            held[1] -= buckets
-            touched.add(key)
         for key in changed:
-            received.pop(key, None)
-        for site, agent_id, reports, buckets in reads.received:
-            received[(site, agent_id)] = [reports, buckets]
-        out = self.out_received
-        for key in touched:
-            held = received.get(key)
-            if held is None or held[1] <= 0:
-                received.pop(key, None)
-                out.pop(key, None)
+            out.pop(key, None)
+            buckets.pop(key, None)
+        for site, agent_id, reports, count in reads.received:
+            out[(site, agent_id)] = reports
+            buckets[(site, agent_id)] = count
+        for site, agent_id, reports, count in reads.left_received:
+            key = (site, agent_id)
+            if key in changed or key not in buckets:
+                continue
+            touched.add(key)
+            left = buckets[key] - count
+            if left > 0:
+                out[key] -= reports
+                buckets[key] = left
             else:
-                out[key] = held[0]
+                del out[key], buckets[key]
         return touched
 
     def _throughput(self, reads: RefreshReads, sites: set[str], since: float) -> set[str]:
