@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -512,7 +513,11 @@ class GroupCommitStore:
                 (sql["refresh.use_days"], (day_list, everywhere)),
             ]
         )
-        keys = [(str(r[0]), str(r[1])) for r in agents]
+        # Each row brings its own copies of the site, agent id and class: the kept
+        # windows and states of 20k agents share one of each instead (tens of MiB).
+        name = sys.intern
+        agents = [(name(str(r[0])), name(str(r[1])), *r[2:]) for r in agents]
+        keys = [(r[0], r[1]) for r in agents]
         states = await self._assemble(agents, keys, sections, decoded)
         return RefreshReads(
             cursor=cursor[0][0],
@@ -520,8 +525,10 @@ class GroupCommitStore:
             full=full,
             keys=keys,
             agents=states,
-            windows=[(s, a, n, int(c), int(u), int(b)) for s, a, n, c, u, b in windows],
-            received=[(s, a, int(n), int(b)) for s, a, n, b in received],
+            windows=[
+                (name(s), name(a), name(n), int(c), int(u), int(b)) for s, a, n, c, u, b in windows
+            ],
+            received=[(name(s), name(a), int(n), int(b)) for s, a, n, b in received],
             left_windows=[(s, a, n, int(c), int(u), int(b)) for s, a, n, c, u, b in left_windows],
             left_received=[(s, a, int(n), int(b)) for s, a, n, b in left_received],
             throughput=[
