@@ -93,6 +93,7 @@ class _Kept:
         self.days: tuple[dt.date, ...] = ()
         self.states: dict[Key, AgentState] = {}
         self.order: list[Key] = []  # sorted keys of ``states``
+        self.agent_sites: dict[str, tuple[str, ...]] = {}  # agent id → the sites it is at
         self.skipped_by: dict[Key, int] = {}
         self.skipped = 0
         self.agent_windows: dict[Key, list[AgentNetworkWindow]] = {}  # by class
@@ -123,8 +124,10 @@ class _Kept:
         read_sites = {site for site, _ in keys}  # their throughput and use rows were read
         self._agents(reads, changed)
         touched = self._windows(reads, changed)
-        touched |= self._received(reads, changed)
-        sites = read_sites | {site for site, _ in touched}
+        # An agent's windows judge every agent of that id ("connected" is looked up by
+        # agent id), whichever site it is at.
+        sites = read_sites | {s for _, a in touched for s in self.agent_sites.get(a, ())}
+        sites |= {site for site, _ in touched | self._received(reads, changed)}
         sites |= self._throughput(reads, read_sites, since)
         if days != self.days:  # the store read every site's use days
             self.use_days.clear()
@@ -158,6 +161,9 @@ class _Kept:
             self.skipped += count
         if reshaped or len(states) != before:
             self.order = sorted(states)
+            self.agent_sites = {}
+            for site, agent_id in self.order:
+                self.agent_sites[agent_id] = (*self.agent_sites.get(agent_id, ()), site)
         if changed:
             self.out_agents = [states[k] for k in self.order]
 
