@@ -15,7 +15,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from agent.log import log_exception_limited
 from agent.report import AntivirusStatus
@@ -73,6 +73,60 @@ def _unprotected(state: AgentState) -> bool:
     return isinstance(av, AntivirusStatus) and av.state in AV_UNPROTECTED
 
 
+K = TypeVar("K", str, tuple[str, str])
+T = TypeVar("T")
+
+
+class _Parts(Generic[K, T]):
+    """One list made of parts kept by key, in key order (the order of the store's full
+    reads). After a few parts change, the list is the previous one copied with their
+    slices replaced, not rebuilt; a part added, removed or of another length rebuilds.
+    A new list each time: a list handed out is never changed."""
+
+    def __init__(self) -> None:
+        self.parts: dict[K, Sequence[T]] = {}
+        self._offsets: dict[K, int] = {}
+        self._list: list[T] = []
+        self._changed: set[K] = set()
+        self._reshaped = False
+
+    def set(self, key: K, part: Sequence[T]) -> None:
+        """Make ``part`` the key's part (empty: the key has none)."""
+        old = self.parts.get(key)
+        if not part:
+            if old is not None:
+                del self.parts[key]
+                self._reshaped = True
+            return
+        self.parts[key] = part
+        if old is None or len(old) != len(part):
+            self._reshaped = True
+        else:
+            self._changed.add(key)
+
+    def clear(self) -> None:
+        self.parts.clear()
+        self._reshaped = True
+
+    def list(self) -> list[T]:
+        if self._reshaped:
+            out: list[T] = []
+            offsets: dict[K, int] = {}
+            for key in sorted(self.parts):
+                offsets[key] = len(out)
+                out.extend(self.parts[key])
+            self._list, self._offsets = out, offsets
+        elif self._changed:
+            out = list(self._list)
+            for key in self._changed:
+                at, part = self._offsets[key], self.parts[key]
+                out[at : at + len(part)] = part
+            self._list = out
+        self._reshaped = False
+        self._changed.clear()
+        return self._list
+
+
 class _Kept:
     """The inputs of ``build_snapshot`` kept between refreshes, changed in place by each
     refresh's ``RefreshReads`` (what the store says changed), so a refresh costs what
@@ -91,30 +145,22 @@ class _Kept:
         self.cursor: Any = reads.cursor
         self.start = reads.start
         self.days: tuple[dt.date, ...] = ()
-        self.states: dict[Key, AgentState] = {}
-        self.order: list[Key] = []  # sorted keys of ``states``
+        self.agents: _Parts[Key, AgentState] = _Parts()  # one part per agent: its state
         self.agent_sites: dict[str, tuple[str, ...]] = {}  # agent id → the sites it is at
         self.skipped_by: dict[Key, int] = {}
         self.skipped = 0
-        self.agent_windows: dict[Key, list[AgentNetworkWindow]] = {}  # by class
+        self.windows: _Parts[Key, AgentNetworkWindow] = _Parts()  # per agent, by class
         self.buckets: dict[Key, tuple[int, ...]] = {}  # the buckets behind each of those
-        self.window_order: list[Key] = []  # sorted keys of ``agent_windows``
         self.site_sums: dict[str, dict[str, list[int]]] = {}  # class → [checks, up, agents]
-        self.site_windows: dict[str, list[NetworkWindow]] = {}
-        self.received_buckets: dict[Key, int] = {}  # the buckets behind out_received
-        self.throughput: dict[str, list[ThroughputRecord]] = {}
+        self.site_windows: _Parts[str, NetworkWindow] = _Parts()
+        self.received: dict[Key, int] = {}
+        self.received_buckets: dict[Key, int] = {}  # the buckets behind ``received``
+        self.throughput: _Parts[str, ThroughputRecord] = _Parts()
         self.throughput_oldest: dict[str, float] = {}
-        self.use_days: dict[str, list[NetworkUseDay]] = {}
+        self.use_days: _Parts[str, NetworkUseDay] = _Parts()
         self.unprotected: set[Key] = set()
         self.protected: dict[Key, float | None] = {}  # looked up: end of the last protected day
         self.declarations: list[StoredDeclaration] | None = None
-        # What build_snapshot is given, rebuilt only when a part changed.
-        self.out_agents: list[AgentState] = []
-        self.out_agent_windows: list[AgentNetworkWindow] = []
-        self.out_windows: list[NetworkWindow] = []
-        self.out_received: dict[Key, int] = {}
-        self.out_throughput: list[ThroughputRecord] = []
-        self.out_use_days: list[NetworkUseDay] = []
 
     def apply(self, reads: RefreshReads, days: tuple[dt.date, ...], since: float) -> set[str]:
         """Take in one refresh's reads; the sites whose inputs changed."""
@@ -129,46 +175,41 @@ class _Kept:
         sites = read_sites | {s for _, a in touched for s in self.agent_sites.get(a, ())}
         sites |= {site for site, _ in touched | self._received(reads, changed)}
         sites |= self._throughput(reads, read_sites, since)
+        use: dict[str, list[NetworkUseDay]] = {site: [] for site in read_sites}
         if days != self.days:  # the store read every site's use days
             self.use_days.clear()
             sites |= {day.site for day in reads.use_days}
-        for site in read_sites:
-            self.use_days.pop(site, None)
         for day in reads.use_days:
-            self.use_days.setdefault(day.site, []).append(day)
-        if read_sites or days != self.days:
-            self.out_use_days = [d for s in sorted(self.use_days) for d in self.use_days[s]]
+            use.setdefault(day.site, []).append(day)
+        for site, part in use.items():
+            self.use_days.set(site, part)
         self.days = days
         return sites
 
     def _agents(self, reads: RefreshReads, changed: set[Key]) -> None:
-        states = self.states
-        before = len(states)
-        reshaped = False
+        parts = self.agents.parts
+        before = len(parts)
+        new = {(state.site, state.agent_id): state for state in reads.agents}
+        appeared = False
         for key in changed:
-            had = states.pop(key, None) is not None
+            appeared = appeared or key not in parts
             self.skipped -= self.skipped_by.pop(key, 0)
             self.protected.pop(key, None)
             self.unprotected.discard(key)
-            reshaped = reshaped or not had
-        for state in reads.agents:
-            key = (state.site, state.agent_id)
-            states[key] = state
-            if _unprotected(state):
+            state = new.get(key)
+            self.agents.set(key, () if state is None else (state,))
+            if state is not None and _unprotected(state):
                 self.unprotected.add(key)
         for key, count in reads.agents.skipped_by.items():
             self.skipped_by[key] = count
             self.skipped += count
-        if reshaped or len(states) != before:
-            self.order = sorted(states)
+        if appeared or len(parts) != before:
             self.agent_sites = {}
-            for site, agent_id in self.order:
+            for site, agent_id in sorted(parts):
                 self.agent_sites[agent_id] = (*self.agent_sites.get(agent_id, ()), site)
-        if changed:
-            self.out_agents = [states[k] for k in self.order]
 
     def _windows(self, reads: RefreshReads, changed: set[Key]) -> set[Key]:
-        kept, buckets = self.agent_windows, self.buckets
+        kept, buckets = self.windows.parts, self.buckets
         # Per agent whose sums change: class → [checks, up, buckets] (only these, briefly).
         sums: dict[Key, dict[str, list[int]]] = {}
         for site, agent_id, network, checks, up, count in reads.windows:
@@ -190,46 +231,39 @@ class _Kept:
                 held[0] -= checks
                 held[1] -= up
                 held[2] -= count
-        if not sums:
-            return set()
-        reshaped = False
         sites: set[str] = set()
         for key, nets in sums.items():
             site = key[0]
-            old = kept.pop(key, None)
-            buckets.pop(key, None)
+            old = kept.get(key)
             if old is not None:
                 self._site_add(site, old, -1)
             live = sorted((n, w) for n, w in nets.items() if w[2] > 0)
-            if live:
-                new = [
-                    AgentNetworkWindow(site, key[1], n, w[0], w[1])  # type: ignore[arg-type]
-                    for n, w in live
-                ]
-                kept[key] = new
+            part = [
+                AgentNetworkWindow(site, key[1], n, w[0], w[1])  # type: ignore[arg-type]
+                for n, w in live
+            ]
+            self.windows.set(key, part)
+            if part:
                 buckets[key] = tuple(w[2] for _, w in live)
-                self._site_add(site, new, 1)
-            reshaped = reshaped or (old is None) != (not live)
+                self._site_add(site, part, 1)
+            else:
+                buckets.pop(key, None)
             sites.add(site)
-        if reshaped:
-            self.window_order = sorted(kept)
         for site in sites:
             held_site = self.site_sums.get(site, {})
-            windows = [
-                NetworkWindow(site, n, c, u)  # type: ignore[arg-type]
-                for n, (c, u, agents) in sorted(held_site.items())
-                if agents > 0
-            ]
-            if windows:
-                self.site_windows[site] = windows
-            else:
-                self.site_windows.pop(site, None)
+            self.site_windows.set(
+                site,
+                [
+                    NetworkWindow(site, n, c, u)  # type: ignore[arg-type]
+                    for n, (c, u, agents) in sorted(held_site.items())
+                    if agents > 0
+                ],
+            )
+            if not held_site:
                 self.site_sums.pop(site, None)
-        self.out_agent_windows = [w for key in self.window_order for w in kept[key]]
-        self.out_windows = [w for s in sorted(self.site_windows) for w in self.site_windows[s]]
         return set(sums)
 
-    def _site_add(self, site: str, windows: list[AgentNetworkWindow], sign: int) -> None:
+    def _site_add(self, site: str, windows: Sequence[AgentNetworkWindow], sign: int) -> None:
         held = self.site_sums.setdefault(site, {})
         for w in windows:
             total = held.setdefault(w.network, [0, 0, 0])
@@ -240,7 +274,7 @@ class _Kept:
             del held[network]
 
     def _received(self, reads: RefreshReads, changed: set[Key]) -> set[Key]:
-        out, buckets = self.out_received, self.received_buckets
+        out, buckets = self.received, self.received_buckets
         touched = set(changed)
         for key in changed:
             out.pop(key, None)
@@ -263,27 +297,25 @@ class _Kept:
 
     def _throughput(self, reads: RefreshReads, sites: set[str], since: float) -> set[str]:
         """Replace the re-read sites' results; drop results that left the window."""
-        kept, oldest = self.throughput, self.throughput_oldest
-        changed = set(sites)
+        oldest = self.throughput_oldest
+        fresh: dict[str, list[ThroughputRecord]] = {site: [] for site in sites}
         for site in sites:
-            kept.pop(site, None)
             oldest.pop(site, None)
         for record in reads.throughput:
-            kept.setdefault(record.site, []).append(record)
+            fresh.setdefault(record.site, []).append(record)
             at = oldest.get(record.site)
             if at is None or record.effective_at < at:
                 oldest[record.site] = record.effective_at
         for site in [s for s, at in oldest.items() if at < since]:
-            left = [r for r in kept[site] if r.effective_at >= since]
-            changed.add(site)
-            if left:
-                kept[site] = left
-                oldest[site] = min(r.effective_at for r in left)
+            part = fresh.get(site, self.throughput.parts.get(site, ()))
+            fresh[site] = [r for r in part if r.effective_at >= since]
+            if fresh[site]:
+                oldest[site] = min(r.effective_at for r in fresh[site])
             else:
-                del kept[site], oldest[site]
-        if changed:
-            self.out_throughput = [r for site in sorted(kept) for r in kept[site]]
-        return changed
+                del oldest[site]
+        for site, part in fresh.items():
+            self.throughput.set(site, part)
+        return set(fresh)
 
     def protected_wanted(self) -> list[Key]:
         """The unprotected agents looked up, as the store's ``protected_until`` caps them."""
@@ -422,15 +454,15 @@ class SnapshotBuilder:
                 self.plans,
                 settings,
                 now,
-                kept.out_agents,
-                kept.out_windows,
-                dict(kept.out_received),
-                kept.out_agent_windows,
+                kept.agents.list(),
+                kept.site_windows.list(),
+                dict(kept.received),
+                kept.windows.list(),
                 kept.skipped,
                 declarations=declarations,
                 protected_until=protected_until,
-                throughput=kept.out_throughput,
-                use_days=kept.out_use_days,
+                throughput=kept.throughput.list(),
+                use_days=kept.use_days.list(),
             )
         # Optional in the protocol: stores made for indicator tests do not keep it.
         config_errors = getattr(self.store, "config_error_counts", None)
