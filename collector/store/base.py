@@ -486,41 +486,60 @@ class GroupCommitStore:
         everywhere = self.FULL_CURSOR if all_days else after
         day_list = self._id_list([d.isoformat() for d in days])
         sql = self.SQL
-        (
-            cursor,
-            agents,
-            sections,
-            windows,
-            received,
-            left_windows,
-            left_received,
-            throughput,
-            use_days,
-        ) = await self._fetch(
-            [
-                (sql["refresh.cursor"], ()),
-                (sql["refresh.agents"], (after,)),
-                (sql["refresh.sections"], (after,)),
-                (sql["refresh.windows_all"], (start,))
-                if full
-                else (sql["refresh.windows"], (after, start)),
-                (sql["refresh.received_all"], (start,))
-                if full
-                else (sql["refresh.received"], (after, start)),
-                (sql["refresh.windows_left"], (previous_start, start)),
-                (sql["refresh.received_left"], (previous_start, start)),
-                (sql["refresh.throughput"], (after, to_unix(throughput_since))),
-                (sql["refresh.use_days"], (day_list, everywhere)),
-            ]
-        )
-        # Each row brings its own copies of the site, agent id and class: the kept
-        # windows and states of 20k agents share one of each instead (tens of MiB).
+        rest = [
+            (sql["refresh.agents"], (after,)),
+            (sql["refresh.sections"], (after,)),
+            (sql["refresh.throughput"], (after, to_unix(throughput_since))),
+            (sql["refresh.use_days"], (day_list, everywhere)),
+        ]
+        if full:
+            # Every agent's window buckets are the longest read: in a transaction of its
+            # own, beside the one that reads the agents and decodes their newest reports
+            # (the database works outside the GIL). Both begin after the cursor's has
+            # ended, so what they see beyond the cursor belongs to agents written after
+            # it, which the next refresh reads again whole.
+            ((cursor,),) = await self._fetch([(sql["refresh.cursor"], ())])
+            sums = asyncio.ensure_future(
+                self._fetch(
+                    [
+                        (sql["refresh.windows_all"], (start,)),
+                        (sql["refresh.received_all"], (start,)),
+                    ]
+                )
+            )
+            try:
+                agents, sections, throughput, use_days = await self._fetch(rest)
+                agents, keys, states = await self._states(agents, sections, decoded)
+                windows, received = await sums
+            except BaseException:
+                sums.cancel()
+                raise
+            left_windows, left_received = [], []
+        else:
+            (
+                (cursor,),
+                agents,
+                sections,
+                throughput,
+                use_days,
+                windows,
+                received,
+                left_windows,
+                left_received,
+            ) = await self._fetch(
+                [
+                    (sql["refresh.cursor"], ()),
+                    *rest,
+                    (sql["refresh.windows"], (after, start)),
+                    (sql["refresh.received"], (after, start)),
+                    (sql["refresh.windows_left"], (previous_start, start)),
+                    (sql["refresh.received_left"], (previous_start, start)),
+                ]
+            )
+            agents, keys, states = await self._states(agents, sections, decoded)
         name = sys.intern
-        agents = [(name(str(r[0])), name(str(r[1])), *r[2:]) for r in agents]
-        keys = [(r[0], r[1]) for r in agents]
-        states = await self._assemble(agents, keys, sections, decoded)
         return RefreshReads(
-            cursor=cursor[0][0],
+            cursor=cursor[0],
             start=start,
             full=full,
             keys=keys,
@@ -540,6 +559,17 @@ class GroupCommitStore:
                 for d, s, n, *values in use_days
             ],
         )
+
+    async def _states(
+        self, agents: list[Any], sections: list[Any], decoded: DecodedReports
+    ) -> tuple[list[Any], list[tuple[str, str]], AgentStates]:
+        """``refresh.agents`` rows, their keys and states (see ``_assemble``). Each row
+        brings its own copies of the site and agent id (and each bucket row of the class):
+        the kept windows and states of 20k agents share one of each instead (MiBs)."""
+        name = sys.intern
+        agents = [(name(str(r[0])), name(str(r[1])), *r[2:]) for r in agents]
+        keys = [(r[0], r[1]) for r in agents]
+        return agents, keys, await self._assemble(agents, keys, sections, decoded)
 
     async def _assemble(
         self,
