@@ -1044,7 +1044,7 @@ _MARGIN: Final = 0.001
 def _valid_until(
     agents: Sequence[AgentState],
     settings: IndicatorSettings,
-    now: float,
+    now: dt.datetime,
     declarations: Iterable[StoredDeclaration] = (),
     throughput: Mapping[NetworkClass, Throughput] | None = None,
     broadband_windows: Iterable[float] = (),
@@ -1057,18 +1057,22 @@ def _valid_until(
     period's start or end; a throughput result leaving a plan's broadband window."""
     moments: list[float] = []
     horizon = max(settings.inventory_window_seconds, settings.window_seconds)
+    at = now.timestamp()
+    # The freshest observation is capped at now (latest_agent): one ahead of the clock
+    # may lose to another once now passes it, or (a tie at now) win just after now.
+    if any(agent.last_observed_at > now for agent in agents):
+        moments += (agent.last_observed_at.timestamp() for agent in agents)
     for agent in agents:
         heard = agent.last_received_at.timestamp()
-        observed = agent.last_observed_at.timestamp()
         limit = settings.site_up_after_intervals * agent.interval_seconds
         moments += (
             heard + limit,
             heard + horizon,
             heard + settings.window_seconds,
-            observed,
-            observed - settings.clock_skew_tolerance_seconds,
-            agent.first_seen.timestamp(),
+            agent.last_observed_at.timestamp() - settings.clock_skew_tolerance_seconds,
         )
+        if agent.first_seen > now:  # expects its first report only until then (expectation)
+            moments.append(agent.first_seen.timestamp())
         if settings.fresh_observations_only:
             moments.append((agent.last_effective_at or agent.last_observed_at).timestamp() + limit)
         patches = agent.patches
@@ -1079,7 +1083,7 @@ def _valid_until(
     windows = tuple(broadband_windows)
     for result in (throughput or {}).values():
         moments += (at + w for at, _ in result.rates for w in windows)
-    floor = now - _MARGIN
+    floor = at - _MARGIN
     return min((m for m in moments if m >= floor), default=math.inf) - _MARGIN
 
 
@@ -1221,8 +1225,9 @@ class SnapshotCache:
             wanted: set[str] | None = None
         else:
             wanted = set(changed_sites or ())
-            wanted.update(s for s, kept in self._sites.items() if kept.valid_until <= at)
-            wanted.update(s for s, (_, until) in self._unknown.items() if until <= at)
+            if at > self._now:  # at the same moment the same inputs give the same views
+                wanted.update(s for s, kept in self._sites.items() if kept.valid_until <= at)
+                wanted.update(s for s, (_, until) in self._unknown.items() if until <= at)
         self._clock, self._now = clock, at
         split = _split(inputs, wanted)
         site_throughput = group_throughput(_of_sites(inputs.throughput, wanted))
@@ -1241,7 +1246,7 @@ class SnapshotCache:
             if unit is None:
                 self._unknown_agents -= self._unknown.pop(site, (0, 0.0))[0]
                 if active:
-                    until = _valid_until(active, settings, at)
+                    until = _valid_until(active, settings, now)
                     self._unknown[site] = (len(active), until)
                     self._unknown_agents += len(active)
                 continue
@@ -1296,7 +1301,7 @@ class SnapshotCache:
             )
             values, goals = self._contributions(layout, view, now, today)
             until = _valid_until(
-                active, settings, at, share.declarations, throughput, layout.broadband_windows
+                active, settings, now, share.declarations, throughput, layout.broadband_windows
             )
             rate, base = expectation(active, since, now)
         except Exception as exc:
