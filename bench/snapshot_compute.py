@@ -9,8 +9,10 @@ windows of the last day, received counts. Per N, median of ``--repeat``:
 * full: a build without a cache (start-up, and what every refresh cost before the cache);
 * kept: the same builder's next refresh 5 s later after 100 sites got a new report each
   (``cache=`` and ``changed_sites=``); the result is checked equal to a full build once;
-* cache: memory a kept builder holds beyond the inputs (tracemalloc: the cache with its
-  snapshot, measured after a full build with the cache).
+* memory beyond the inputs (tracemalloc): a snapshot alone, and a cache with its snapshot.
+
+Times are wall time and, beside it, the process's CPU time (``time.process_time``: less
+disturbed by other load on a shared machine).
 
 No store, no HTTP, no network. Run: ``python3 bench/snapshot_compute.py [--quick]
 [--steps 1000,5000,20000,50000] [--repeat 5]``.
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO  # puts the repository on sys.path
+import common  # noqa: F401  (puts the repository on sys.path)
 from province import make_report, site_id, write_org
 
 from agent.report import AntivirusStatus, HostInventory, Interface, PatchStatus
@@ -138,36 +140,60 @@ class Province:
         }
 
 
-def timed(call: Callable[[], Any]) -> float:
+def timed(call: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of one call, the cyclic GC held off as SnapshotBuilder does."""
     gc.collect()
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+    gc.disable()
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        call()
+        return time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        gc.enable()
 
 
-def measure(agents: int, repeat: int, directory: Path) -> dict[str, float]:
+def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+
+
+def measure(agents: int, repeat: int, directory: Path) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC).replace(minute=10, second=0, microsecond=0)
     province = Province(agents, now, directory)
     given = province.inputs()
-    full = statistics.median(timed(lambda: build_snapshot(**given)) for _ in range(repeat))
+    full = medians([timed(lambda: build_snapshot(**given)) for _ in range(repeat)])
     cache = SnapshotCache()
     build_snapshot(**given, cache=cache)
-    kept: list[float] = []
+    kept: list[tuple[float, float]] = []
     for n in range(repeat):
         start = (n * CHANGED) % max(1, province.sites - CHANGED)
         changed = province.report(range(start, min(province.sites, start + CHANGED)))
         given = province.inputs()
         kept.append(timed(lambda: build_snapshot(**given, cache=cache, changed_sites=changed)))  # noqa: B023
     same = build_snapshot(**given, cache=cache, changed_sites=set()) == build_snapshot(**given)
+    return {
+        "full": full,
+        "kept": medians(kept),
+        "same": same,
+        "snapshot": held(lambda: build_snapshot(**given)),
+        "cache": held(lambda: kept_builder(given)),
+    }
+
+
+def kept_builder(given: dict[str, Any]) -> tuple[SnapshotCache, object]:
+    cache = SnapshotCache()
+    return cache, build_snapshot(**given, cache=cache)
+
+
+def held(make: Callable[[], object]) -> int:
+    """Bytes still allocated while what ``make`` returns is kept (tracemalloc)."""
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    held = SnapshotCache()
-    snapshot = build_snapshot(**given, cache=held)
+    kept = make()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    del snapshot, held
-    return {"full": full, "kept": statistics.median(kept), "same": same, "cache": after - before}
+    del kept
+    return after - before
 
 
 def load() -> str:
@@ -182,19 +208,22 @@ def main() -> None:
     args = parser.parse_args()
     steps = [1000, 5000] if args.quick else [int(s) for s in args.steps.split(",")]
     repeat = 3 if args.quick else args.repeat
-    print(f"build_snapshot, median of {repeat} ({REPO.name}); load average {load()}")
+    print(f"build_snapshot, median of {repeat}, wall (CPU); load average {load()}")
     print(
-        "| agents | sites | full build | kept, 100 changed sites | ratio | equal "
-        "| cache + snapshot |"
+        "| agents | sites | full build | kept, 100 changed sites | kept ÷ full | equal "
+        "| snapshot | cache + snapshot |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for agents in steps:
             r = measure(agents, repeat, Path(tmp))
+            (full, full_cpu), (kept, kept_cpu) = r["full"], r["kept"]
             print(
-                f"| {agents:,} | {agents // PER_SITE:,} | {r['full'] * 1e3:.0f} ms "
-                f"| {r['kept'] * 1e3:.1f} ms | {r['kept'] / r['full']:.3f} "
-                f"| {'yes' if r['same'] else 'NO'} | {r['cache'] / 2**20:.0f} MiB |",
+                f"| {agents:,} | {agents // PER_SITE:,} "
+                f"| {full * 1e3:.0f} ms ({full_cpu * 1e3:.0f}) "
+                f"| {kept * 1e3:.1f} ms ({kept_cpu * 1e3:.1f}) | {kept_cpu / full_cpu:.3f} "
+                f"| {'yes' if r['same'] else 'NO'} | {r['snapshot'] / 2**20:.1f} MiB "
+                f"| {r['cache'] / 2**20:.1f} MiB |",
                 flush=True,
             )
     print(f"load average after: {load()}")

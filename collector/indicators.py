@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
 from collections import Counter, defaultdict
@@ -395,17 +396,22 @@ class Snapshot:
 # --------------------------------------------------------------------------- arithmetic
 
 
+_MAC_SEPARATORS: Final = str.maketrans("", "", ":-. ")
+
+
+# Every site's MACs again at each computation of the site: the same few strings.
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_mac(mac: str | None) -> str | None:
     """Return ``aa:bb:cc:dd:ee:ff``, or None for absent, malformed, zero or multicast MACs."""
     if not mac:
         return None
-    digits = "".join(ch for ch in mac.lower() if ch in "0123456789abcdef")
-    stripped = mac.lower().translate(str.maketrans("", "", ":-. "))
-    if len(digits) != 12 or stripped != digits:
+    digits = mac.lower().translate(_MAC_SEPARATORS)
+    if len(digits) != 12 or digits.strip("0123456789abcdef"):  # 12 hex digits, nothing else
         return None
     if digits == "0" * 12 or int(digits[:2], 16) & 1:  # unset, broadcast or multicast
         return None
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+    d = digits
+    return f"{d[0:2]}:{d[2:4]}:{d[4:6]}:{d[6:8]}:{d[8:10]}:{d[10:12]}"
 
 
 def agent_macs(agent: AgentState) -> set[str]:
@@ -641,12 +647,15 @@ def completeness(
     against reports observed in the window and received so far (late ones included)."""
     rate, base = expectation(agents, since, now)
     got = sum(received.get((agent.site, agent.agent_id), 0) for agent in agents)
-    return Completeness(expected=expected_at(rate, base, since, now), received=got)
+    return Completeness(
+        expected=expected_at(rate, base, (now - since).total_seconds()), received=got
+    )
 
 
-def expected_at(rate: float, base: float, since: dt.datetime, now: dt.datetime) -> float:
-    """The expected count of ``expectation``'s coefficients at ``now``."""
-    return (now - since).total_seconds() * rate + base if rate else base
+def expected_at(rate: float, base: float, elapsed: float) -> float:
+    """The expected count of ``expectation``'s coefficients ``elapsed`` seconds after the
+    window start."""
+    return elapsed * rate + base if rate else base
 
 
 def site_view(
@@ -671,6 +680,7 @@ def site_view(
     its last report time stays visible.
     """
     since = window_start(now, settings)
+    days = window_days(now, settings)
     pool = agents
     if settings.fresh_observations_only:
         pool = [
@@ -724,8 +734,8 @@ def site_view(
         spool_resets=sum(a.latest.spool_resets for a in agents),
         throughput=dict(throughput or {}),
         use_days=dict(use_days or {}),
-        today=window_days(now, settings)[1],
-        window_days=window_days(now, settings),
+        today=days[1],
+        window_days=days,
     )
 
 
@@ -1000,7 +1010,8 @@ class _SiteInputs:
 
     agents: list[AgentState] = field(default_factory=list)
     windows: dict[NetworkClass, WindowRatio] = field(default_factory=dict)
-    agent_windows: dict[str, dict[str, WindowRatio]] = field(default_factory=dict)
+    # Per agent id, per class of _CONNECTED: (checks, up checks) over the window.
+    agent_windows: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
     declarations: list[StoredDeclaration] = field(default_factory=list)
     use_days: dict[NetworkClass, list[NetworkUseDay]] = field(default_factory=dict)
 
@@ -1013,8 +1024,9 @@ def _split(inputs: _Inputs, sites: Collection[str] | None) -> dict[str, _SiteInp
     for window in _of_sites(inputs.windows, sites):
         split[window.site].windows[window.network] = WindowRatio(window.checks, window.up_checks)
     for aw in _of_sites(inputs.agent_windows, sites):
-        nets = split[aw.site].agent_windows.setdefault(aw.agent_id, {})
-        nets[aw.network] = WindowRatio(aw.checks, aw.up_checks)
+        if aw.network in _CONNECTED:
+            nets = split[aw.site].agent_windows.setdefault(aw.agent_id, {})
+            nets[aw.network] = (aw.checks, aw.up_checks)
     for row in inputs.declarations:
         if sites is None or row.unit in sites:
             split[row.unit].declarations.append(row)
@@ -1023,14 +1035,18 @@ def _split(inputs: _Inputs, sites: Collection[str] | None) -> dict[str, _SiteInp
     return split
 
 
+# computers_connected: a computer's own checks of these classes were up over the window.
+_CONNECTED: Final = ("lan", "internet")
+
+
 def _agent_up(
-    per_agent: Mapping[str, Mapping[str, WindowRatio]], up_ratio: float
+    per_agent: Mapping[str, Mapping[str, tuple[int, int]]], up_ratio: float
 ) -> dict[str, bool]:
-    """Per agent of one site: its own LAN and internet were up over the window."""
+    """Per agent of one site: each class of _CONNECTED up in ≥ up_ratio of its checks."""
     return {
         agent_id: all(
-            (w := nets.get(network)) is not None and w.ratio is not None and w.ratio >= up_ratio
-            for network in ("lan", "internet")
+            (w := nets.get(network)) is not None and w[0] > 0 and w[1] / w[0] >= up_ratio
+            for network in _CONNECTED
         )
         for agent_id, nets in per_agent.items()
     }
@@ -1317,11 +1333,9 @@ class SnapshotCache:
         layout: _Layout, view: SiteView, now: dt.datetime, today: dt.date
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
         up_ratio = layout.settings.up_ratio
-        values = tuple(
-            part
-            for indicator in INDICATORS
-            for part in contribution(indicator, view, up_ratio, today=today)
-        )
+        values: list[int] = []
+        for indicator in INDICATORS:
+            values += contribution(indicator, view, up_ratio, today=today)
         goals = [0] * (_FIELDS * len(layout.goals))
         for i in layout.members.get(view.unit.id, ()):
             _, goal, rule = layout.goals[i]
@@ -1331,7 +1345,7 @@ class SnapshotCache:
                 continue
             part = contribution(goal.indicator, view, up_ratio, rule, now, today)
             goals[i * _FIELDS : (i + 1) * _FIELDS] = part
-        return values, tuple(goals)
+        return tuple(values), tuple(goals)
 
     def _sum_all(self, layout: _Layout, computed: dict[str, _Site]) -> None:
         """Totals from nothing: column sums, level by level."""
@@ -1377,11 +1391,12 @@ class SnapshotCache:
         today: dt.date,
         skipped_rows: int,
     ) -> Snapshot:
+        elapsed = (now - since).total_seconds()
         views: list[SiteView] = []
         for unit in layout.org.units:
             site = self._sites[unit.id]
             view = site.view
-            expected = expected_at(site.rate, site.base, since, now)
+            expected = expected_at(site.rate, site.base, elapsed)
             if expected != view.completeness.expected:
                 done = Completeness(expected=expected, received=view.completeness.received)
                 site.view = view = _with_completeness(view, done)
