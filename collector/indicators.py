@@ -1183,7 +1183,10 @@ class SnapshotCache:
     """
 
     def __init__(self) -> None:
-        self._layout: _Layout | None = None
+        self._reset(None)
+
+    def _reset(self, layout: _Layout | None) -> None:
+        self._layout = layout
         self._clock: tuple[object, ...] = ()
         self._now = -math.inf
         self._sites: dict[str, _Site] = {}
@@ -1207,7 +1210,7 @@ class SnapshotCache:
         try:
             return self._build(org, plans, settings, now, inputs, skipped_rows, changed_sites)
         except BaseException:
-            self.__init__()  # type: ignore[misc]  # half updated: start again next time
+            self._reset(None)  # half updated: start again next time
             raise
 
     def _build(
@@ -1236,8 +1239,7 @@ class SnapshotCache:
         )
         if full or layout is None:
             layout = _Layout(org, plans, settings)
-            self.__init__()  # type: ignore[misc]
-            self._layout = layout
+            self._reset(layout)
             wanted: set[str] | None = None
         else:
             wanted = set(changed_sites or ())

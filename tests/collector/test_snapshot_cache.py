@@ -391,3 +391,25 @@ def test_other_settings_or_plans_compute_everything_again() -> None:
     world.snapshot(IndicatorSettings(), cache, None)
     other = IndicatorSettings(up_ratio=0.5)
     assert world.snapshot(other, cache, set()) == world.snapshot(other, None, None)
+
+
+def test_a_site_whose_arithmetic_fails_and_unknown_changed_sites_keep_the_cache_exact() -> None:
+    """A site whose agent cannot be computed (a naive patch time from a damaged row) is
+    shown without agents and counted in skipped_rows, kept or not; names in changed_sites
+    that no agent or unit has change nothing."""
+    world = World()
+    world.apply(("report", SITES[0], "pc-1", True, True, None, 0, 0, False, 0, False, False))
+    world.apply(("report", SITES[1], "pc-1", True, True, None, 0, 0, False, 0, False, False))
+    bad = world.agents[(SITES[1], "pc-1")]
+    naive = PatchStatus(source="apt", last_installed_at=dt.datetime(2025, 3, 1))
+    world.agents[(SITES[1], "pc-1")] = dataclasses.replace(bad, patches=naive)
+    config = IndicatorSettings()
+    cache = SnapshotCache()
+    first = world.snapshot(config, cache, None)
+    assert first.skipped_rows == 1
+    assert next(v for v in first.sites if v.unit.id == SITES[1]).agents == 0
+    for changed in ({"no/such-site", ""}, {SITES[1]}, set()):
+        world.now += dt.timedelta(seconds=30)
+        kept = world.snapshot(config, cache, changed)
+        assert kept == world.snapshot(config, None, None)
+        assert kept.skipped_rows == 1
