@@ -975,7 +975,11 @@ def build_snapshot(
         throughput=throughput,
         use_days=use_days,
     )
-    return cache.build(org, tuple(plans), settings, now, inputs, skipped_rows, changed_sites)
+    try:
+        return cache._build(org, tuple(plans), settings, now, inputs, skipped_rows, changed_sites)
+    except BaseException:
+        cache._reset(None)  # half updated: start again next time
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -1196,22 +1200,6 @@ class SnapshotCache:
         self._declared: dict[str, int] = {}  # per level: units with a declaration in force
         self._skipped = 0
         self._unknown_agents = 0
-
-    def build(
-        self,
-        org: Org,
-        plans: tuple[Plan, ...],
-        settings: IndicatorSettings,
-        now: dt.datetime,
-        inputs: _Inputs,
-        skipped_rows: int,
-        changed_sites: Collection[str] | None,
-    ) -> Snapshot:
-        try:
-            return self._build(org, plans, settings, now, inputs, skipped_rows, changed_sites)
-        except BaseException:
-            self._reset(None)  # half updated: start again next time
-            raise
 
     def _build(
         self,

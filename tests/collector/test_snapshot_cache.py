@@ -413,3 +413,28 @@ def test_a_site_whose_arithmetic_fails_and_unknown_changed_sites_keep_the_cache_
         kept = world.snapshot(config, cache, changed)
         assert kept == world.snapshot(config, None, None)
         assert kept.skipped_rows == 1
+
+
+def test_an_unchanged_site_keeps_its_parts_and_only_its_expected_count_moves() -> None:
+    """What a renderer may cache by identity: a site that neither changed nor reached a
+    threshold keeps every part of its view; only the expected report count follows now
+    (no site view with agents is the same object twice, since that count grows)."""
+    world = World()
+    for site in SITES[:2]:
+        world.apply(("report", site, "pc-1", True, True, "protected", 0, 0, False, 0, False, False))
+    config = IndicatorSettings()
+    cache = SnapshotCache()
+    before = world.snapshot(config, cache, None)
+    world.now += dt.timedelta(seconds=10)
+    changed = world.apply(("late", SITES[0], "pc-1"))
+    after = world.snapshot(config, cache, changed)
+    assert after == world.snapshot(config, None, None)
+    old, new = (next(v for v in snap.sites if v.unit.id == SITES[1]) for snap in (before, after))
+    assert new.completeness.expected > old.completeness.expected
+    assert new.completeness.received == old.completeness.received
+    moved = [
+        f.name for f in dataclasses.fields(new) if getattr(new, f.name) is not getattr(old, f.name)
+    ]
+    assert moved == ["completeness"]
+    silent = next(v for v in after.sites if v.unit.id == "demo")  # no agents: the same view
+    assert silent is next(v for v in before.sites if v.unit.id == "demo")
