@@ -64,6 +64,8 @@ def agent_state(site: int, k: int, now: dt.datetime, seq: int) -> AgentState:
             Interface(
                 name="eth0",
                 mac=f"02:00:{site >> 16:02x}:{site >> 8 & 255:02x}:{site & 255:02x}:{k:02x}",
+                # Every PC has a link-local address; one in three a global one too.
+                ipv6=[f"fe80::{site:x}:{k}%eth0", *([f"2402:800:{site:x}::{k}"] * (k == 1))],
             )
         ],
     )

@@ -559,14 +559,20 @@ def managed_state(status: AntivirusStatus) -> ManagedState:
     return "managed" if status.managed else "unmanaged"
 
 
+# Every computer's addresses again at each computation of its site (ipaddress is slow).
+@functools.lru_cache(maxsize=1 << 16)
+def _global_ipv6(addresses: tuple[str, ...]) -> bool:
+    return has_global_ipv6(addresses)
+
+
 def ipv6_state(agent: AgentState, now: dt.datetime, window_seconds: float) -> Ipv6State:
     """One computer's IPv6: a global address, and an IPv6 check up in its newest report
     when that report is within the window."""
     host = agent.host
     addresses = (
-        [a for i in host.interfaces for a in i.ipv6] if isinstance(host, HostInventory) else []
+        tuple(a for i in host.interfaces for a in i.ipv6) if isinstance(host, HostInventory) else ()
     )
-    if not has_global_ipv6(addresses):
+    if not _global_ipv6(addresses):
         return "no_address"
     fresh = (now - agent.last_received_at).total_seconds() <= window_seconds
     checks = (
