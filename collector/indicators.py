@@ -10,12 +10,15 @@ computed (numerator, denominator, window, units without agents) is written up in
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import logging
+import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Protocol, TypeVar, get_args
 
 from agent.addresses import has_global_ipv6
 from agent.log import log_exception_limited
@@ -393,17 +396,22 @@ class Snapshot:
 # --------------------------------------------------------------------------- arithmetic
 
 
+_MAC_SEPARATORS: Final = str.maketrans("", "", ":-. ")
+
+
+# Every site's MACs again at each computation of the site: the same few strings.
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_mac(mac: str | None) -> str | None:
     """Return ``aa:bb:cc:dd:ee:ff``, or None for absent, malformed, zero or multicast MACs."""
     if not mac:
         return None
-    digits = "".join(ch for ch in mac.lower() if ch in "0123456789abcdef")
-    stripped = mac.lower().translate(str.maketrans("", "", ":-. "))
-    if len(digits) != 12 or stripped != digits:
+    digits = mac.lower().translate(_MAC_SEPARATORS)
+    if len(digits) != 12 or digits.strip("0123456789abcdef"):  # 12 hex digits, nothing else
         return None
     if digits == "0" * 12 or int(digits[:2], 16) & 1:  # unset, broadcast or multicast
         return None
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+    d = digits
+    return f"{d[0:2]}:{d[2:4]}:{d[4:6]}:{d[6:8]}:{d[8:10]}:{d[10:12]}"
 
 
 def agent_macs(agent: AgentState) -> set[str]:
@@ -551,14 +559,20 @@ def managed_state(status: AntivirusStatus) -> ManagedState:
     return "managed" if status.managed else "unmanaged"
 
 
+# Every computer's addresses again at each computation of its site (ipaddress is slow).
+@functools.lru_cache(maxsize=1 << 16)
+def _global_ipv6(addresses: tuple[str, ...]) -> bool:
+    return has_global_ipv6(addresses)
+
+
 def ipv6_state(agent: AgentState, now: dt.datetime, window_seconds: float) -> Ipv6State:
     """One computer's IPv6: a global address, and an IPv6 check up in its newest report
     when that report is within the window."""
     host = agent.host
     addresses = (
-        [a for i in host.interfaces for a in i.ipv6] if isinstance(host, HostInventory) else []
+        tuple(a for i in host.interfaces for a in i.ipv6) if isinstance(host, HostInventory) else ()
     )
-    if not has_global_ipv6(addresses):
+    if not _global_ipv6(addresses):
         return "no_address"
     fresh = (now - agent.last_received_at).total_seconds() <= window_seconds
     checks = (
@@ -604,6 +618,31 @@ def observe_targets(report: Report) -> tuple[dict[NetworkClass, bool], list[Targ
     return networks, targets
 
 
+def expectation(
+    agents: Sequence[AgentState], since: dt.datetime, now: dt.datetime
+) -> tuple[float, float]:
+    """Expected reports as ``(rate, base)``: expected = (now − since) · rate + base.
+
+    Per agent, reports at its interval from the later of the window start and its first
+    report, plus the first report itself when that is in the window; an agent first seen
+    after now (a clock set back) expects just that one. Between window-start moves the
+    coefficients do not change, so a kept snapshot updates every site's count with one
+    multiplication; both sums are ``math.fsum``, exact whatever the agents' order, so a
+    kept and a full computation agree to the bit.
+    """
+    rates: list[float] = []
+    bases: list[float] = []
+    for agent in agents:
+        first = agent.first_seen
+        if first > now:
+            bases.append(1.0)
+            continue
+        rates.append(1.0 / agent.interval_seconds)
+        if first >= since:
+            bases.append(1.0 - (first - since).total_seconds() / agent.interval_seconds)
+    return math.fsum(rates), math.fsum(bases)
+
+
 def completeness(
     agents: Sequence[AgentState],
     received: Mapping[tuple[str, str], int],
@@ -612,14 +651,17 @@ def completeness(
 ) -> Completeness:
     """Reports expected at each agent's interval since it appeared (within the window)
     against reports observed in the window and received so far (late ones included)."""
-    expected = 0.0
-    got = 0
-    for agent in agents:
-        start = max(since, agent.first_seen)
-        span = max(0.0, (now - start).total_seconds())
-        expected += span / agent.interval_seconds + (1.0 if agent.first_seen >= since else 0.0)
-        got += received.get((agent.site, agent.agent_id), 0)
-    return Completeness(expected=expected, received=got)
+    rate, base = expectation(agents, since, now)
+    got = sum(received.get((agent.site, agent.agent_id), 0) for agent in agents)
+    return Completeness(
+        expected=expected_at(rate, base, (now - since).total_seconds()), received=got
+    )
+
+
+def expected_at(rate: float, base: float, elapsed: float) -> float:
+    """The expected count of ``expectation``'s coefficients ``elapsed`` seconds after the
+    window start."""
+    return elapsed * rate + base if rate else base
 
 
 def site_view(
@@ -644,6 +686,7 @@ def site_view(
     its last report time stays visible.
     """
     since = window_start(now, settings)
+    days = window_days(now, settings)
     pool = agents
     if settings.fresh_observations_only:
         pool = [
@@ -697,8 +740,8 @@ def site_view(
         spool_resets=sum(a.latest.spool_resets for a in agents),
         throughput=dict(throughput or {}),
         use_days=dict(use_days or {}),
-        today=window_days(now, settings)[1],
-        window_days=window_days(now, settings),
+        today=days[1],
+        window_days=days,
     )
 
 
@@ -754,6 +797,75 @@ def has_network_data(view: SiteView) -> bool:
     return any(window.checks > 0 for window in view.windows.values())
 
 
+# Per unit and indicator: (in the selection, numerator, denominator, attaining, no data,
+# not judged). All integers, so totals kept by subtracting a unit's old contribution and
+# adding its new one equal a full sum exactly.
+Contribution = tuple[int, int, int, int, int, int]
+_OUTSIDE: Final[Contribution] = (0, 0, 0, 0, 0, 0)
+_FIELDS: Final = len(_OUTSIDE)
+
+
+def contribution(
+    indicator: Indicator,
+    view: SiteView,
+    up_ratio: float,
+    rule: GoalRule | None = None,
+    now: dt.datetime | None = None,
+    today: dt.date | None = None,
+) -> Contribution:
+    """What one unit adds to an indicator over a selection holding it (``indicator_value``)."""
+    computers = view.computers
+    if indicator in UNIT_INDICATORS:
+        network = UNIT_INDICATORS[indicator]
+        if not has_network_data(view):
+            return (1, 0, 1, 0, 1, 0)
+        if rule is None or now is None:
+            verdict: bool | None = unit_attains(view, network, up_ratio)
+        else:
+            verdict = unit_meets(view, network, up_ratio, rule, now)
+        if verdict is None:
+            return (1, 0, 1, 0, 0, 1)
+        return (1, 1, 1, 1, 0, 0) if verdict else (1, 0, 1, 0, 0, 0)
+    if indicator == "computers_per_official":
+        # Units that declare no officials are outside this ratio altogether.
+        officials = view.officials
+        if officials is None:
+            return _OUTSIDE
+        if computers is None:
+            return (1, 0, officials, 0, 1, 0)
+        return (1, computers.total, officials, 0, 0, 0)
+    if indicator == "computers_connected":
+        if computers is None:
+            return (1, 0, 0, 0, 1, 0)
+        return (1, computers.connected, computers.total, 0, 0, 0)
+    if indicator == "ipv6":
+        states = computers.ipv6_states if computers is not None else {}
+        if not sum(states.values()):
+            return (1, 0, 1, 0, 1, 0)
+        return (1, 1, 1, 1, 0, 0) if states.get("working", 0) > 0 else (1, 0, 1, 0, 0, 0)
+    if indicator == "security_inspection":
+        inspected = view.declared.inspection_date
+        if not view.declared.facts:
+            return (1, 0, 1, 0, 1, 0)
+        if inspected is None or today is None:
+            return (1, 0, 1, 0, 0, 0)
+        recent = today - INSPECTION_MAX_AGE <= inspected <= today
+        return (1, 1, 1, 1, 0, 0) if recent else (1, 0, 1, 0, 0, 0)
+    if indicator == "computers_patched":
+        reported = sum(computers.patch_states.values()) if computers is not None else 0
+        if computers is None or reported == 0:
+            return (1, 0, 0, 0, 1, 0)
+        return (1, computers.patch_states.get("current", 0), reported, 0, 0, 0)
+    if indicator in ("antivirus_managed", "antivirus_protected"):
+        if computers is None or computers.av_reported == 0:
+            return (1, 0, 0, 0, 1, 0)
+        if indicator == "antivirus_managed":
+            return (1, computers.managed_states.get("managed", 0), computers.av_reported, 0, 0, 0)
+        return (1, computers.protected, computers.av_reported, 0, 0, 0)
+    # A new Indicator without its rule here: tests/collector/test_targets.py fails.
+    raise ValueError(f"no rule computes indicator {indicator!r}")
+
+
 def indicator_value(
     indicator: Indicator,
     level: GoalLevel,
@@ -768,95 +880,25 @@ def indicator_value(
     Without ``rule`` a unit indicator is reachability; a plan goal's rule may add
     broadband and use (``unit_meets``; ``now`` is then required).
     """
-    numerator = 0.0
-    denominator = 0.0
-    attaining = 0
-    no_data = 0
-    not_judged = 0
-    selection = list(views)
-    if indicator == "computers_per_official":
-        # Units that declare no officials are outside this ratio altogether.
-        selection = [v for v in selection if v.officials is not None]
-    for view in selection:
-        computers = view.computers
-        if indicator in UNIT_INDICATORS:
-            denominator += 1
-            network = UNIT_INDICATORS[indicator]
-            if not has_network_data(view):
-                no_data += 1
-                continue
-            if rule is None or now is None:
-                verdict: bool | None = unit_attains(view, network, up_ratio)
-            else:
-                verdict = unit_meets(view, network, up_ratio, rule, now)
-            if verdict is None:
-                not_judged += 1
-            elif verdict:
-                attaining += 1
-                numerator += 1
-        elif indicator == "computers_per_official":
-            assert view.officials is not None
-            denominator += view.officials
-            if computers is None:
-                no_data += 1
-            else:
-                numerator += computers.total
-        elif indicator == "computers_connected":
-            if computers is None:
-                no_data += 1
-            else:
-                numerator += computers.connected
-                denominator += computers.total
-        elif indicator == "ipv6":
-            denominator += 1
-            reported = sum(computers.ipv6_states.values()) if computers is not None else 0
-            if computers is None or reported == 0:
-                no_data += 1
-            elif computers.ipv6_states.get("working", 0) > 0:
-                attaining += 1
-                numerator += 1
-        elif indicator == "security_inspection":
-            denominator += 1
-            inspected = view.declared.inspection_date
-            if not view.declared.facts:
-                no_data += 1
-            elif (
-                inspected is not None
-                and today is not None
-                and (today - INSPECTION_MAX_AGE <= inspected <= today)
-            ):
-                attaining += 1
-                numerator += 1
-        elif indicator == "computers_patched":
-            reported = sum(computers.patch_states.values()) if computers is not None else 0
-            if computers is None or reported == 0:
-                no_data += 1
-            else:
-                numerator += computers.patch_states.get("current", 0)
-                denominator += reported
-        elif indicator == "antivirus_managed":
-            if computers is None or computers.av_reported == 0:
-                no_data += 1
-            else:
-                numerator += computers.managed_states.get("managed", 0)
-                denominator += computers.av_reported
-        elif indicator == "antivirus_protected":
-            if computers is None or computers.av_reported == 0:
-                no_data += 1
-            else:
-                numerator += computers.protected
-                denominator += computers.av_reported
-        else:  # a new Indicator without its rule here: tests/collector/test_targets.py fails
-            raise ValueError(f"no rule computes indicator {indicator!r}")
+    totals = [0] * _FIELDS
+    for view in views:
+        for i, part in enumerate(contribution(indicator, view, up_ratio, rule, now, today)):
+            totals[i] += part
+    return summed_value(indicator, level, totals)
+
+
+def summed_value(indicator: Indicator, level: GoalLevel, totals: Sequence[int]) -> IndicatorValue:
+    """The IndicatorValue of summed contributions (``totals[:6]``)."""
+    units, numerator, denominator, attaining, no_data, not_judged = totals[:_FIELDS]
     return IndicatorValue(
         indicator=indicator,
         level=level,
-        numerator=numerator,
-        denominator=denominator,
-        units=len(selection),
+        numerator=float(numerator),
+        denominator=float(denominator),
+        units=units,
         units_attaining=attaining,
         units_no_data=no_data,
-        has_data=indicator in UNIT_LEVEL or no_data < len(selection),
+        has_data=indicator in UNIT_LEVEL or no_data < units,
         units_not_judged=not_judged,
     )
 
@@ -908,6 +950,8 @@ def build_snapshot(
     protected_until: Mapping[tuple[str, str], float] | None = None,
     throughput: Iterable[ThroughputRecord] = (),
     use_days: Iterable[NetworkUseDay] = (),
+    cache: SnapshotCache | None = None,
+    changed_sites: Collection[str] | None = None,
 ) -> Snapshot:
     """Compute the whole Snapshot from store values; pure, so tests give exact inputs.
 
@@ -918,137 +962,477 @@ def build_snapshot(
     the arithmetic fail is shown without agents and its agents are added to that count
     (logged with the traceback as ``snapshot.bad_site``): one bad row must not cost the
     province its snapshot.
+
+    With a ``cache`` (one per builder, given to every call) only the sites in
+    ``changed_sites`` and those whose clock-dependent facts may have flipped since are
+    computed again; the result equals the computation without a cache provided every
+    other site (units and sites missing from the org file alike) had identical inputs in
+    the cache's previous call. ``changed_sites=None``: any site may have changed.
     """
-    horizon = now - dt.timedelta(
-        seconds=max(settings.inventory_window_seconds, settings.window_seconds)
+    if cache is None:
+        cache, changed_sites = SnapshotCache(), None
+    inputs = _Inputs(
+        agents=agents,
+        windows=windows,
+        received=received,
+        agent_windows=agent_windows,
+        declarations=declarations,
+        protected_until=protected_until or {},
+        throughput=throughput,
+        use_days=use_days,
     )
-    by_site: dict[str, list[AgentState]] = defaultdict(list)
-    last_heard: dict[str, dt.datetime] = {}
-    unknown = 0
-    for agent in agents:
-        heard = last_heard.get(agent.site)
-        if heard is None or agent.last_received_at > heard:
-            last_heard[agent.site] = agent.last_received_at
-        if agent.last_received_at < horizon:
-            continue  # not heard of for longer than the inventory horizon: retired
-        if agent.site in org:
-            by_site[agent.site].append(agent)
-        else:
-            unknown += 1
-    site_windows: dict[str, dict[NetworkClass, WindowRatio]] = defaultdict(dict)
-    for window in windows:
-        site_windows[window.site][window.network] = WindowRatio(window.checks, window.up_checks)
-    per_agent: dict[str, dict[str, WindowRatio]] = defaultdict(dict)
-    for aw in agent_windows:
-        per_agent[aw.agent_id][aw.network] = WindowRatio(aw.checks, aw.up_checks)
-    agent_up = {
+    try:
+        return cache._build(org, tuple(plans), settings, now, inputs, skipped_rows, changed_sites)
+    except BaseException:
+        cache._reset(None)  # half updated: start again next time
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """build_snapshot's store values, as given."""
+
+    agents: Sequence[AgentState]
+    windows: Sequence[NetworkWindow]
+    received: Mapping[tuple[str, str], int]
+    agent_windows: Sequence[AgentNetworkWindow]
+    declarations: Iterable[StoredDeclaration]
+    protected_until: Mapping[tuple[str, str], float]
+    throughput: Iterable[ThroughputRecord]
+    use_days: Iterable[NetworkUseDay]
+
+
+class _OfSite(Protocol):
+    @property
+    def site(self) -> str: ...
+
+
+_Row = TypeVar("_Row", bound=_OfSite)
+
+
+def _of_sites(rows: Iterable[_Row], sites: Collection[str] | None) -> Iterable[_Row]:
+    return rows if sites is None else [r for r in rows if r.site in sites]
+
+
+@dataclass(slots=True)
+class _SiteInputs:
+    """One site's share of the store values (all of its agents, retired ones included)."""
+
+    agents: list[AgentState] = field(default_factory=list)
+    windows: dict[NetworkClass, WindowRatio] = field(default_factory=dict)
+    # Per agent id, per class of _CONNECTED: (checks, up checks) over the window.
+    agent_windows: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    declarations: list[StoredDeclaration] = field(default_factory=list)
+    use_days: dict[NetworkClass, list[NetworkUseDay]] = field(default_factory=dict)
+
+
+def _split(inputs: _Inputs, sites: Collection[str] | None) -> dict[str, _SiteInputs]:
+    """The store values of ``sites`` (None: all), per site."""
+    split: dict[str, _SiteInputs] = defaultdict(_SiteInputs)
+    for agent in _of_sites(inputs.agents, sites):
+        split[agent.site].agents.append(agent)
+    for window in _of_sites(inputs.windows, sites):
+        split[window.site].windows[window.network] = WindowRatio(window.checks, window.up_checks)
+    for aw in _of_sites(inputs.agent_windows, sites):
+        if aw.network in _CONNECTED:
+            nets = split[aw.site].agent_windows.setdefault(aw.agent_id, {})
+            nets[aw.network] = (aw.checks, aw.up_checks)
+    for row in inputs.declarations:
+        if sites is None or row.unit in sites:
+            split[row.unit].declarations.append(row)
+    for day in _of_sites(inputs.use_days, sites):
+        split[day.site].use_days.setdefault(day.network, []).append(day)
+    return split
+
+
+# computers_connected: a computer's own checks of these classes were up over the window.
+_CONNECTED: Final = ("lan", "internet")
+
+
+def _agent_up(
+    per_agent: Mapping[str, Mapping[str, tuple[int, int]]], up_ratio: float
+) -> dict[str, bool]:
+    """Per agent of one site: each class of _CONNECTED up in ≥ up_ratio of its checks."""
+    return {
         agent_id: all(
-            (w := nets.get(network)) is not None
-            and w.ratio is not None
-            and w.ratio >= settings.up_ratio
-            for network in ("lan", "internet")
+            (w := nets.get(network)) is not None and w[0] > 0 and w[1] / w[0] >= up_ratio
+            for network in _CONNECTED
         )
         for agent_id, nets in per_agent.items()
     }
 
-    declared = {
-        unit: Declared(facts) for unit, facts in in_force(declarations, now.timestamp()).items()
-    }
-    site_throughput = group_throughput(throughput)
-    site_use: dict[str, dict[NetworkClass, list[NetworkUseDay]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for day in use_days:
-        site_use[day.site][day.network].append(day)
-    # Inspection dates are calendar days of the province (UTC+7), not of the collector host.
-    today = now.astimezone(dt.timezone(dt.timedelta(hours=7))).date()
-    views_list: list[SiteView] = []
-    for unit in org.units:
-        site_agents = by_site.get(unit.id, [])
+
+# A clock-dependent decision is taken again this long before the moment it may flip:
+# moments are computed in float seconds, decisions in datetime arithmetic.
+_MARGIN: Final = 0.001
+
+
+def _valid_until(
+    agents: Sequence[AgentState],
+    settings: IndicatorSettings,
+    now: dt.datetime,
+    declarations: Iterable[StoredDeclaration] = (),
+    throughput: Mapping[NetworkClass, Throughput] | None = None,
+    broadband_windows: Iterable[float] = (),
+) -> float:
+    """The first moment after ``now`` at which a clock-dependent fact of a site may flip
+    (an earlier one is harmless: the site is computed again): an agent's up → down
+    (received, or observed with fresh_observations_only), its retirement, its IPv6 check
+    leaving the window, its observation time no longer ahead of the clock or skewed, its
+    first report no longer in the future, its patches growing too old; a declaration
+    period's start or end; a throughput result leaving a plan's broadband window."""
+    moments: list[float] = []
+    horizon = max(settings.inventory_window_seconds, settings.window_seconds)
+    at = now.timestamp()
+    # The freshest observation is capped at now (latest_agent): one ahead of the clock
+    # may lose to another once now passes it, or (a tie at now) win just after now.
+    if any(agent.last_observed_at > now for agent in agents):
+        moments += (agent.last_observed_at.timestamp() for agent in agents)
+    for agent in agents:
+        heard = agent.last_received_at.timestamp()
+        limit = settings.site_up_after_intervals * agent.interval_seconds
+        moments += (
+            heard + limit,
+            heard + horizon,
+            heard + settings.window_seconds,
+            agent.last_observed_at.timestamp() - settings.clock_skew_tolerance_seconds,
+        )
+        if agent.first_seen > now:  # expects its first report only until then (expectation)
+            moments.append(agent.first_seen.timestamp())
+        if settings.fresh_observations_only:
+            moments.append((agent.last_effective_at or agent.last_observed_at).timestamp() + limit)
+        patches = agent.patches
+        if isinstance(patches, PatchStatus) and patches.last_installed_at is not None:
+            moments.append(patches.last_installed_at.timestamp() + settings.patch_max_age_seconds)
+    for row in declarations:
+        moments += (row.period_start, row.period_end)
+    windows = tuple(broadband_windows)
+    for result in (throughput or {}).values():
+        moments += (at + w for at, _ in result.rates for w in windows)
+    floor = at - _MARGIN
+    return min((m for m in moments if m >= floor), default=math.inf) - _MARGIN
+
+
+@dataclass(slots=True)
+class _Site:
+    """One unit as a cache holds it, until its inputs change or ``valid_until``."""
+
+    view: SiteView
+    valid_until: float
+    rate: float  # completeness: expected = (now − window start) · rate + base
+    base: float
+    values: tuple[int, ...]  # per indicator, its Contribution, one after the other
+    goals: tuple[int, ...]  # per plan goal (Layout.goals), its Contribution
+    skipped: int  # agents left out because their arithmetic failed
+
+
+class _Layout:
+    """What the org file and the plans fix: levels, goals, which goals hold which unit."""
+
+    def __init__(self, org: Org, plans: tuple[Plan, ...], settings: IndicatorSettings) -> None:
+        self.org = org
+        self.plans = plans
+        self.settings = settings
+        self.levels: list[GoalLevel] = [
+            lvl for lvl in LEVELS if any(u.level == lvl for u in org.units)
+        ]
+        self.levels.append("all")
+        self.units = {lvl: sum(1 for u in org.units if u.level == lvl) for lvl in self.levels}
+        self.units["all"] = len(org.units)
+        self.goals = [
+            (plan, goal, GoalRule(goal.requires, plan.broadband, plan.use))
+            for plan in plans
+            for goal in plan.goals
+        ]
+        self.members: dict[str, tuple[int, ...]] = {
+            unit.id: tuple(
+                i
+                for i, (_, goal, _) in enumerate(self.goals)
+                if (goal.level == "all" or unit.level == goal.level)
+                and (goal.sectors is None or unit.sector in goal.sectors)
+            )
+            for unit in org.units
+        }
+        self.broadband_windows = sorted(
+            {p.broadband.window_seconds for p in plans if p.broadband is not None}
+        )
+
+    def fits(self, org: Org, plans: tuple[Plan, ...], settings: IndicatorSettings) -> bool:
+        return (
+            (org is self.org or org == self.org)
+            and plans == self.plans
+            and settings == self.settings
+        )
+
+
+_SITE_FIELDS: Final = tuple(f.name for f in dataclasses.fields(SiteView))
+
+
+def _with_completeness(view: SiteView, done: Completeness) -> SiteView:
+    """``view`` with another completeness: every refresh, for every site with agents.
+    Copies the slots (half the time of ``dataclasses.replace``, which calls __init__);
+    SiteView has no __post_init__ to skip."""
+    copy = object.__new__(SiteView)
+    for name in _SITE_FIELDS:
+        object.__setattr__(copy, name, getattr(view, name))
+    object.__setattr__(copy, "completeness", done)
+    return copy
+
+
+class SnapshotCache:
+    """What ``build_snapshot`` keeps between calls of one builder: per site its view, the
+    moment until which that view stays true (``_valid_until``), its completeness as the
+    coefficients of ``expectation`` and its contributions to every indicator and goal;
+    and the indicator totals, kept by subtracting a site's old contribution and adding
+    its new one. A refresh after a few new reports then costs the changed sites plus one
+    pass that brings every site's expected report count to the new ``now``.
+
+    Start again from nothing (a full computation) when the org file, the plans or the
+    settings differ from the previous call's, when the clock moved back, and when the
+    window start (a bucket boundary) or the day (roll-up day, UTC+7 day) moved.
+    """
+
+    def __init__(self) -> None:
+        self._reset(None)
+
+    def _reset(self, layout: _Layout | None) -> None:
+        self._layout = layout
+        self._clock: tuple[object, ...] = ()
+        self._now = -math.inf
+        self._sites: dict[str, _Site] = {}
+        self._unknown: dict[str, tuple[int, float]] = {}  # not in the org file: (agents, until)
+        self._values: dict[str, list[int]] = {}  # per level: the sums of _Site.values
+        self._goals: list[int] = []
+        self._declared: dict[str, int] = {}  # per level: units with a declaration in force
+        self._skipped = 0
+        self._unknown_agents = 0
+
+    def _build(
+        self,
+        org: Org,
+        plans: tuple[Plan, ...],
+        settings: IndicatorSettings,
+        now: dt.datetime,
+        inputs: _Inputs,
+        skipped_rows: int,
+        changed_sites: Collection[str] | None,
+    ) -> Snapshot:
+        at = now.timestamp()
+        since = window_start(now, settings)
+        days = window_days(now, settings)
+        # Inspection dates are calendar days of the province (UTC+7), not of the host.
+        today = now.astimezone(dt.timezone(dt.timedelta(hours=7))).date()
+        clock = (since, days, today)
+        layout = self._layout
+        full = (
+            changed_sites is None
+            or layout is None
+            or not layout.fits(org, plans, settings)
+            or clock != self._clock
+            or at < self._now
+        )
+        if full or layout is None:
+            layout = _Layout(org, plans, settings)
+            self._reset(layout)
+            wanted: set[str] | None = None
+        else:
+            wanted = set(changed_sites or ())
+            if at > self._now:  # at the same moment the same inputs give the same views
+                wanted.update(s for s, kept in self._sites.items() if kept.valid_until <= at)
+                wanted.update(s for s, (_, until) in self._unknown.items() if until <= at)
+        self._clock, self._now = clock, at
+        split = _split(inputs, wanted)
+        site_throughput = group_throughput(_of_sites(inputs.throughput, wanted))
+        horizon = now - dt.timedelta(
+            seconds=max(settings.inventory_window_seconds, settings.window_seconds)
+        )
+        computed: dict[str, _Site] = {}
+        if wanted is None:
+            sites: Iterable[str] = [*(u.id for u in org.units), *(s for s in split if s not in org)]
+        else:
+            sites = wanted
+        for site in sites:
+            share = split.get(site) or _SiteInputs()
+            active = [a for a in share.agents if a.last_received_at >= horizon]
+            unit = org.get(site)
+            if unit is None:
+                self._unknown_agents -= self._unknown.pop(site, (0, 0.0))[0]
+                if active:
+                    until = _valid_until(active, settings, now)
+                    self._unknown[site] = (len(active), until)
+                    self._unknown_agents += len(active)
+                continue
+            computed[site] = self._site(
+                layout, unit, share, active, site_throughput.get(site), inputs, now, since, today
+            )
+        if wanted is None:
+            self._sum_all(layout, computed)
+        else:
+            for site, new in computed.items():
+                unit = org.get(site)
+                assert unit is not None
+                self._move(unit, self._sites[site], -1)
+                self._move(unit, new, 1)
+                self._sites[site] = new
+        return self._snapshot(layout, now, since, today, skipped_rows)
+
+    def _site(
+        self,
+        layout: _Layout,
+        unit: Unit,
+        share: _SiteInputs,
+        active: list[AgentState],
+        throughput: Mapping[NetworkClass, Throughput] | None,
+        inputs: _Inputs,
+        now: dt.datetime,
+        since: dt.datetime,
+        today: dt.date,
+    ) -> _Site:
+        settings = layout.settings
+        at = now.timestamp()
+        heard = max((a.last_received_at for a in share.agents), default=None)
+        facts = in_force(share.declarations, at).get(unit.id)
+        declared = Declared(facts) if facts is not None else None
+        use = {n: tuple(d) for n, d in share.use_days.items()}
+        agent_up = _agent_up(share.agent_windows, settings.up_ratio)
+        skipped = 0
         try:
             view = site_view(
                 unit,
-                site_agents,
-                site_windows.get(unit.id, {}),
+                active,
+                share.windows,
                 agent_up,
-                received,
+                inputs.received,
                 settings,
                 now,
-                last_heard.get(unit.id),
-                declared=declared.get(unit.id),
-                protected_until=protected_until,
-                throughput=site_throughput.get(unit.id),
-                use_days={n: tuple(d) for n, d in site_use.get(unit.id, {}).items()},
+                heard,
+                declared=declared,
+                protected_until=inputs.protected_until,
+                throughput=throughput,
+                use_days=use,
             )
+            values, goals = self._contributions(layout, view, now, today)
+            until = _valid_until(
+                active, settings, now, share.declarations, throughput, layout.broadband_windows
+            )
+            rate, base = expectation(active, since, now)
         except Exception as exc:
-            skipped_rows += len(site_agents)
-            log_exception_limited(
-                log, "snapshot.bad_site", exc, site=unit.id, agents=len(site_agents)
+            skipped = len(active)
+            log_exception_limited(log, "snapshot.bad_site", exc, site=unit.id, agents=skipped)
+            view = site_view(unit, [], {}, {}, {}, settings, now, heard, declared=declared)
+            values, goals = self._contributions(layout, view, now, today)
+            until, rate, base = at, 0.0, 0.0  # what failed may not fail later: try again
+        return _Site(view, until, rate, base, values, goals, skipped)
+
+    @staticmethod
+    def _contributions(
+        layout: _Layout, view: SiteView, now: dt.datetime, today: dt.date
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        up_ratio = layout.settings.up_ratio
+        values: list[int] = []
+        for indicator in INDICATORS:
+            values += contribution(indicator, view, up_ratio, today=today)
+        goals = [0] * (_FIELDS * len(layout.goals))
+        for i in layout.members.get(view.unit.id, ()):
+            _, goal, rule = layout.goals[i]
+            if goal.indicator == "computers_per_official" and not counts_for(
+                view, goal.officials_basis
+            ):
+                continue
+            part = contribution(goal.indicator, view, up_ratio, rule, now, today)
+            goals[i * _FIELDS : (i + 1) * _FIELDS] = part
+        return tuple(values), tuple(goals)
+
+    def _sum_all(self, layout: _Layout, computed: dict[str, _Site]) -> None:
+        """Totals from nothing: column sums, level by level."""
+        width = _FIELDS * len(INDICATORS)
+        by_level: dict[str, list[tuple[int, ...]]] = defaultdict(list)
+        for unit in layout.org.units:
+            site = computed[unit.id]
+            self._sites[unit.id] = site
+            by_level[unit.level].append(site.values)
+            self._declared[unit.level] = self._declared.get(unit.level, 0)
+            if site.view.declared.facts:
+                self._declared[unit.level] += 1
+                self._declared["all"] = self._declared.get("all", 0) + 1
+            self._skipped += site.skipped
+        for level in layout.levels:
+            rows = by_level[level] if level != "all" else [s.values for s in self._sites.values()]
+            self._values[level] = (
+                [sum(col) for col in zip(*rows, strict=True)] if rows else [0] * width
             )
-            view = site_view(
-                unit,
-                [],
-                {},
-                agent_up,
-                received,
-                settings,
-                now,
-                last_heard.get(unit.id),
-                declared=declared.get(unit.id),
+        goals = [s.goals for s in self._sites.values()]
+        width = _FIELDS * len(layout.goals)
+        self._goals = [sum(col) for col in zip(*goals, strict=True)] if goals else [0] * width
+
+    def _move(self, unit: Unit, site: _Site, sign: int) -> None:
+        """Add (sign 1) or subtract (-1) one site's part of the totals."""
+        for level in (unit.level, "all"):
+            totals = self._values[level]
+            for i, part in enumerate(site.values):
+                if part:
+                    totals[i] += sign * part
+            if site.view.declared.facts:
+                self._declared[level] = self._declared.get(level, 0) + sign
+        for i, part in enumerate(site.goals):
+            if part:
+                self._goals[i] += sign * part
+        self._skipped += sign * site.skipped
+
+    def _snapshot(
+        self,
+        layout: _Layout,
+        now: dt.datetime,
+        since: dt.datetime,
+        today: dt.date,
+        skipped_rows: int,
+    ) -> Snapshot:
+        elapsed = (now - since).total_seconds()
+        views: list[SiteView] = []
+        for unit in layout.org.units:
+            site = self._sites[unit.id]
+            view = site.view
+            expected = expected_at(site.rate, site.base, elapsed)
+            if expected != view.completeness.expected:
+                done = Completeness(expected=expected, received=view.completeness.received)
+                site.view = view = _with_completeness(view, done)
+            views.append(view)
+        values = tuple(
+            summed_value(indicator, level, self._values[level][k * _FIELDS : (k + 1) * _FIELDS])
+            for k, indicator in enumerate(INDICATORS)
+            for level in layout.levels
+        )
+        goals = tuple(
+            GoalView(
+                plan=plan.plan,
+                indicator=goal.indicator,
+                level=goal.level,
+                goal=goal.goal,
+                deadline=goal.deadline,
+                rule=rule,
+                measured=summed_value(
+                    goal.indicator, goal.level, self._goals[i * _FIELDS : (i + 1) * _FIELDS]
+                ),
             )
-        views_list.append(view)
-    views = tuple(views_list)
-    levels: list[GoalLevel] = [lvl for lvl in LEVELS if any(u.level == lvl for u in org.units)]
-    levels.append("all")
-    values = tuple(
-        indicator_value(
-            indicator, level, select_units(views, level), settings.up_ratio, today=today
+            for i, (plan, goal, rule) in enumerate(layout.goals)
         )
-        for indicator in INDICATORS
-        for level in levels
-    )
-    goals = tuple(
-        GoalView(
-            plan=plan.plan,
-            indicator=goal.indicator,
-            level=goal.level,
-            goal=goal.goal,
-            deadline=goal.deadline,
-            rule=(rule := GoalRule(goal.requires, plan.broadband, plan.use)),
-            measured=indicator_value(
-                goal.indicator,
-                goal.level,
-                [
-                    v
-                    for v in select_units(views, goal.level, goal.sectors)
-                    if counts_for(v, goal.officials_basis)
-                ]
-                if goal.indicator == "computers_per_official"
-                else select_units(views, goal.level, goal.sectors),
-                settings.up_ratio,
-                rule,
-                now,
-                today,
-            ),
+        coverage: dict[str, tuple[int, int]] = {
+            level: (
+                (declared := self._declared.get(level, 0)),
+                layout.units[level] - declared,
+            )
+            for level in layout.levels
+        }
+        return Snapshot(
+            generated_at=now.timestamp(),
+            settings=layout.settings,
+            sites=tuple(views),
+            indicators=values,
+            goals=goals,
+            unknown_site_agents=self._unknown_agents,
+            skipped_rows=skipped_rows + self._skipped,
+            declaration_units=coverage,
         )
-        for plan in plans
-        for goal in plan.goals
-    )
-    coverage: dict[str, tuple[int, int]] = {}
-    for level in levels:
-        chosen = select_units(views, level)
-        with_facts = sum(1 for v in chosen if v.declared.facts)
-        coverage[level] = (with_facts, len(chosen) - with_facts)
-    return Snapshot(
-        generated_at=now.timestamp(),
-        settings=settings,
-        sites=views,
-        indicators=values,
-        goals=goals,
-        unknown_site_agents=unknown,
-        skipped_rows=skipped_rows,
-        declaration_units=coverage,
-    )
 
 
 def group_throughput(
