@@ -23,6 +23,7 @@ from collector.indicators import (
     AV_UNPROTECTED,
     IndicatorSettings,
     Snapshot,
+    SnapshotCache,
     build_snapshot,
     throughput_window,
     window_days,
@@ -375,6 +376,7 @@ class SnapshotBuilder:
         self._kept: _Kept | None = None  # the inputs of the last build (see _Kept)
         self._decoded: DecodedReports = {}  # newest reports decoded, by agent
         self._changed_sites: frozenset[str] | None = None
+        self._cache = SnapshotCache()
 
     async def refresh(self) -> bool:
         """Rebuild the snapshot; False (old snapshot kept, failure logged) if the store failed.
@@ -400,6 +402,16 @@ class SnapshotBuilder:
             self.last_success = snapshot.generated_at
             self.last_duration_seconds = time.monotonic() - started
             return True
+
+    @contextlib.contextmanager
+    def _cache_kept_only_if_built(self) -> Iterator[None]:
+        """A build that fails midway may leave the cache holding part of this refresh's
+        changes; the next ``changed_sites`` would not name them. Start it anew then."""
+        try:
+            yield
+        except BaseException:
+            self._cache = SnapshotCache()
+            raise
 
     async def _build(self) -> Snapshot:
         now = self.clock()
@@ -449,7 +461,7 @@ class SnapshotBuilder:
         # Sites whose inputs may differ from the previous build (None: any), for an
         # incremental build_snapshot; the rest of the inputs are the full ones, kept.
         self._changed_sites = None if changed_sites is None else frozenset(changed_sites)
-        with _no_cyclic_gc():
+        with _no_cyclic_gc(), self._cache_kept_only_if_built():
             snapshot = build_snapshot(
                 self.org,
                 self.plans,
@@ -464,6 +476,8 @@ class SnapshotBuilder:
                 protected_until=protected_until,
                 throughput=kept.throughput.list(),
                 use_days=kept.use_days.list(),
+                cache=self._cache,
+                changed_sites=self._changed_sites,
             )
         if full:
             # What a full read built (every agent's state, newest report, windows: millions

@@ -666,6 +666,7 @@ def test_with_remote_write_the_scrape_shows_only_fresh_observations() -> None:
         class Source:
             snapshot = snap
             failures = 0
+            refreshes = 0
             last_duration_seconds = None
 
         out: list[tuple[str, ...]] = []
