@@ -53,7 +53,18 @@ class _Weight:
     height: int
 
 
-class _BoundedLoader(yaml.SafeLoader):
+class _Values:
+    """A value Python cannot build is a YAML error with its line, like a syntax error."""
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except (ValueError, OverflowError) as exc:  # int("1"*5000), date(2024, 13, 45)
+            problem = f"cannot read the value {show(node.value)}: {exc}"
+            raise ConstructorError(None, None, problem, node.start_mark) from None
+
+
+class _BoundedLoader(_Values, yaml.SafeLoader):
     """SafeLoader that bounds expansion and depth while composing, and rejects duplicate keys."""
 
     def __init__(self, stream: str, limits: _Limits) -> None:
@@ -131,15 +142,8 @@ class _BoundedLoader(yaml.SafeLoader):
             height = max(height, weight.height)
         return _Weight(nodes, text, height + 1)
 
-    def construct_object(self, node: Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:  # int("1"*5000), date(2024, 13, 45)
-            problem = f"cannot read the value {show(node.value)}: {exc}"
-            raise ConstructorError(None, None, problem, node.start_mark) from None
 
-
-def _construct_mapping(loader: _BoundedLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
@@ -158,6 +162,79 @@ def _construct_mapping(loader: _BoundedLoader, node: yaml.MappingNode) -> dict[A
 
 _BoundedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", None)  # PyYAML built with libyaml
+
+
+if _CSafeLoader is not None:
+
+    class _FastLoader(_Values, _CSafeLoader):  # type: ignore[misc]
+        """libyaml's parser and composer (C) with the same constructors: the org file of a
+        city (~450 KB) takes 0.2 s instead of 1.2 s of a collector's start-up."""
+
+    _FastLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _within_limits(text: str, limits: _Limits) -> bool:
+    """Whether the file's events (libyaml, iterative) stay within every limit the bounded
+    composer enforces, counted the same way: then libyaml's recursive C composer may build
+    it. Anything else (an error, a limit crossed, an alias that is undefined or inside its
+    own anchor) is left to the bounded loader, which refuses it with its message."""
+    stack: list[list[int]] = [[0, 0, 0]]  # per open collection: values, text, height
+    anchors: dict[str, tuple[int, int, int]] = {}
+    open_anchors: list[str | None] = []
+    for event in yaml.parse(text, Loader=_CSafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= limits.max_depth:
+                return False
+            stack.append([1, 0, 0])
+            open_anchors.append(event.anchor)
+            continue
+        anchor: str | None = None
+        if isinstance(event, yaml.ScalarEvent):
+            weight = (1, len(event.value), 1)
+            anchor = event.anchor
+        elif isinstance(event, yaml.CollectionEndEvent):
+            values, chars, height = stack.pop()
+            weight = (values, chars, height + 1)
+            anchor = open_anchors.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            known = anchors.get(event.anchor or "")
+            if known is None:
+                return False
+            weight = known
+        else:  # stream and document events
+            continue
+        if anchor is not None:
+            anchors[anchor] = weight
+        top = stack[-1]
+        top[0] += weight[0]
+        top[1] += weight[1]
+        top[2] = max(top[2], weight[2])
+        if (
+            top[0] > limits.max_nodes
+            or top[1] > limits.max_text
+            or len(stack) - 1 + top[2] > limits.max_depth
+        ):
+            return False
+    return True
+
+
+def _fast_data(text: str, limits: _Limits) -> tuple[bool, Any]:
+    """(True, the data) when libyaml reads the file within the limits; (False, None) when
+    the bounded loader must read it (it alone words the errors users see)."""
+    if _CSafeLoader is None:
+        return False, None
+    try:
+        if not _within_limits(text, limits):
+            return False, None
+        loader = _FastLoader(text)
+        try:
+            return True, loader.get_single_data()
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError):
+        return False, None
+
 
 def parse_yaml(
     text: str,
@@ -175,6 +252,11 @@ def parse_yaml(
     """
     text_limit = max_text if max_text is not None else 4 * max(len(text), MAX_BYTES)
     limits = _Limits(max_nodes, text_limit, max_depth)
+    done, data = _fast_data(text, limits)
+    if done:
+        if data is None:
+            raise ConfigError(name, "", f"file is empty ({empty_hint})")
+        return data
     loader = _BoundedLoader(text, limits)
     try:
         data = loader.get_single_data()

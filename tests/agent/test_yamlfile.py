@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agent.configerror import ConfigError, clip, show
 from agent.yamlfile import MAX_DEPTH, MAX_NODES, parse_yaml, read_yaml
@@ -314,3 +315,60 @@ def test_hostile_file_exits_2_with_bounded_memory(tmp_path: Path, where: str, bo
     assert hostile.name in stderr and limit in stderr, stderr
     assert len(stderr) < 1000
     assert peak < PEAK_RSS_MAX, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+def _slow(text: str) -> Any:
+    """What the bounded (pure Python) loader reads: the reference for libyaml's path."""
+    from agent import yamlfile
+
+    limits = yamlfile._Limits(MAX_NODES, 4 * max(len(text), 1 << 20), MAX_DEPTH)
+    loader = yamlfile._BoundedLoader(text, limits)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in REPO.glob("**/*.yaml") if ".venv" not in p.parts and ".git" not in p.parts),
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_libyaml_reads_every_shipped_file_as_the_bounded_loader_does(path: Path) -> None:
+    """The fast path (libyaml) is taken for the project's own files and gives the same data;
+    the broken examples fall back to the bounded loader, whose message users get."""
+    from agent import yamlfile
+
+    text = path.read_text(encoding="utf-8-sig")
+    limits = yamlfile._Limits(MAX_NODES, 4 * max(len(text), 1 << 20), MAX_DEPTH)
+    done, data = yamlfile._fast_data(text, limits)
+    try:
+        expected = _slow(text)
+    except yaml.YAMLError:  # the broken examples: the bounded loader alone words the error
+        assert not done
+        return
+    assert done, f"{path} fell back to the bounded loader"
+    assert data == expected
+
+
+def test_anchors_merge_keys_and_limits_agree_between_the_two_readers() -> None:
+    """Aliases within the limits read the same; just past a limit the fast
+    path steps aside and the bounded loader's message is the one users get."""
+    from agent import yamlfile
+
+    text = "base: &b {x: 1, y: [a, b]}\nuse: {z: *b}\nlist: &l [1, 2]\nagain: *l\n"
+    limits = yamlfile._Limits(MAX_NODES, 1 << 22, MAX_DEPTH)
+    assert yamlfile._fast_data(text, limits) == (True, _slow(text))
+    nested = "a: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "\n"
+    assert yamlfile._fast_data(nested, limits)[0] is False
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        parse_yaml(nested, name="n.yaml")
+    for hostile in (f"site: a\nbomb: {LAUGHS}\n", DEEP, "a: *nowhere\n", "a: 1\na: 2\n"):
+        assert yamlfile._fast_data(hostile, limits)[0] is False
+
+
+def test_without_libyaml_the_bounded_loader_reads_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import yamlfile
+
+    monkeypatch.setattr(yamlfile, "_CSafeLoader", None)
+    assert parse_yaml("site: a\nlist: [1, 2]\n", name="x.yaml") == {"site": "a", "list": [1, 2]}
