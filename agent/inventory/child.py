@@ -7,13 +7,16 @@ daemon runs each of them in ``python -m agent.inventory``: the request (which pa
 its settings) on standard input, the result as JSON on standard output, bounded in
 size and time. ``check`` is short-lived itself and collects in its own process.
 
-A child that fails (cannot start, killed at its deadline, unreadable answer) raises
-``ChildFailed``; the section then logs ``section.failed`` and the report goes without
-that part, as when collecting in the daemon raised.
+What the child logs (warnings and above, on its standard error) is logged again by
+the daemon as ``inventory.child_said``. A child that fails (cannot start, killed at
+its deadline, unreadable answer) raises ``ChildFailed``; the section then logs
+``section.failed`` and the report goes without that part, as when collecting in the
+daemon raised.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from typing import Any, Final, Literal
@@ -22,8 +25,11 @@ import msgspec
 
 from agent import subproc
 from agent.config import AntivirusConfig, PatchesConfig
+from agent.log import event
 from agent.report import AntivirusStatus, FirewallStatus, HostInventory, PatchStatus
 from agent.units import dec_hook
+
+log = logging.getLogger(__name__)
 
 Part = Literal["host", "antivirus", "patches"]
 PARTS: Final[tuple[Part, ...]] = ("host", "antivirus", "patches")
@@ -88,6 +94,8 @@ def collect_in_child(request: Request) -> Any:
         detail = exc.strerror or str(exc)
         raise ChildFailed(f"{request.part}: cannot start the child: {detail}") from None
     said = proc.stderr.decode("utf-8", "replace").strip()
+    if said:  # the child's own warnings, which the daemon's log would have had in-process
+        event(log, logging.WARNING, "inventory.child_said", part=request.part, text=said[-2000:])
     try:
         return msgspec.json.decode(proc.stdout, type=_answer_type(request.part))
     except msgspec.DecodeError as exc:

@@ -151,3 +151,22 @@ def test_daemon_never_imports_psutil(tmp_path: Path, listener: int, closed_port:
     with sqlite3.connect(spool) as conn:
         bodies = [decode_report(r[0]) for r in conn.execute("SELECT body FROM queue")]
     assert any(r.host is not None for r in bodies)
+
+
+def test_what_the_child_says_reaches_the_daemons_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child's warnings on standard error are logged again, then its answer is used."""
+    script = tmp_path / "child.sh"
+    script.write_text(
+        "#!/bin/sh\necho 'WARNING antivirus.source_failed' >&2\n"
+        'echo \'{"hostname": "pc-1", "os": "Linux"}\'\n',
+        encoding="utf-8",
+    )
+    script.chmod(0o755)
+    monkeypatch.setattr(child.subproc, "python_executable", lambda: str(script))
+    with caplog.at_level("WARNING", logger="agent.inventory.child"):
+        inventory = collect_in_child(Request("host"))
+    assert inventory == HostInventory(hostname="pc-1", os="Linux")
+    said = [r for r in caplog.records if r.getMessage() == "inventory.child_said"]
+    assert said and "antivirus.source_failed" in said[0].text  # type: ignore[attr-defined]
