@@ -24,7 +24,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from agent import subproc
-from agent.config import AntivirusConfig, PatchesConfig
+from agent.inventory.settings import AntivirusConfig, PatchesConfig
 from agent.log import event
 from agent.report import AntivirusStatus, FirewallStatus, HostInventory, PatchStatus
 from agent.units import dec_hook
