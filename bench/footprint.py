@@ -509,6 +509,7 @@ def main() -> None:
                 }
             )
             reports_before = stored_reports(collector.db)
+            plain_before = stored_reports(plain.db)
             counts = {"blackbox": 0, "zabbix": 0, "node": 0}
             sizes = {"node": 0, "blackbox": 0}
             began = time.monotonic()
@@ -534,13 +535,16 @@ def main() -> None:
             sampler.stop()
             smaps = {name: smaps_mib(pid) for name, pid in sampler.pids.items()}
             hatang_rounds = stored_reports(collector.db) - reports_before
+            plain_rounds = stored_reports(plain.db) - plain_before
             z_check = {key: zabbix_get(z_port, key) for key in z_net}
         finally:
             stop(*procs, *site_agents, *(c.proc for c in site_collectors))
 
     hatang_probes = max(hatang_rounds, 1) * HOST_PROBES
+    plain_probes = max(plain_rounds, 1) * HOST_PROBES
     cpu_probe = {
         "hatang": sampler.cpu["hatang"] / hatang_probes * 1000,
+        "hatang-http": sampler.cpu["hatang-http"] / plain_probes * 1000,
         "blackbox": sampler.cpu["blackbox"] / max(counts["blackbox"], 1) * 1000,
         "zabbix": sampler.cpu["zabbix"] / max(counts["zabbix"], 1) * 1000,
     }
@@ -569,6 +573,10 @@ def main() -> None:
             f"blackbox {cpu_probe['blackbox']:.2f} ({sampler.cpu['blackbox']:.2f} s / "
             f"{counts['blackbox']})", ratio(cpu_probe["hatang"], cpu_probe["blackbox"]),
             "≤ blackbox", verdict(cpu_probe["hatang"] <= cpu_probe["blackbox"])),
+        Row("footprint", "CPU per probe with a plain-http collector (ms)",
+            f"{cpu_probe['hatang-http']:.2f} ({sampler.cpu['hatang-http']:.2f} s / {plain_probes})",
+            f"blackbox {cpu_probe['blackbox']:.2f}",
+            ratio(cpu_probe["hatang-http"], cpu_probe["blackbox"])),
         Row("footprint", "CPU per probe vs zabbix_agent2 (ms)", f"{cpu_probe['hatang']:.2f}",
             f"zabbix {cpu_probe['zabbix']:.2f} ({sampler.cpu['zabbix']:.2f} s / "
             f"{counts['zabbix']} items)", ratio(cpu_probe["hatang"], cpu_probe["zabbix"])),
@@ -601,7 +609,7 @@ def main() -> None:
         "/proc/<pid>/stat ticks (exited threads included): "
         + ", ".join(
             f"{n} {sampler.cpu_threads[n]:.3f} / {sampler.cpu_ticks[n]:.2f}"
-            for n in ("hatang", "blackbox", "zabbix")
+            for n in ("hatang", "hatang-http", "blackbox", "zabbix")
         )
         + " (the larger is used).",
         "zabbix items answered: "
