@@ -9,7 +9,6 @@ so the collector can use it without loading the agent's probes.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -236,6 +235,8 @@ def humanise(
         return path, f"key {show(bad[0]) if bad else ''} is not text (quote it)"
 
     if m := re.match(r"Object contains unknown field `(.+)`", msg, re.DOTALL):
+        import difflib  # only for a config with a mistake: not in every daemon's memory
+
         key, keys = m.group(1), _known_keys(info)
         close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6) if len(key) < 100 else []
         if close:

@@ -37,8 +37,9 @@ class Section:
     enabled: Callable[[AgentConfig], bool]
     interval: Callable[[AgentConfig], float]
     collect: Callable[[AgentConfig], Awaitable[Any]]
-    # How a one-shot ``check`` collects it, when that differs: the daemon sweeps in a
-    # child process to give scapy's memory back, a short-lived check needs no child.
+    # How a one-shot ``check`` collects it, when that differs: the daemon sweeps and
+    # takes inventory in child processes to give scapy's and psutil's memory back, a
+    # short-lived check needs no child.
     collect_once: Callable[[AgentConfig], Awaitable[Any]] | None = None
 
 
@@ -50,16 +51,36 @@ async def _networks(config: AgentConfig) -> Any:
 
 # Inventory and posture block in psutil, WMI and commands (a stale network drive can
 # hang a disk query): their own lane keeps them off the threads the spool and the
-# sender share, and a hung one cannot hold up the daemon's exit.
+# sender share, and a hung one cannot hold up the daemon's exit. The daemon collects
+# them in a short-lived child (agent.inventory.child: psutil's memory leaves with it);
+# a one-shot ``check`` collects them in its own process.
+
+
+async def _in_child(request: Any) -> Any:
+    from agent.inventory.child import collect_in_child
+
+    return await INVENTORY.run(request.part, functools.partial(collect_in_child, request))
 
 
 async def _host(config: AgentConfig) -> Any:
+    from agent.inventory.child import Request
+
+    return await _in_child(Request("host"))
+
+
+async def _host_once(config: AgentConfig) -> Any:
     from agent.inventory.host import collect
 
     return await INVENTORY.run("host", collect)
 
 
 async def _antivirus(config: AgentConfig) -> Any:
+    from agent.inventory.child import Request
+
+    return await _in_child(Request("antivirus", antivirus=config.antivirus))
+
+
+async def _antivirus_once(config: AgentConfig) -> Any:
     """Antivirus and firewall together: one security posture, one interval."""
     from agent.inventory.antivirus import detect
     from agent.inventory.firewall import detect as detect_firewall
@@ -74,6 +95,12 @@ async def _antivirus(config: AgentConfig) -> Any:
 
 
 async def _patches(config: AgentConfig) -> Any:
+    from agent.inventory.child import Request
+
+    return await _in_child(Request("patches", patches=config.patches))
+
+
+async def _patches_once(config: AgentConfig) -> Any:
     from agent.inventory.patches import detect
 
     return await INVENTORY.run("patches", functools.partial(detect, config.patches))
@@ -121,10 +148,24 @@ def _site_probe(config: AgentConfig) -> bool:
 
 SECTIONS: Final[tuple[Section, ...]] = (
     Section("networks", lambda c: True, lambda c: c.interval, _networks),
-    Section("host", lambda c: c.inventory.enabled, lambda c: c.inventory.interval, _host),
-    Section("antivirus", lambda c: c.antivirus.enabled, lambda c: c.antivirus.interval, _antivirus),
+    Section(
+        "host", lambda c: c.inventory.enabled, lambda c: c.inventory.interval, _host, _host_once
+    ),
+    Section(
+        "antivirus",
+        lambda c: c.antivirus.enabled,
+        lambda c: c.antivirus.interval,
+        _antivirus,
+        _antivirus_once,
+    ),
     # Package managers take seconds to minutes: hours apart, each command under a timeout.
-    Section("patches", lambda c: c.patches.enabled, lambda c: c.patches.interval, _patches),
+    Section(
+        "patches",
+        lambda c: c.patches.enabled,
+        lambda c: c.patches.interval,
+        _patches,
+        _patches_once,
+    ),
     Section(
         "lan_hosts",
         lambda c: _site_probe(c) and c.discovery.enabled,

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Final
 
@@ -139,6 +139,19 @@ def _run_bounded(
     if timed_out.is_set():
         raise subprocess.TimeoutExpired(args, timeout, bytes(out), bytes(err))
     return subprocess.CompletedProcess(args, code, bytes(out), bytes(err))
+
+
+def child_process_main(work: Callable[[bytes], tuple[int, bytes]]) -> int:
+    """The body of a ``python -m agent...`` child: warnings to standard error (the daemon
+    logs them), the request from standard input through ``work``, its answer to
+    standard output; returns ``work``'s exit code."""
+    from agent.log import setup
+
+    setup("warning", None)
+    code, answer = work(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(answer)
+    sys.stdout.buffer.flush()
+    return code
 
 
 def module_env() -> dict[str, str]:

@@ -3,7 +3,10 @@
 One shared window (default 5 min, ``--quick`` 60 s) at the default 60 s interval:
 
 * hatang host role (``hatang-agent run``) probing six loopback targets (2 icmp, 2 tcp,
-  dns, http) and sending to a real collector on 127.0.0.1;
+  dns, http) and sending to a real collector on 127.0.0.1 over https, the certificate
+  verified against a throwaway CA (``collector.ca_file``), as a deployment does; the
+  same agent with a plain-http collector beside it (``hatang-http``), to show what TLS
+  costs;
 * node_exporter scraped by the bench every interval and blackbox_exporter asked by the
   bench (``/probe``) for the same six targets every interval, as Prometheus would;
 * zabbix_agent2 (passive checks only, ``Server=127.0.0.1``) asked over the Zabbix
@@ -13,7 +16,9 @@ One shared window (default 5 min, ``--quick`` 60 s) at the default 60 s interval
   discovery (its ARP sweep runs at start, in the daemon's short-lived child process),
   one without.
 
-RSS is sampled every second from /proc (median of the samples); CPU seconds over the
+RSS is sampled every second from /proc (median of the samples; at the end of the
+window /proc/<pid>/smaps_rollup splits it into private and shared pages, the shared
+ones being libraries' pages that other processes may map too); CPU seconds over the
 window are each thread's schedstat, followed at every sample so that threads which
 exit during the window count too, with /proc/<pid>/stat ticks as the floor
 (``common.Sampler``), divided by the probes done in the window. Start-up
@@ -60,6 +65,7 @@ from common import (
 
 from agent.report import Batch, decode_report, encode
 from tests import netns
+from tests.receiver import make_certificates
 
 INTERVAL = 60.0
 SITE = "demo/xa-an-binh"
@@ -76,7 +82,13 @@ PY = sys.executable
 
 
 def agent_yaml(
-    spool: Path, targets: Targets | None, *, role: str = "host", url: str = "", token: str = ""
+    spool: Path,
+    targets: Targets | None,
+    *,
+    role: str = "host",
+    url: str = "",
+    token: str = "",
+    ca_file: Path | None = None,
 ) -> str:
     lines = [
         f"site: {SITE}",
@@ -86,7 +98,9 @@ def agent_yaml(
         f"spool: {{path: {spool}}}",
         "log: {level: warning}",
     ]
-    if url:
+    if url and ca_file is not None:  # https, verified as in a deployment
+        lines.append(f"collector: {{url: '{url}', token: '{token}', ca_file: '{ca_file}'}}")
+    elif url:
         lines.append(f"collector: {{url: '{url}', token: '{token}', verify_tls: false}}")
     if targets is not None:
         t = targets
@@ -116,14 +130,20 @@ class Collector:
     db: Path
 
 
-def start_collector(directory: Path, ns: netns.Namespace | None = None) -> Collector:
-    """A real collector on (the namespace's) 127.0.0.1 with one token for SITE."""
+def start_collector(
+    directory: Path, ns: netns.Namespace | None = None, tls: tuple[Path, Path] | None = None
+) -> Collector:
+    """A real collector on (the namespace's) 127.0.0.1 with one token for SITE; over
+    https with ``tls`` (certificate, key)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port() if ns is None else 18080
     config = directory / "collector.yaml"
+    listen = f"host: 127.0.0.1, port: {port}"
+    if tls is not None:
+        listen += f", cert_file: '{tls[0]}', key_file: '{tls[1]}'"
     config.write_text(
         f"org: {REPO / 'configs' / 'org.demo.yaml'}\nstore: {{url: 'sqlite:collector.db'}}\n"
-        f"listen: {{host: 127.0.0.1, port: {port}}}\nlog: {{level: warning}}\n",
+        f"listen: {{{listen}}}\nlog: {{level: warning}}\n",
         encoding="utf-8",
     )
     cli = [PY, "-m", "collector"]
@@ -137,7 +157,8 @@ def start_collector(directory: Path, ns: netns.Namespace | None = None) -> Colle
         wait_for(lambda: port_open(port), what="collector")
     else:
         proc = ns.popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return Collector(proc, f"http://127.0.0.1:{port}", token, directory / "collector.db")
+    scheme = "https" if tls is not None else "http"
+    return Collector(proc, f"{scheme}://127.0.0.1:{port}", token, directory / "collector.db")
 
 
 def stored_reports(db: Path) -> int:
@@ -146,6 +167,24 @@ def stored_reports(db: Path) -> int:
             return int(conn.execute("SELECT count(*) FROM reports").fetchone()[0])
     except sqlite3.Error:
         return 0
+
+
+def smaps_mib(pid: int) -> dict[str, float]:
+    """Private and shared resident MiB of a process (``/proc/<pid>/smaps_rollup``)."""
+    fields: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    fields[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    except OSError:
+        return {}
+    return {
+        "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0),
+        "shared": fields.get("Shared_Clean", 0) + fields.get("Shared_Dirty", 0),
+        "anonymous": fields.get("Anonymous", 0),
+    }
 
 
 def spooled(path: Path) -> int:
@@ -397,11 +436,20 @@ def main() -> None:
         site_hosts = len(lan_hosts.hosts) if lan_hosts else 0
 
         print(f"footprint window of {window:g}s ...", file=sys.stderr)
-        collector = start_collector(tmp / "collector")
-        procs.append(collector.proc)
+        ca, cert, key = make_certificates(tmp / "tls")
+        collector = start_collector(tmp / "collector", tls=(cert, key))
+        plain = start_collector(tmp / "collector-http")
+        procs += [collector.proc, plain.proc]
         host_cfg = tmp / "host.yaml"
         host_cfg.write_text(
-            agent_yaml(tmp / "host-spool.db", t, url=collector.url, token=collector.token),
+            agent_yaml(
+                tmp / "host-spool.db", t, url=collector.url, token=collector.token, ca_file=ca
+            ),
+            encoding="utf-8",
+        )
+        http_cfg = tmp / "host-http.yaml"
+        http_cfg.write_text(
+            agent_yaml(tmp / "host-http-spool.db", t, url=plain.url, token=plain.token),
             encoding="utf-8",
         )
         site_collectors = []
@@ -426,17 +474,22 @@ def main() -> None:
         node_port, bb_port, z_port = free_port(), free_port(), low_port()
         (tmp / "z").mkdir()
         agent = start([PY, "-m", "agent", "run", "--config", str(host_cfg)], cwd=REPO)
+        agent_http = start([PY, "-m", "agent", "run", "--config", str(http_cfg)], cwd=REPO)
         node = start([NODE, f"--web.listen-address=127.0.0.1:{node_port}"])
         bb = start(
             [BLACKBOX, f"--config.file={tmp / 'blackbox.yml'}",
              f"--web.listen-address=127.0.0.1:{bb_port}"]
         )  # fmt: skip
         zbx = start([ZABBIX, "-c", str(zabbix_conf(tmp / "z", z_port)), "-f"])
-        procs += [agent, node, bb, zbx]
+        procs += [agent, agent_http, node, bb, zbx]
         try:
             wait_for(lambda: port_open(node_port) and port_open(bb_port) and port_open(z_port),
                      what="reference tools")  # fmt: skip
-            wait_for(lambda: stored_reports(collector.db) > 0, timeout=60, what="first report")
+            wait_for(
+                lambda: stored_reports(collector.db) > 0 and stored_reports(plain.db) > 0,
+                timeout=60,
+                what="first reports (https and http)",
+            )
             wait_for(
                 lambda: all(stored_reports(c.db) > 0 for c in site_collectors),
                 timeout=120,
@@ -447,6 +500,7 @@ def main() -> None:
             sampler = Sampler(
                 {
                     "hatang": agent.pid,
+                    "hatang-http": agent_http.pid,
                     "node": node.pid,
                     "blackbox": bb.pid,
                     "zabbix": zbx.pid,
@@ -455,6 +509,7 @@ def main() -> None:
                 }
             )
             reports_before = stored_reports(collector.db)
+            plain_before = stored_reports(plain.db)
             counts = {"blackbox": 0, "zabbix": 0, "node": 0}
             sizes = {"node": 0, "blackbox": 0}
             began = time.monotonic()
@@ -478,14 +533,18 @@ def main() -> None:
                 sampler.sample()
                 time.sleep(1.0)
             sampler.stop()
+            smaps = {name: smaps_mib(pid) for name, pid in sampler.pids.items()}
             hatang_rounds = stored_reports(collector.db) - reports_before
+            plain_rounds = stored_reports(plain.db) - plain_before
             z_check = {key: zabbix_get(z_port, key) for key in z_net}
         finally:
             stop(*procs, *site_agents, *(c.proc for c in site_collectors))
 
     hatang_probes = max(hatang_rounds, 1) * HOST_PROBES
+    plain_probes = max(plain_rounds, 1) * HOST_PROBES
     cpu_probe = {
         "hatang": sampler.cpu["hatang"] / hatang_probes * 1000,
+        "hatang-http": sampler.cpu["hatang-http"] / plain_probes * 1000,
         "blackbox": sampler.cpu["blackbox"] / max(counts["blackbox"], 1) * 1000,
         "zabbix": sampler.cpu["zabbix"] / max(counts["zabbix"], 1) * 1000,
     }
@@ -496,7 +555,15 @@ def main() -> None:
             f"node {mib['node']:.1f} + blackbox {mib['blackbox']:.1f} = {pair:.1f}",
             ratio(mib["hatang"], pair), "≤ 25 MiB", verdict(mib["hatang"] <= 25)),
         Row("footprint", "host role RSS vs zabbix_agent2 (MiB)", f"{mib['hatang']:.1f}",
-            f"zabbix_agent2 {mib['zabbix']:.1f}", ratio(mib["hatang"], mib["zabbix"])),
+            f"zabbix_agent2 {mib['zabbix']:.1f}", ratio(mib["hatang"], mib["zabbix"]),
+            "≤ 1.4x", verdict(mib["hatang"] <= 1.4 * mib["zabbix"])),
+        Row("footprint", "host role RSS with a plain-http collector (MiB)",
+            f"{mib['hatang-http']:.1f}", f"zabbix_agent2 {mib['zabbix']:.1f}",
+            ratio(mib["hatang-http"], mib["zabbix"])),
+        Row("footprint", "host role private / shared pages at the end (MiB, smaps_rollup)",
+            "{private:.1f} / {shared:.1f}".format(**smaps["hatang"]) if smaps["hatang"] else "-",
+            "zabbix_agent2 {private:.1f} / {shared:.1f}".format(**smaps["zabbix"])
+            if smaps["zabbix"] else "-"),
         Row("footprint", "host role peak RSS (MiB)", f"{sampler.max_mib('hatang'):.1f}",
             f"node+blackbox {sampler.max_mib('node') + sampler.max_mib('blackbox'):.1f}",
             ratio(sampler.max_mib("hatang"),
@@ -506,6 +573,10 @@ def main() -> None:
             f"blackbox {cpu_probe['blackbox']:.2f} ({sampler.cpu['blackbox']:.2f} s / "
             f"{counts['blackbox']})", ratio(cpu_probe["hatang"], cpu_probe["blackbox"]),
             "≤ blackbox", verdict(cpu_probe["hatang"] <= cpu_probe["blackbox"])),
+        Row("footprint", "CPU per probe with a plain-http collector (ms)",
+            f"{cpu_probe['hatang-http']:.2f} ({sampler.cpu['hatang-http']:.2f} s / {plain_probes})",
+            f"blackbox {cpu_probe['blackbox']:.2f}",
+            ratio(cpu_probe["hatang-http"], cpu_probe["blackbox"])),
         Row("footprint", "CPU per probe vs zabbix_agent2 (ms)", f"{cpu_probe['hatang']:.2f}",
             f"zabbix {cpu_probe['zabbix']:.2f} ({sampler.cpu['zabbix']:.2f} s / "
             f"{counts['zabbix']} items)", ratio(cpu_probe["hatang"], cpu_probe["zabbix"])),
@@ -531,13 +602,14 @@ def main() -> None:
             verdict(site_size[1] <= 2048)),
     ]  # fmt: skip
     notes = [
-        f"Window {window:g} s (hatang rounds in it: {hatang_rounds}); "
+        f"Window {window:g} s (hatang rounds in it: {hatang_rounds}); the host role sends "
+        "over https (certificate verified against the bench's CA); "
         "hatang icmp sends 5 echoes per probe, blackbox 1.",
         "CPU seconds over the window, threads' schedstat followed every second / "
         "/proc/<pid>/stat ticks (exited threads included): "
         + ", ".join(
             f"{n} {sampler.cpu_threads[n]:.3f} / {sampler.cpu_ticks[n]:.2f}"
-            for n in ("hatang", "blackbox", "zabbix")
+            for n in ("hatang", "hatang-http", "blackbox", "zabbix")
         )
         + " (the larger is used).",
         "zabbix items answered: "

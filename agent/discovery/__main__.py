@@ -10,17 +10,7 @@ from __future__ import annotations
 import sys
 
 from agent.discovery import child_main
-from agent.log import setup
-
-
-def main() -> int:
-    """Run one discovery; return the exit code."""
-    setup("warning", None)
-    code, answer = child_main(sys.stdin.buffer.read())
-    sys.stdout.buffer.write(answer)
-    sys.stdout.buffer.flush()
-    return code
-
+from agent.subproc import child_process_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(child_process_main(child_main))

@@ -3,12 +3,23 @@
 dnspython is imported inside ``probe`` so that an agent without dns targets never
 loads it (the host role's memory budget). Over UDP a truncated answer is retried over
 TCP, as resolvers do.
+
+dnspython asks ``importlib.metadata`` at import whether its optional packages are
+installed (``dns._features``: IDNA 2008 through ``idna``, DNSSEC, DoH, DoQ, trio,
+WMI); that module and what it pulls in (``zipfile``, ``csv``, ``email``...) cost the
+daemon 1.3 MiB for the rest of its life. This probe uses none of those features (a
+plain query over UDP or TCP), so ``_load_dnspython`` turns them all off before
+dnspython looks: the same behaviour on every install, whatever else is installed
+beside the agent (names are encoded with the standard library's IDNA 2003 codec,
+which encodes Vietnamese names as IDNA 2008 does).
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 import time
+import types
 from typing import Annotated, Literal
 
 import msgspec
@@ -59,8 +70,33 @@ async def probe(options: Options) -> ProbeResult:
     return with_family(await _query(options, server, port, deadline), options, family)
 
 
+# dnspython's optional features (dns._features), none of which this probe uses.
+_FEATURES_OFF = ("dnssec", "doh", "doq", "idna", "trio", "wmi")
+
+
+def _load_dnspython() -> None:
+    """Import ``dns._features`` without ``importlib.metadata`` and turn every optional
+    feature off, before any other dnspython module asks for one."""
+    if "dns._features" in sys.modules:
+        return
+    real = sys.modules.get("importlib.metadata")
+    # Only its import sees this stand-in: every feature is forced off below, so no
+    # version is ever looked up through it.
+    sys.modules["importlib.metadata"] = types.ModuleType("importlib.metadata")
+    try:
+        import dns._features
+    finally:
+        if real is None:
+            del sys.modules["importlib.metadata"]
+        else:
+            sys.modules["importlib.metadata"] = real
+    for feature in (*_FEATURES_OFF, *getattr(dns._features, "_requirements", ())):
+        dns._features.force(feature, False)
+
+
 async def _query(options: Options, server: str, port: int, deadline: Deadline) -> ProbeResult:
     """Send the query to one resolver address and judge the answer."""
+    _load_dnspython()
     import dns.asyncbackend
     import dns.asyncquery
     import dns.exception

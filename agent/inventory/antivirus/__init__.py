@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from agent.config import AntivirusConfig
+from agent.inventory.settings import AntivirusConfig
 from agent.log import event
 from agent.report import AntivirusStatus
 

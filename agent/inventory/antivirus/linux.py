@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from agent.config import AntivirusConfig
 from agent.inventory.antivirus.command import Runner, run_command, which
 from agent.inventory.antivirus.policy import evaluate, product_state
 from agent.inventory.antivirus.vendors import (
@@ -33,6 +32,7 @@ from agent.inventory.antivirus.vendors import (
     match_vendors,
     newest_mtime,
 )
+from agent.inventory.settings import AntivirusConfig
 from agent.report import AntivirusProduct, AntivirusStatus, AvState
 
 DEFAULT_DATABASE_DIR: Final = "/var/lib/clamav"

@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
-from agent.config import AntivirusConfig
 from agent.inventory.antivirus.command import CommandResult, Runner, first_line, run_command
 from agent.inventory.antivirus.policy import evaluate, product_state
 from agent.inventory.antivirus.vendors import (
@@ -36,6 +35,7 @@ from agent.inventory.antivirus.vendors import (
     list_windows_services,
     match_vendors,
 )
+from agent.inventory.settings import AntivirusConfig
 from agent.report import AntivirusProduct, AntivirusStatus
 
 POWERSHELL: Final = "powershell.exe"

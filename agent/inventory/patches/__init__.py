@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from agent.config import PatchesConfig
+from agent.inventory.settings import PatchesConfig
 from agent.log import event
 from agent.report import PatchStatus
 

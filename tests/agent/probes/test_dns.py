@@ -114,3 +114,43 @@ def test_bad_options_name_the_key(options: dict[str, str], message: str) -> None
     with pytest.raises(ValueError) as info:
         dns.Options(**options)  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+PROBE_ALONE = """
+import asyncio, json, sys
+from agent.probes.dns import Options
+from agent.runner import run_target
+result = asyncio.run(run_target(Options(address=sys.argv[1], query=sys.argv[2])))
+loaded = "importlib.metadata" in sys.modules
+import importlib.metadata, dns._features
+print(json.dumps({"up": result.up, "error": result.error, "metadata_loaded": loaded,
+                  "real_metadata_works": bool(importlib.metadata.version("msgspec")),
+                  "features": sorted(k for k, v in dns._features._cache.items() if v)}))
+"""
+
+
+@pytest.mark.parametrize("query", ["dichvucong.gov.vn", "dịchvụcông.gov.vn"])
+def test_probe_loads_no_package_metadata_and_leaves_it_working(resolver: str, query: str) -> None:
+    """dnspython's optional-feature check is kept from importing importlib.metadata (1.3
+    MiB for the daemon's life); the real module still works for anyone after."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE_ALONE, resolver, query],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    outcome = json.loads(out.stdout)
+    assert outcome["metadata_loaded"] is False
+    assert outcome["real_metadata_works"] is True
+    assert outcome["features"] == []
+    # dnsmasq knows only dichvucong.gov.vn: the Vietnamese spelling is another name
+    # (sent IDNA-encoded), which it answers NXDOMAIN as a resolver would.
+    if query.isascii():
+        assert (outcome["up"], outcome["error"]) == (True, None)
+    else:
+        assert (outcome["up"], outcome["error"]) == (False, "dns_error")

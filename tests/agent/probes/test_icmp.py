@@ -14,7 +14,7 @@ import pytest
 
 from agent.probes import icmp
 from tests import netns
-from tests.agent.probes.nsrun import probe_in, run_in
+from tests.agent.probes.nsrun import REPO, probe_in, run_in
 
 ALLOW_ALL = "0 2147483647"
 DENY_ALL = "1 0"
@@ -148,6 +148,55 @@ def test_netem(topo: netns.Topology, qdisc: str, check: str) -> None:
     else:
         assert result["up"] is True
         assert result["rtt_min_seconds"] >= 0.05
+
+
+# Answers ICMP echo requests after argv[1] seconds (the kernel's own replies are off in
+# its namespace): a link with delay, where this kernel has no netem. Prints "ready".
+SLOW_RESPONDER = r"""
+import socket, struct, sys, time
+from agent.probes.icmp import checksum
+delay = float(sys.argv[1])
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+print("ready", flush=True)
+while True:
+    data, (source, _) = sock.recvfrom(65535)
+    icmp = data[(data[0] & 0x0F) * 4 :]
+    if len(icmp) < 8 or icmp[0] != 8:
+        continue
+    body = icmp[4:]
+    header = struct.pack("!BBH", 0, 0, 0)
+    reply = struct.pack("!BBH", 0, 0, checksum(header + body)) + body
+    time.sleep(delay)
+    sock.sendto(reply, (source, 0))
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("group", [ALLOW_ALL, DENY_ALL])
+def test_replies_read_at_the_next_echo_keep_their_kernel_time(
+    topo: netns.Topology, group: str
+) -> None:
+    """While a burst is sending, replies are read at the next echo's wake-up, not as
+    they arrive (fewer wake-ups): their RTT is still the link's, from the kernel's
+    receive time, not the time until the next echo (datagram and raw sockets)."""
+    import subprocess
+    import sys
+
+    a, b, _ = pair(topo)
+    a.sysctl("net.ipv4.ping_group_range", group)
+    b.sysctl("net.ipv4.icmp_echo_ignore_all", "1")
+    responder = b.popen(
+        [sys.executable, "-c", SLOW_RESPONDER, "0.02"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO),
+    )
+    assert responder.stdout is not None and responder.stdout.readline().strip() == "ready"
+    result = probe_in(a, target(count=4, interval="300ms"))
+    assert result["method"] == ("icmp-unprivileged" if group == ALLOW_ALL else "icmp-raw")
+    assert (result["sent"], result["received"]) == (4, 4)
+    # Read late without the kernel's time, each RTT would be ~0.3 s (the next echo).
+    assert 0.02 <= result["rtt_min_seconds"] <= result["rtt_max_seconds"] < 0.2
 
 
 def drop_echo(ns: netns.Namespace, match: str) -> None:

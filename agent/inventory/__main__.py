@@ -1,0 +1,17 @@
+"""``python -m agent.inventory``: one inventory or posture run in a process of its own
+(the daemon's child, ``agent.inventory.child``).
+
+Reads the request from standard input and writes the result as JSON to standard
+output; warnings go to standard error, which the daemon logs. Exit 2 for a request it
+cannot read.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from agent.inventory.child import child_main
+from agent.subproc import child_process_main
+
+if __name__ == "__main__":
+    sys.exit(child_process_main(child_main))
