@@ -15,6 +15,7 @@ import shutil
 import socket
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.report import Batch, encode, schema_components
 from collector import api
-from collector.app import create_app
+from collector.app import BUILDER, create_app
 from tests.collector.conftest import (
     OTHER_SITE,
     REPO,
@@ -101,6 +102,38 @@ async def test_snapshot_refreshes_are_counted_on_metrics(client: Client) -> None
         await asyncio.sleep(0.05)
     assert (await metric_value(client, "hatang_snapshot_refreshes_total") or 0) > at_start
     assert await metric_value(client, "hatang_site_up", site=SITE) == 1
+
+
+async def test_scrapes_after_refreshes_never_render_on_the_serving_loop(client: Client) -> None:
+    """The snapshot part of /metrics is rendered in a worker thread after each refresh (at
+    20k agents a render stalls the loop for a quarter of a second); scrapes, plain and
+    gzip, only serve it, and each snapshot is still rendered once."""
+    assert client.app is not None
+    exposition = client.app[api.EXPOSITION]
+    loop_thread = threading.get_ident()
+    token = await new_token(client)
+    seen: list[tuple[int, int | None]] = []
+    for seq in range(3):
+        resp = await client.post(
+            "/api/v1/reports", data=batch_body(agent_report(seq=seq)), headers=auth(token)
+        )
+        assert resp.status == 200, await resp.text()
+        builder = client.app[BUILDER]
+        generated = builder.snapshot.generated_at
+        for _ in range(400):  # the refresh that follows the ingest
+            if builder.snapshot.generated_at > generated:
+                break
+            await asyncio.sleep(0.02)
+        assert builder.snapshot.generated_at > generated
+        for encoding in ("identity", "gzip", "identity"):
+            got = await client.get("/metrics", headers={"Accept-Encoding": encoding})
+            assert got.status == 200
+            assert f'hatang_site_up{{site="{SITE}"}} 1.0' in await got.text()
+            seen.append((exposition.renders, exposition.render_thread))
+    assert all(thread not in (None, loop_thread) for _, thread in seen)
+    # Three scrapes per snapshot, one render each (no scrape rendered again).
+    for i in range(0, len(seen), 3):
+        assert seen[i][0] == seen[i + 1][0] == seen[i + 2][0]
 
 
 async def test_gzip_body_is_accepted(client: Client) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import sqlite3
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -293,6 +294,26 @@ def test_exposition_renders_once_per_snapshot() -> None:
     source.failures += 1  # a failed refresh keeps the snapshot but shows in the count
     assert b"hatang_snapshot_refresh_failures_total 1.0" in b"".join(exposition.body())
     assert exposition.renders == 3
+
+
+async def test_prepared_render_is_served_and_replaces_the_old_one() -> None:
+    """``prepare`` renders in a worker thread; the next body is served from it, and a new
+    snapshot's render replaces the old one (at most one render kept)."""
+    source = StaticSource(snapshot(DEMO))
+    registry, _ = self_registry()
+    exposition = Exposition(source, registry)
+    await exposition.prepare()
+    assert (exposition.renders, exposition.render_thread != threading.get_ident()) == (1, True)
+    first = b"".join(exposition.body())
+    await exposition.prepare()  # nothing changed: nothing to render
+    assert exposition.renders == 1
+    source.snapshot = snapshot(DEMO, [make_agent("demo/so-tttt", "a")])
+    await exposition.prepare()
+    assert exposition.renders == 2 and exposition.render_thread != threading.get_ident()
+    second = b"".join(exposition.body())
+    assert exposition.renders == 2
+    assert b'hatang_site_up{site="demo/so-tttt"} 1.0' in second
+    assert b'hatang_site_up{site="demo/so-tttt"} 1.0' not in first
 
 
 def test_gzip_body_is_one_member_equal_to_the_plain_body() -> None:
