@@ -348,18 +348,10 @@ async def _refresh_loop(app: web.Application, refresher: SnapshotThread) -> None
             await asyncio.wait_for(wake.wait(), timeout=config.metrics.refresh_interval)
         wake.clear()
         started = loop.time()
-        await _refresh(app, refresher)
+        await refresher.refresh()  # failures are logged by the builder; old snapshot stays
         took = loop.time() - started
         gap = max(config.metrics.min_refresh_interval, REFRESH_GAP_FACTOR * took)
         await asyncio.sleep(max(0.0, gap - took))
-
-
-async def _refresh(app: web.Application, refresher: SnapshotThread) -> None:
-    """One refresh, then the exposition's render of its snapshot in a worker thread, so that
-    no scrape renders on the serving loop (failures are logged by the builder; the old
-    snapshot stays and is served)."""
-    await refresher.refresh()
-    await app[api.EXPOSITION].prepare()
 
 
 async def _flush_loop(app: web.Application) -> None:
@@ -389,7 +381,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     refresher = SnapshotThread(app[BUILDER])
     refresher.start()
     try:
-        await _refresh(app, refresher)
+        await refresher.refresh()
         tasks = [
             asyncio.create_task(_refresh_loop(app, refresher), name="hatang-snapshot-refresh"),
             asyncio.create_task(_flush_loop(app), name="hatang-flush"),

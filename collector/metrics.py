@@ -914,10 +914,12 @@ class Exposition:
 
     The cached render is replaced when the builder swaps in a new Snapshot or its refresh
     bookkeeping changes, so memory holds at most one render (and its gzip) at a time.
-    ``prepare`` renders in a worker thread right after each swap: at 20k agents a render
-    is some 0.25 s of CPU (205k series) that on the serving loop would stall every ingest
-    and scrape for as long; a scrape that arrives meanwhile waits for it without blocking
-    the loop. A scrape renders by itself only when nothing was prepared for what it sees.
+    The first scrape after a swap renders in a worker thread (``prepare``): at 20k agents
+    a render is some 0.25 s of CPU (205k series) that on the serving loop stalled every
+    ingest and scrape for as long; scrapes that arrive meanwhile wait for the same render
+    without blocking the loop. Rendered per scrape, not per refresh: under ingest load the
+    snapshot is refreshed every few seconds, far more often than Prometheus scrapes, and a
+    render nobody reads would only take CPU from ingest.
     Bodies are written in slices with back-pressure, so a slow scraper never makes the
     transport buffer a copy of the whole body.
     """
@@ -960,21 +962,26 @@ class Exposition:
         return self._rendered
 
     async def prepare(self) -> None:
-        """Render what the source holds now, in a worker thread (called on the serving loop
-        after each snapshot swap); nothing when that is rendered already."""
+        """Render what the source holds now, in a worker thread; nothing when that is
+        rendered already."""
         key = self._key()
         if self._matches(key):
             return
         while self._preparing is not None:  # one render at a time: at most one kept
-            await asyncio.shield(self._preparing)
+            with contextlib.suppress(Exception):  # its caller sees its error; we try anew
+                await asyncio.shield(self._preparing)
             if self._matches(key := self._key()):
                 return
         self._rendered = None  # freed before the new one is built (the memory rule)
         loop = asyncio.get_running_loop()
         self._preparing = preparing = loop.run_in_executor(None, self._render, key)
-        try:
-            await asyncio.shield(preparing)
-        finally:
+        # Cleared when the render ends, not when this caller does: a scraper that goes away
+        # must not let a second render start beside the running one.
+        preparing.add_done_callback(self._prepared)
+        await asyncio.shield(preparing)
+
+    def _prepared(self, preparing: asyncio.Future[None]) -> None:
+        if self._preparing is preparing:
             self._preparing = None
 
     def _gzip(self, rendered: _Rendered) -> tuple[bytes, Any]:
@@ -1000,14 +1007,14 @@ class Exposition:
         return self._finish(self._current(), gzip)
 
     async def _body_async(self, gzip: bool) -> list[bytes]:
-        """``body`` without CPU-heavy work on the loop: waits for a render being prepared,
-        and compresses a render's first gzip answer in a worker thread (zlib releases the
-        GIL while it deflates)."""
-        preparing = self._preparing
-        if preparing is not None:
-            with contextlib.suppress(Exception):  # a failed render is redone below
-                await asyncio.shield(preparing)
-        rendered = self._current()
+        """``body`` without CPU-heavy work on the loop: a missing render is made in a worker
+        thread (concurrent scrapes wait for the same one), and a render's first gzip answer
+        is compressed in one too (zlib releases the GIL while it deflates)."""
+        for _ in range(3):  # a snapshot swapped in during the render: render that one
+            if self._matches(self._key()):
+                break
+            await self.prepare()
+        rendered = self._current()  # renders on the loop only after three swaps in a row
         if gzip and rendered.gzip_prefix is None:
             await asyncio.get_running_loop().run_in_executor(None, self._gzip, rendered)
         return self._finish(rendered, gzip)

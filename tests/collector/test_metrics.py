@@ -5,6 +5,7 @@ a bad store row is left out and counted instead of failing the snapshot."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gzip
 import sqlite3
@@ -297,12 +298,12 @@ def test_exposition_renders_once_per_snapshot() -> None:
 
 
 async def test_prepared_render_is_served_and_replaces_the_old_one() -> None:
-    """``prepare`` renders in a worker thread; the next body is served from it, and a new
-    snapshot's render replaces the old one (at most one render kept)."""
+    """``prepare`` renders in a worker thread, once for concurrent callers; the next body
+    is served from it, and a new snapshot's render replaces the old one."""
     source = StaticSource(snapshot(DEMO))
     registry, _ = self_registry()
     exposition = Exposition(source, registry)
-    await exposition.prepare()
+    await asyncio.gather(*(exposition.prepare() for _ in range(3)))  # concurrent scrapes
     assert (exposition.renders, exposition.render_thread != threading.get_ident()) == (1, True)
     first = b"".join(exposition.body())
     await exposition.prepare()  # nothing changed: nothing to render
