@@ -346,6 +346,23 @@ NETWORK_USE_MERGE: Final = (
     " unknown_polls = network_use_daily.unknown_polls + excluded.unknown_polls,"
     " app_checks_up = network_use_daily.app_checks_up + excluded.app_checks_up"
 )
+# The merge of a day's host row into ``host_daily`` (``merge_host_day`` in SQL): counts add
+# up, a known hostname stays when the newer has none, the newest antivirus state of the day
+# wins and a batch without one keeps the stored. The same SQL on both backends.
+_AV_NEWER: Final = (
+    "excluded.antivirus_effective_at IS NOT NULL AND"
+    " (host_daily.antivirus_effective_at IS NULL"
+    " OR excluded.antivirus_effective_at >= host_daily.antivirus_effective_at)"
+)
+HOST_DAILY_MERGE: Final = (
+    " ON CONFLICT (day, site, agent_id) DO UPDATE SET"
+    " hostname = COALESCE(NULLIF(excluded.hostname, ''), host_daily.hostname),"
+    " reports = host_daily.reports + excluded.reports,"
+    f" antivirus_state = CASE WHEN {_AV_NEWER} THEN excluded.antivirus_state"
+    " ELSE host_daily.antivirus_state END,"
+    f" antivirus_effective_at = CASE WHEN {_AV_NEWER} THEN excluded.antivirus_effective_at"
+    " ELSE host_daily.antivirus_effective_at END"
+)
 # Checks that show the network class carrying the office's work, where no counters exist.
 APPLICATION_KINDS: Final = frozenset({"http", "dns"})
 

@@ -80,6 +80,7 @@ from collector.store.chain import (
     extend,
 )
 from collector.store.ingest import (
+    HOST_DAILY_MERGE,
     NETWORK_USE_MERGE,
     Accepted,
     Rollups,
@@ -777,23 +778,10 @@ class PostgresStore(GroupCommitStore):
                 " $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[])" + NETWORK_USE_MERGE,
                 *_columns(add.network_use_daily, 9),
             )
-        # The newest antivirus state of the day wins; a batch without one keeps the stored.
-        av_newer = (
-            "excluded.antivirus_effective_at IS NOT NULL AND"
-            " (host_daily.antivirus_effective_at IS NULL"
-            " OR excluded.antivirus_effective_at >= host_daily.antivirus_effective_at)"
-        )
         await conn.execute(
             "INSERT INTO host_daily (day, site, agent_id, hostname, reports, antivirus_state,"  # noqa: S608 - fixed text
             " antivirus_effective_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-            " $4::text[], $5::int8[], $6::text[], $7::float8[])"
-            " ON CONFLICT (day, site, agent_id) DO UPDATE SET"
-            " hostname = COALESCE(NULLIF(excluded.hostname, ''), host_daily.hostname),"
-            " reports = host_daily.reports + excluded.reports,"
-            f" antivirus_state = CASE WHEN {av_newer} THEN excluded.antivirus_state"
-            " ELSE host_daily.antivirus_state END,"
-            f" antivirus_effective_at = CASE WHEN {av_newer} THEN excluded.antivirus_effective_at"
-            " ELSE host_daily.antivirus_effective_at END",
+            " $4::text[], $5::int8[], $6::text[], $7::float8[])" + HOST_DAILY_MERGE,
             *_columns(
                 [(*k, h.hostname, h.reports, h.av_state, h.av_at) for k, h in add.host_daily],
                 7,

@@ -77,14 +77,13 @@ from collector.store.chain import (
     extend,
 )
 from collector.store.ingest import (
+    HOST_DAILY_MERGE,
     NETWORK_USE_MERGE,
     Accepted,
     AgentRow,
-    HostDay,
     Rollups,
     RollupSum,
     agent_rows,
-    merge_host_day,
     rollups,
     section_rows,
     triage,
@@ -884,69 +883,63 @@ class SQLiteStore(GroupCommitStore):
     def _update_sections(
         conn: sqlite3.Connection, batch: list[tuple[str, str, str, float, str]]
     ) -> None:
-        rows = []
-        for row in batch:
-            stored = conn.execute(
-                "SELECT effective_at FROM agent_sections"
-                " WHERE site = ? AND agent_id = ? AND section = ?",
-                row[:3],
-            ).fetchone()
-            if stored is None or row[3] >= stored[0]:
-                rows.append(row)
-        conn.executemany(
-            "INSERT INTO agent_sections (site, agent_id, section, effective_at, body)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, agent_id, section) DO UPDATE SET"
-            " effective_at = excluded.effective_at, body = excluded.body",
-            rows,
+        _insert_rows(
+            conn,
+            "INSERT INTO agent_sections (site, agent_id, section, effective_at, body)",
+            " ON CONFLICT (site, agent_id, section) DO UPDATE SET"
+            " effective_at = excluded.effective_at, body = excluded.body"
+            " WHERE excluded.effective_at >= agent_sections.effective_at",
+            batch,
         )
 
     @staticmethod
     def _update_rollups(conn: sqlite3.Connection, add: Rollups) -> None:
-        conn.executemany(
-            "INSERT INTO network_hourly (site, agent_id, network, hour, checks, up_checks)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site, agent_id, network, hour) DO UPDATE"
+        _insert_rows(
+            conn,
+            "INSERT INTO network_hourly (site, agent_id, network, hour, checks, up_checks)",
+            " ON CONFLICT (site, agent_id, network, hour) DO UPDATE"
             " SET checks = network_hourly.checks + excluded.checks,"
             " up_checks = network_hourly.up_checks + excluded.up_checks",
             add.network_hourly,
         )
-        conn.executemany(
-            "INSERT INTO agent_hourly (site, agent_id, hour, reports) VALUES (?, ?, ?, ?)"
+        _insert_rows(
+            conn,
+            "INSERT INTO agent_hourly (site, agent_id, hour, reports)",
             " ON CONFLICT (site, agent_id, hour) DO UPDATE"
             " SET reports = agent_hourly.reports + excluded.reports",
             add.agent_hourly,
         )
-        conn.executemany(
+        _insert_rows(
+            conn,
             "INSERT INTO network_daily (day, site, agent_id, network, checks, up_checks,"
-            " seconds_up) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " seconds_up)",
             " ON CONFLICT (day, site, agent_id, network) DO UPDATE"
             " SET checks = network_daily.checks + excluded.checks,"
             " up_checks = network_daily.up_checks + excluded.up_checks,"
-            " seconds_up = CASE WHEN network_daily.seconds_up + excluded.seconds_up > 86400"
-            " THEN 86400 ELSE network_daily.seconds_up + excluded.seconds_up END",
+            " seconds_up = MIN(network_daily.seconds_up + excluded.seconds_up, 86400)",
             add.network_daily,
         )
-        conn.executemany(
+        _insert_rows(
+            conn,
             "INSERT INTO throughput_results (report_id, network, target, site, agent_id,"
-            " effective_at, up, skipped, bytes_per_second, bytes_read, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            " effective_at, up, skipped, bytes_per_second, bytes_read, error)",
+            " ON CONFLICT DO NOTHING",
             add.throughput,
         )
-        conn.executemany(
-            "INSERT INTO network_use_daily (day, site, agent_id, network, in_bytes, out_bytes,"  # noqa: S608 - fixed text
-            " counted_polls, unknown_polls, app_checks_up) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            + NETWORK_USE_MERGE,
+        _insert_rows(
+            conn,
+            "INSERT INTO network_use_daily (day, site, agent_id, network, in_bytes, out_bytes,"
+            " counted_polls, unknown_polls, app_checks_up)",
+            NETWORK_USE_MERGE,
             add.network_use_daily,
         )
-        for key, batch_host in add.host_daily:
-            host = _merge_host_day(conn, key, batch_host)
-            conn.execute(
-                "INSERT INTO host_daily (day, site, agent_id, hostname, reports,"
-                " antivirus_state, antivirus_effective_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (day, site, agent_id) DO UPDATE SET hostname = excluded.hostname,"
-                " reports = excluded.reports, antivirus_state = excluded.antivirus_state,"
-                " antivirus_effective_at = excluded.antivirus_effective_at",
-                (*key, host.hostname, host.reports, host.av_state, host.av_at),
-            )
+        _insert_rows(
+            conn,
+            "INSERT INTO host_daily (day, site, agent_id, hostname, reports,"
+            " antivirus_state, antivirus_effective_at)",
+            HOST_DAILY_MERGE,
+            [(*k, h.hostname, h.reports, h.av_state, h.av_at) for k, h in add.host_daily],
+        )
 
     # -- tokens -----------------------------------------------------------------------
 
@@ -1284,19 +1277,29 @@ def _count(conn: sqlite3.Connection, counts: dict[str, int]) -> None:
     )
 
 
-def _merge_host_day(conn: sqlite3.Connection, key: tuple[str, str, str], host: HostDay) -> HostDay:
-    """The stored day followed by the batch's (``ingest.merge_host_day``)."""
-    stored = conn.execute(
-        "SELECT hostname, reports, antivirus_state, antivirus_effective_at"
-        " FROM host_daily WHERE day = ? AND site = ? AND agent_id = ?",
-        key,
-    ).fetchone()
-    if stored is None:
-        return host
-    hostname, reports, av_state, av_at = stored
-    older = HostDay(hostname, reports)
-    older.av_state, older.av_at = av_state, av_at
-    return merge_host_day(host, older)
+# Bound parameters per statement (SQLite's own limit is 32,766 since 3.32; older builds 999).
+MAX_VARIABLES: Final = 999
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, tail: str, rows: Sequence[Sequence[Any]]
+) -> None:
+    """``head VALUES (..), (..) tail`` for ``rows``, as few statements as the parameter
+    limit allows. ``executemany`` steps the statement once per row, and the sqlite3 module
+    gives up the GIL around every step: with the serving loop busy each step waited for
+    the GIL again, which made a group commit's many small upserts slower than its fsync.
+    Rows must not repeat a conflict key (the roll-up sums and section rows are unique)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per = max(1, MAX_VARIABLES // width)
+    one = "(" + ", ".join("?" * width) + ")"
+    for i in range(0, len(rows), per):
+        chunk = rows[i : i + per]
+        conn.execute(
+            f"{head} VALUES {', '.join([one] * len(chunk))}{tail}",
+            [value for row in chunk for value in row],
+        )
 
 
 def _append_chain(

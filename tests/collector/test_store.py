@@ -181,6 +181,34 @@ async def test_concurrent_ingests_share_group_commits(store: Store) -> None:
     assert len(commits) < 50  # fewer fsyncs than requests
 
 
+async def test_concurrent_replays_in_one_group_are_stored_exactly_once(store: Store) -> None:
+    """The same report sent by many requests at once (an agent retrying over a flaky link,
+    several replicas of its spool): one is stored, every other is counted a duplicate."""
+    report = agent_report()
+    results = await asyncio.gather(*(store.ingest(SITE, rows(report)) for _ in range(20)))
+    assert sorted(r.accepted for r in results) == [0] * 19 + [1]
+    assert sum(r.duplicates for r in results) == 19
+    assert await store.report_count() == 1
+    states = await store.agent_states()
+    assert [(s.agent_id, s.reports_received) for s in states] == [(report.agent_id, 1)]
+    assert await store.received_counts(at(2)) == {(SITE, report.agent_id): 1}
+
+
+async def test_a_large_group_writes_every_rollup_row(store: Store) -> None:
+    """More roll-up rows in one group commit than one SQL statement may bind: every
+    agent's buckets and counts are still all written, each once."""
+    agents = [f"pc-{i:03d}" for i in range(300)]
+    results = await asyncio.gather(
+        *(store.ingest(SITE, rows(agent_report(agent_id=a, observed_at=at(0)))) for a in agents)
+    )
+    assert all(r.accepted == 1 for r in results)
+    assert await store.received_counts(at(1)) == {(SITE, a): 1 for a in agents}
+    windows = await store.agent_network_windows(at(1))
+    assert {w.agent_id for w in windows} == set(agents)
+    per_agent = {(w.agent_id, w.network): w.checks for w in windows}
+    assert set(per_agent.values()) == {1} and len(per_agent) == len(windows)
+
+
 async def test_a_failing_operation_does_not_spoil_its_group(store: Store) -> None:
     broken_sql = "INSERT INTO tokens (token_id) VALUES ('x')"  # NOT NULL violation
 
