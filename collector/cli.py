@@ -601,7 +601,13 @@ async def _enroll_command(config: CollectorConfig, args: argparse.Namespace) -> 
 async def _serve(config: CollectorConfig) -> int:
     from aiohttp import web
 
-    from collector.app import create_app, loop_exception_handler, raise_fd_limit, server_kwargs
+    from collector.app import (
+        create_app,
+        loop_exception_handler,
+        raise_fd_limit,
+        server_kwargs,
+        tune_for_serving,
+    )
     from collector.central import CENTRAL
 
     limits = raise_fd_limit()
@@ -609,6 +615,7 @@ async def _serve(config: CollectorConfig) -> int:
         event(log, logging.INFO, "collector.fd_limit", soft=limits[0], hard=limits[1])
     asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
     app = create_app(config)
+    tune_for_serving(app)
     ssl_context = None
     if config.listen.cert_file and config.listen.key_file:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
