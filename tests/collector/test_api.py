@@ -105,9 +105,9 @@ async def test_snapshot_refreshes_are_counted_on_metrics(client: Client) -> None
 
 
 async def test_scrapes_after_refreshes_never_render_on_the_serving_loop(client: Client) -> None:
-    """The snapshot part of /metrics is rendered in a worker thread after each refresh (at
-    20k agents a render stalls the loop for a quarter of a second); scrapes, plain and
-    gzip, only serve it, and each snapshot is still rendered once."""
+    """The snapshot part of /metrics is rendered in a worker thread (at 20k agents a render
+    on the loop stalled it for a quarter of a second); scrapes, plain and gzip, serve that
+    render, and each snapshot is still rendered once."""
     assert client.app is not None
     exposition = client.app[api.EXPOSITION]
     loop_thread = threading.get_ident()
