@@ -885,11 +885,14 @@ def accepts_gzip(header: str) -> bool:
     return False
 
 
+_Key = tuple[Snapshot, int, int, float | None]  # _Frozen's fields, the snapshot by identity
+
+
 @dataclass(slots=True)
 class _Rendered:
     """One render of the METRICS part, for one (snapshot, failures, duration)."""
 
-    key: tuple[Snapshot, int, float | None]
+    key: _Key
     chunks: list[bytes]
     size: int
     # gzip of the chunks, flushed to a byte boundary but not finished, and the compressor
@@ -905,6 +908,7 @@ class _Frozen:
 
     snapshot: Snapshot
     failures: int
+    refreshes: int
     last_duration_seconds: float | None
 
 
@@ -938,15 +942,15 @@ class Exposition:
         self.renders = 0  # how many times the snapshot part was rendered (tests, bench)
         self.render_thread: int | None = None  # threading.get_ident() of the last render
 
-    def _key(self) -> tuple[Snapshot, int, float | None]:
+    def _key(self) -> _Key:
         source = self._source
-        return (source.snapshot, source.failures, source.last_duration_seconds)
+        return (source.snapshot, source.failures, source.refreshes, source.last_duration_seconds)
 
-    def _matches(self, key: tuple[Snapshot, int, float | None]) -> bool:
+    def _matches(self, key: _Key) -> bool:
         rendered = self._rendered
         return rendered is not None and rendered.key[0] is key[0] and rendered.key[1:] == key[1:]
 
-    def _render(self, key: tuple[Snapshot, int, float | None]) -> None:
+    def _render(self, key: _Key) -> None:
         chunks = render_text(_Frozen(*key))
         self._rendered = _Rendered(key, chunks, sum(map(len, chunks)))
         self.renders += 1
