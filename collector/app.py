@@ -307,7 +307,12 @@ class SnapshotThread:
         # read from the thread; others (asyncpg: loop-bound pools) refresh on the serving loop.
         self.threaded = bool(getattr(target.store, "reads_from_any_loop", False))
         self._shadow = SnapshotBuilder(
-            target.org, target.plans, target.store, target.settings, clock=target.clock
+            target.org,
+            target.plans,
+            target.store,
+            target.settings,
+            clock=target.clock,
+            initial=target.snapshot,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

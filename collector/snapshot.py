@@ -359,14 +359,21 @@ class SnapshotBuilder:
         settings: IndicatorSettings | None = None,
         *,
         clock: Callable[[], dt.datetime] = _utcnow,
+        initial: Snapshot | None = None,
     ) -> None:
         self.org = org
         self.plans = tuple(plans)
         self.store = store
         self.settings = settings or IndicatorSettings()
         self.clock = clock
-        # Before the first refresh every unit is visible, with no data and site_up 0.
-        self.snapshot = build_snapshot(org, self.plans, self.settings, clock(), [], [], {}, [])
+        # Before the first refresh every unit is visible, with no data and site_up 0
+        # (``initial``: such a snapshot built already, e.g. by the builder this one shadows;
+        # at 5,000 units each build of it is a noticeable part of start-up).
+        self.snapshot = (
+            initial
+            if initial is not None
+            else build_snapshot(org, self.plans, self.settings, clock(), [], [], {}, [])
+        )
         self.refreshes = 0
         self.failures = 0
         self.last_success: float | None = None
@@ -433,7 +440,6 @@ class SnapshotBuilder:
             )
         self._kept = None  # until applied whole: a failure midway reads everything next time
         with _no_cyclic_gc():  # each AgentState read is many small objects that live on
-            full = kept is None or reads.full
             if kept is None or reads.full:
                 kept = _Kept(reads)
                 changed_sites: set[str] | None = None
@@ -479,12 +485,6 @@ class SnapshotBuilder:
                 cache=self._cache,
                 changed_sites=self._changed_sites,
             )
-        if full:
-            # What a full read built (every agent's state, newest report, windows: millions
-            # of objects, acyclic) lives until those agents change; out of the collector's
-            # sight, every later generation-2 pass would walk it again (≈ 0.2 s at 20k
-            # agents, landing in whichever refresh or request allocates at that moment).
-            gc.freeze()
         # Optional in the protocol: stores made for indicator tests do not keep it.
         config_errors = getattr(self.store, "config_error_counts", None)
         if config_errors is None:
