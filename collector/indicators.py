@@ -38,6 +38,7 @@ from collector.org import LEVELS, Org, Unit
 from collector.store import (
     AgentNetworkWindow,
     AgentState,
+    LatestReport,
     NetworkUseDay,
     NetworkWindow,
     StoredDeclaration,
@@ -595,7 +596,9 @@ def latest_agent(agents: Sequence[AgentState], now: dt.datetime) -> AgentState |
     return max(pool, key=lambda a: (min(a.last_observed_at, now), a.last_received_at))
 
 
-def observe_targets(report: Report) -> tuple[dict[NetworkClass, bool], list[TargetObservation]]:
+def observe_targets(
+    report: Report | LatestReport,
+) -> tuple[dict[NetworkClass, bool], list[TargetObservation]]:
     """Per configured class of one report: up, and each target's result."""
     networks: dict[NetworkClass, bool] = {}
     targets: list[TargetObservation] = []
