@@ -60,6 +60,7 @@ def server_kwargs(config: CollectorConfig) -> dict[str, Any]:
 
 
 FLUSH_EVERY: Final = 10.0
+STOP_WAIT_SECONDS: Final = 30.0  # how long a shutdown waits for a running refresh
 GC_FULL_EVERY: Final = 600.0  # seconds between full collections of a frozen heap
 # How long a thread holding the GIL runs before one that waits for it is let in (Python's
 # default 5 ms). The sqlite3 module gives up the GIL around every statement step and the
@@ -348,10 +349,15 @@ class SnapshotThread:
         return ok
 
     async def stop(self) -> None:
-        """Wait for a running refresh, then stop the thread's loop."""
+        """Wait for a running refresh (bounded: a shutdown must end), then stop the
+        thread's loop."""
         if self._pending is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wrap_future(self._pending)
+                done, _ = await asyncio.wait(
+                    [asyncio.wrap_future(self._pending)], timeout=STOP_WAIT_SECONDS
+                )
+                if not done:
+                    event(log, logging.WARNING, "snapshot.refresh_abandoned_at_stop")
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             await asyncio.to_thread(self._thread.join)
