@@ -426,6 +426,7 @@ class P99:
     peak_inflight: int
     refreshes: list[int]  # per replica, during the run
     scrapes: list[list[float]]  # per replica, seconds of each 15 s scrape
+    rss_peak: list[int] = field(default_factory=list)  # per replica, up to the run's end
 
     @property
     def worst(self) -> float:
@@ -547,7 +548,7 @@ class Result:
     render: list[float] = field(default_factory=list)
     series: int = 0
     rss_start: list[int] = field(default_factory=list)
-    rss_peak: list[int] = field(default_factory=list)
+    rss_peak: list[int] = field(default_factory=list)  # up to the p99 mode
     single: float = 0.0
     ceil_single: float = 0.0
     ceil_16: float = 0.0
@@ -608,6 +609,7 @@ def step(backend: Backend, agents: int, opt: Options) -> Result:
             res.single = n_single / asyncio.run(spread(urls, tokens, single, 16))
             batched = [bodies_for(i % sites, 6, 50) for i in range(100 if opt.quick else 300)]
             res.batched = len(batched) * 50 / asyncio.run(spread(urls, tokens, batched, 4))
+            res.rss_peak = [p[0] for p in peaks]
             if agents in opt.p99_at and opt.p99_seconds > 0:
                 rate, basis = opt.p99_rate, "--p99-rate"
                 if rate is None and opt.p99_of == "measured":
@@ -618,11 +620,11 @@ def step(backend: Backend, agents: int, opt: Options) -> Result:
                     urls, tokens, agents, rate, basis, opt.p99_seconds, opt.p99_windows,
                     opt.p99_procs,
                 )  # fmt: skip
+                res.p99.rss_peak = [p[0] for p in peaks]
             res.converged = converge(urls, agents, time.time())
         finally:
             done.set()
             stop(*(c.proc for c in collectors))
-    res.rss_peak = [p[0] for p in peaks]
     res.load.append(loadavg())
     return res
 
@@ -704,7 +706,8 @@ def p99_table(results: Sequence[Result]) -> str:
         lines += [
             "",
             f"Refreshes during the run, per replica: {each(p.refreshes, 'd')}; {scraped}; "
-            f"{keep}; errors {p.errors or 'none'}; peak requests in flight {p.peak_inflight:,}.",
+            f"{keep}; errors {p.errors or 'none'}; peak requests in flight {p.peak_inflight:,}; "
+            f"collector RSS peak up to the end of the run {mib(r.rss_start, p.rss_peak)} MiB.",
             "",
         ]
     return "\n".join(lines)
@@ -725,7 +728,8 @@ def goal_rows(results: Sequence[Result], opt: Options) -> list[Row]:
     r = at[0]
     judge = r.agents == GOAL_AT
     label = f"{r.agents:,} agents, {describe(opt)}"
-    refresh, startup, peak = max(r.refresh), max(r.startup), max(r.rss_peak)
+    refresh, startup = max(r.refresh), max(r.startup)
+    peak = max(r.p99.rss_peak if r.p99 else r.rss_peak)
     single, batched = r.single / r.ceil_single, r.batched / r.ceil_batched
 
     def row(
@@ -742,14 +746,15 @@ def goal_rows(results: Sequence[Result], opt: Options) -> list[Row]:
             refresh <= GOAL_REFRESH, f"{refresh / GOAL_REFRESH:.0f}x"),
         row("start-up to a complete /metrics", f"{startup:.1f} s", "-", "-", "≤ 3 s",
             startup <= GOAL_STARTUP, f"{startup - GOAL_STARTUP:.1f} s"),
-        row("collector RSS peak", f"{peak / 2**20:.0f} MiB", "-", "-", "≤ 250 MiB",
-            peak <= GOAL_RSS, f"{(peak - GOAL_RSS) / 2**20:.0f} MiB"),
+        row("collector RSS peak, the whole step", f"{peak / 2**20:.0f} MiB",
+            f"{max(r.rss_peak) / 2**20:.0f} MiB before the p99 mode" if r.p99 else "-", "-",
+            "≤ 250 MiB", peak <= GOAL_RSS, f"{(peak - GOAL_RSS) / 2**20:.0f} MiB"),
         row("single-report requests/s, c=16", f"{r.single:,.0f}",
             f"{r.ceil_single:,.0f} (decode + store)", f"{single:.2f}x", "≥ 0.5x",
-            single >= GOAL_SINGLE, f"{GOAL_SINGLE - single:.2f}x"),
+            single >= GOAL_SINGLE, short(GOAL_SINGLE - single)),
         row("batched reports/s, 50 per request, c=4", f"{r.batched:,.0f}",
             f"{r.ceil_batched:,.0f} (decode + store)", f"{batched:.2f}x", "≥ 0.9x",
-            batched >= GOAL_BATCHED, f"{GOAL_BATCHED - batched:.2f}x"),
+            batched >= GOAL_BATCHED, short(GOAL_BATCHED - batched)),
     ]  # fmt: skip
     if r.p99 is not None:
         p = r.p99
@@ -761,6 +766,11 @@ def goal_rows(results: Sequence[Result], opt: Options) -> list[Row]:
                 "-", "≤ 50 ms", met, by)
         )  # fmt: skip
     return rows
+
+
+def short(by: float) -> str:
+    """A ratio shortfall, with the digit that shows it (0.004x, not 0.00x)."""
+    return f"{by:.2f}x" if by >= 0.005 else f"{by:.3f}x"
 
 
 def cost_per_agent(results: Sequence[Result]) -> str:
