@@ -18,8 +18,9 @@ one), and from this (separate) process:
 * p99 (``--p99-seconds``, at the ``--p99-at`` steps, 20k by default): open-loop
   single-report requests from ``--p99-procs`` generator processes (bench/openloop.py)
   at half of the goal rate, i.e. 0.25 × the single ceiling of the same step (the goal is
-  ≥ 0.5 × the ceiling, and p99 ≤ 50 ms "at half of that rate"; ``--p99-of measured``:
-  half of the closed-loop single rate measured just before; ``--p99-rate`` fixes it),
+  ≥ 0.5 × the ceiling, and p99 ≤ 50 ms "at half of that rate"), but at most half of the
+  closed-loop single rate measured just before (above capacity a p99 only measures the
+  queue); ``--p99-of measured``: always the latter; ``--p99-rate`` fixes it;
   latency measured from each request's due time, so a stall counts for every request it
   delays; p50/p90/p99/max per window and overall; the generators' own send lag (they
   must keep up for the figure to be the collector's); meanwhile a scraper GETs /metrics
@@ -572,6 +573,24 @@ class Options:
     p99_procs: int
 
 
+def p99_rate(res: Result, opt: Options) -> tuple[float, str]:
+    """The open-loop rate and why: the goal's (half of 0.5 × the single ceiling) unless
+    that is more than half of what the closed loop reached just before; above the
+    collector's capacity a p99 only measures how long the queue has grown."""
+    if opt.p99_rate is not None:
+        return opt.p99_rate, "--p99-rate"
+    half = 0.5 * res.single
+    if opt.p99_of == "measured":
+        return half, "half of the closed-loop single rate"
+    goal = 0.25 * res.ceil_single
+    if goal > half:
+        return half, (
+            f"half of the closed-loop single rate, as the goal's half of 0.5 × ceiling "
+            f"({goal:,.0f}/s) is more than that"
+        )
+    return goal, "half of the goal's 0.5 × ceiling"
+
+
 def step(backend: Backend, agents: int, opt: Options) -> Result:
     sites = agents // PER_SITE
     res = Result(agents, sites, [loadavg()])
@@ -611,11 +630,7 @@ def step(backend: Backend, agents: int, opt: Options) -> Result:
             res.batched = len(batched) * 50 / asyncio.run(spread(urls, tokens, batched, 4))
             res.rss_peak = [p[0] for p in peaks]
             if agents in opt.p99_at and opt.p99_seconds > 0:
-                rate, basis = opt.p99_rate, "--p99-rate"
-                if rate is None and opt.p99_of == "measured":
-                    rate, basis = 0.5 * res.single, "half of the closed-loop single rate"
-                elif rate is None:
-                    rate, basis = 0.25 * res.ceil_single, "half of the goal's 0.5 × ceiling"
+                rate, basis = p99_rate(res, opt)
                 res.p99 = p99_run(
                     urls, tokens, agents, rate, basis, opt.p99_seconds, opt.p99_windows,
                     opt.p99_procs,
