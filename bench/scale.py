@@ -766,10 +766,10 @@ def goal_rows(results: Sequence[Result], opt: Options) -> list[Row]:
             "≤ 250 MiB", peak <= GOAL_RSS, f"{(peak - GOAL_RSS) / 2**20:.0f} MiB"),
         row("single-report requests/s, c=16", f"{r.single:,.0f}",
             f"{r.ceil_single:,.0f} (decode + store)", f"{single:.2f}x", "≥ 0.5x",
-            single >= GOAL_SINGLE, short(GOAL_SINGLE - single)),
+            *against_ceiling(single, GOAL_SINGLE)),
         row("batched reports/s, 50 per request, c=4", f"{r.batched:,.0f}",
             f"{r.ceil_batched:,.0f} (decode + store)", f"{batched:.2f}x", "≥ 0.9x",
-            batched >= GOAL_BATCHED, short(GOAL_BATCHED - batched)),
+            *against_ceiling(batched, GOAL_BATCHED)),
     ]  # fmt: skip
     if r.p99 is not None:
         p = r.p99
@@ -781,6 +781,15 @@ def goal_rows(results: Sequence[Result], opt: Options) -> list[Row]:
                 "-", "≤ 50 ms", met, by)
         )  # fmt: skip
     return rows
+
+
+def against_ceiling(ratio: float, goal: float) -> tuple[bool | None, str]:
+    """Met, or missed by how much; not judged when HTTP beats the in-process "ceiling"
+    (PostgreSQL here: the bench's own store is no faster than the collector's, and two
+    replicas write on two connections), as a ratio to it then says nothing."""
+    if ratio > 1.0:
+        return None, "not judged: the in-process ceiling is below the HTTP rate"
+    return ratio >= goal, short(goal - ratio)
 
 
 def short(by: float) -> str:
