@@ -42,9 +42,10 @@ each step gets a database of its own.
 
 Run: ``python3 bench/scale.py [--quick] [--steps 1000,5000,20000,50000]
 [--history-hours 24] [--backend sqlite|postgres] [--replicas 1|2] [--p99-seconds 60]``.
-``--quick`` (1k and 5k, fewer requests, two 10 s p99 windows at 5k) takes about two
-minutes; a full SQLite run with ``--history-hours 24`` (1k → 50k, two 60 s p99 windows
-at 20k) about 15 minutes on this 2-core machine, PostgreSQL somewhat longer.
+``--quick`` (1k and 5k, fewer requests, two 10 s p99 windows at 5k) takes about a
+minute; a full SQLite run with ``--history-hours 24`` (1k → 50k, two 60 s p99 windows at
+20k) about 7 minutes on the shared 2-core development machine (the 20k step alone about
+4), PostgreSQL 1k → 20k about 7 minutes with one or two replicas.
 """
 
 from __future__ import annotations
